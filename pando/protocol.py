@@ -1,0 +1,279 @@
+"""The wire protocol between the root and its volunteers.
+
+Every frame is one WebSocket text message holding one JSON object with a
+``"type"`` key. ``docs/protocol.md`` describes the same thing in prose; the
+JavaScript volunteer in ``pando/web/`` follows it too.
+
+Items and results always carry the item id the root gave them, so answers may
+arrive in any order and in any grouping. One frame may carry many items or
+results: with a cheap function the cost of a frame dominates the cost of an
+item.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+#: Bumped on any incompatible change; a volunteer speaking another version is
+#: refused with a ``bye`` frame that says why.
+VERSION = 1
+
+#: Path of the WebSocket endpoint on the root's port.
+VOLUNTEER_PATH = "/volunteer"
+
+#: Largest frame either side accepts. A larger one closes that session.
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+
+#: Largest single item or result (UTF-8 bytes). Frames are packed so that one
+#: such item always fits, even if JSON escaping makes it six times longer.
+MAX_ITEM_BYTES = 8 * 1024 * 1024
+
+#: Roles a volunteer may declare in its hello. ``local`` is the root's own
+#: helper process, which only computes while nobody else is connected.
+ROLES = ("volunteer", "local")
+
+
+class ProtocolError(ValueError):
+    """A frame that is not valid under this protocol."""
+
+
+@dataclass(frozen=True)
+class Hello:
+    """Volunteer → root, first frame: who it is and how many workers it has."""
+
+    name: str
+    workers: int
+    role: str = "volunteer"
+    protocol: int = VERSION
+    type = "hello"
+
+    def payload(self) -> dict[str, Any]:
+        return {"protocol": self.protocol, "name": self.name, "workers": self.workers, "role": self.role}
+
+
+@dataclass(frozen=True)
+class Module:
+    """Root → volunteer, answer to hello: the session id, settings and the user's module."""
+
+    id: str
+    filename: str
+    source: str
+    heartbeat_ms: int
+    batch_size: int
+    type = "module"
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "filename": self.filename,
+            "source": self.source,
+            "heartbeat": self.heartbeat_ms,
+            "batch_size": self.batch_size,
+        }
+
+
+@dataclass(frozen=True)
+class Lend:
+    """Root → volunteer: items to compute, as ``(id, text)`` pairs."""
+
+    items: list[tuple[int, str]]
+    type = "lend"
+
+    def payload(self) -> dict[str, Any]:
+        return {"items": self.items}
+
+
+@dataclass(frozen=True)
+class Result:
+    """Volunteer → root: finished items, as ``(id, output line)`` pairs."""
+
+    results: list[tuple[int, str]]
+    type = "result"
+
+    def payload(self) -> dict[str, Any]:
+        return {"results": self.results}
+
+
+@dataclass(frozen=True)
+class Error:
+    """Volunteer → root: an item failed, or (``id`` None) the volunteer cannot work.
+
+    ``lost`` says the item's computation was lost rather than failed (the worker
+    process died under it): the root counts it like a lost holder and lends the
+    item again, up to its retry limit.
+    """
+
+    message: str
+    id: int | None = None
+    traceback: str = ""
+    lost: bool = False
+    type = "error"
+
+    def payload(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"message": self.message}
+        if self.id is not None:
+            out["id"] = self.id
+        if self.traceback:
+            out["traceback"] = self.traceback
+        if self.lost:
+            out["lost"] = True
+        return out
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Either way: I am alive. The root answers each one with one of its own."""
+
+    type = "heartbeat"
+
+    def payload(self) -> dict[str, Any]:
+        return {}
+
+
+@dataclass(frozen=True)
+class Bye:
+    """Root → volunteer, last frame: ``done`` (the job is over) or ``refused``."""
+
+    reason: str
+    message: str = ""
+    type = "bye"
+
+    def payload(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"reason": self.reason}
+        if self.message:
+            out["message"] = self.message
+        return out
+
+
+Frame = Union[Hello, Module, Lend, Result, Error, Heartbeat, Bye]
+
+#: Frames each side may receive.
+FROM_VOLUNTEER = ("hello", "result", "error", "heartbeat")
+FROM_ROOT = ("module", "lend", "heartbeat", "bye")
+
+_HEARTBEAT = Heartbeat()
+
+
+def encode(frame: Frame) -> str:
+    """The JSON text of a frame."""
+    body = frame.payload()
+    body["type"] = frame.type
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def decode(text: str | bytes, allowed: tuple[str, ...]) -> Frame:
+    """Parse and check one frame; raise :class:`ProtocolError` if it is not valid.
+
+    ``allowed`` names the frame types this side accepts (``FROM_VOLUNTEER`` on
+    the root, ``FROM_ROOT`` on a volunteer).
+    """
+    if isinstance(text, bytes):
+        raise ProtocolError("binary frame; the protocol uses text frames")
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise ProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ProtocolError("a frame must be a JSON object")
+    kind = body.get("type")
+    if kind not in allowed:
+        raise ProtocolError(f"unexpected frame type {kind!r}")
+    try:
+        return _PARSERS[kind](body)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"malformed {kind} frame: {exc}") from None
+
+
+def _str(body: dict[str, Any], key: str, default: str | None = None) -> str:
+    value = body.get(key, default)
+    if not isinstance(value, str):
+        raise ValueError(f"{key!r} must be a string")
+    return value
+
+
+def _int(body: dict[str, Any], key: str, minimum: int = 0) -> int:
+    value = body[key]
+    if type(value) is not int or value < minimum:
+        raise ValueError(f"{key!r} must be an integer >= {minimum}")
+    return value
+
+
+def _pairs(value: Any, key: str) -> list[tuple[int, str]]:
+    """Check a list of ``[id, text]`` pairs; the hot path of the protocol."""
+    if not isinstance(value, list):
+        raise ValueError(f"{key!r} must be a list")
+    for pair in value:
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or type(pair[0]) is not int
+            or pair[0] < 0
+            or not isinstance(pair[1], str)
+        ):
+            raise ValueError(f"{key!r} must hold [id, text] pairs")
+    return value
+
+
+def _parse_hello(body: dict[str, Any]) -> Hello:
+    role = _str(body, "role", "volunteer")
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+    name = _str(body, "name", "")
+    return Hello(name=name[:200], workers=_int(body, "workers", 1), role=role, protocol=_int(body, "protocol"))
+
+
+def _parse_error(body: dict[str, Any]) -> Error:
+    item = body.get("id")
+    if item is not None and (type(item) is not int or item < 0):
+        raise ValueError("'id' must be an item id")
+    lost = body.get("lost", False)
+    if not isinstance(lost, bool):
+        raise ValueError("'lost' must be a boolean")
+    return Error(message=_str(body, "message"), id=item, traceback=_str(body, "traceback", ""), lost=lost)
+
+
+def _parse_module(body: dict[str, Any]) -> Module:
+    return Module(
+        id=_str(body, "id"),
+        filename=_str(body, "filename"),
+        source=_str(body, "source"),
+        heartbeat_ms=_int(body, "heartbeat", 1),
+        batch_size=_int(body, "batch_size", 1),
+    )
+
+
+_PARSERS = {
+    "hello": _parse_hello,
+    "module": _parse_module,
+    "lend": lambda body: Lend(_pairs(body["items"], "items")),
+    "result": lambda body: Result(_pairs(body["results"], "results")),
+    "error": _parse_error,
+    "heartbeat": lambda body: _HEARTBEAT,
+    "bye": lambda body: Bye(reason=_str(body, "reason"), message=_str(body, "message", "")),
+}
+
+
+def pack(pairs: list[tuple[int, str]], limit: int = MAX_FRAME_BYTES // 8) -> list[list[tuple[int, str]]]:
+    """Split ``(id, text)`` pairs into groups of at most ``limit`` characters of text.
+
+    Counting characters is cheap and safe: JSON-encoded, a character takes at
+    most six bytes, so a group of ``MAX_FRAME_BYTES // 8`` characters stays
+    inside a frame, and so does a lone item of :data:`MAX_ITEM_BYTES`.
+    """
+    groups: list[list[tuple[int, str]]] = [[]]
+    size = 0
+    for pair in pairs:
+        if groups[-1] and size + len(pair[1]) > limit:
+            groups.append([])
+            size = 0
+        groups[-1].append(pair)
+        size += len(pair[1]) + 16
+    return groups
+
+
+__all__ = [
+    "VERSION", "VOLUNTEER_PATH", "MAX_FRAME_BYTES", "MAX_ITEM_BYTES", "ROLES", "ProtocolError",
+    "Hello", "Module", "Lend", "Result", "Error", "Heartbeat", "Bye", "Frame",
+    "FROM_VOLUNTEER", "FROM_ROOT", "encode", "decode", "pack",
+]
