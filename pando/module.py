@@ -159,7 +159,14 @@ def call(fn: PandoFunction, value: Any) -> Any:
 
 
 def describe(err: Any) -> str:
-    """The text shown for an error passed to a callback or raised by a function."""
-    if isinstance(err, BaseException):
-        return "".join(traceback.format_exception(type(err), err, err.__traceback__)).rstrip()
-    return str(err)
+    """The text shown for an error passed to a callback or raised by a function.
+
+    Frames of this file (the adapters, :func:`call`) are left out: the user
+    wants to see their own code.
+    """
+    if not isinstance(err, BaseException):
+        return str(err)
+    tb = err.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(err), err, tb)).rstrip()

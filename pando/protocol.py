@@ -199,8 +199,12 @@ def _int(body: dict[str, Any], key: str, minimum: int = 0) -> int:
     return value
 
 
-def _pairs(value: Any, key: str) -> list[tuple[int, str]]:
-    """Check a list of ``[id, text]`` pairs; the hot path of the protocol."""
+def _pairs(value: Any, key: str, one_line: bool = False) -> list[tuple[int, str]]:
+    """Check a list of ``[id, text]`` pairs; the hot path of the protocol.
+
+    With ``one_line``, a text holding a line break is refused: a result is
+    written as exactly one output line.
+    """
     if not isinstance(value, list):
         raise ValueError(f"{key!r} must be a list")
     for pair in value:
@@ -212,6 +216,8 @@ def _pairs(value: Any, key: str) -> list[tuple[int, str]]:
             or not isinstance(pair[1], str)
         ):
             raise ValueError(f"{key!r} must hold [id, text] pairs")
+        if one_line and ("\n" in pair[1] or "\r" in pair[1]):
+            raise ValueError(f"{key!r} text must not hold a line break")
     return value
 
 
@@ -247,7 +253,7 @@ _PARSERS = {
     "hello": _parse_hello,
     "module": _parse_module,
     "lend": lambda body: Lend(_pairs(body["items"], "items")),
-    "result": lambda body: Result(_pairs(body["results"], "results")),
+    "result": lambda body: Result(_pairs(body["results"], "results", one_line=True)),
     "error": _parse_error,
     "heartbeat": lambda body: _HEARTBEAT,
     "bye": lambda body: Bye(reason=_str(body, "reason"), message=_str(body, "message", "")),

@@ -1,0 +1,60 @@
+"""Defaults from ``$HOME/.pando/config.json``; the command line wins over them."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pando.status import PandoError
+
+#: Keys this version understands, with the JSON type each must have.
+KEYS: dict[str, type] = {
+    "port": int,
+    "batch-size": int,
+    "heartbeat": int,
+    "seed": int,
+    "start-idle": bool,
+    "stdin": bool,
+    "local": bool,
+}
+
+#: Keys of the original tool for options this version does not have yet:
+#: accepted, with a warning, so an existing config file keeps working.
+NOT_YET = ("host", "secret", "degree", "reporting-interval", "global-monitoring", "ice-servers",
+           "iceServers", "bootstrap-timeout", "headless", "sync-stdio", "public", "limit")
+
+
+def path() -> Path:
+    return Path(os.environ.get("HOME", "~")).expanduser() / ".pando" / "config.json"
+
+
+def load(file: Path | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The config's options (empty if there is no file) and warnings about it."""
+    file = file or path()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}, []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PandoError(f"cannot read {file}: {exc}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise PandoError(f"{file} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise PandoError(f"{file} must hold a JSON object of option names and values")
+    options: dict[str, Any] = {}
+    warnings: list[str] = []
+    for key, value in data.items():
+        if key in NOT_YET:
+            warnings.append(f"{file}: '{key}' is not supported by this version of pando; ignored")
+            continue
+        kind = KEYS.get(key)
+        if kind is None:
+            known = ", ".join(sorted(KEYS))
+            raise PandoError(f"{file}: unknown option '{key}' (known: {known})")
+        if type(value) is not kind:
+            raise PandoError(f"{file}: '{key}' must be a JSON {'boolean' if kind is bool else 'integer'}, not {value!r}")
+        options[key] = value
+    return options, warnings

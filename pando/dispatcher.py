@@ -1,0 +1,46 @@
+"""The dispatcher thread: turns the lender's assignments into ``lend`` frames.
+
+It also sweeps for silent sessions: a volunteer that sent nothing (not even a
+heartbeat) for 1.5 × the heartbeat interval is dropped, and its items are lent
+again.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from pando.lender import Lender
+from pando.session import Session
+
+
+class Dispatcher:
+    """Lends items to sessions as soon as both exist; owned and stopped by the root."""
+
+    def __init__(self, lender: Lender, heartbeat_ms: int) -> None:
+        self._lender = lender
+        self._silence_limit = 1.5 * heartbeat_ms / 1000
+        self._sweep_every = heartbeat_ms / 4000
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._lender.close()
+        self._thread.join()
+
+    def _run(self) -> None:
+        next_sweep = time.monotonic() + self._sweep_every
+        while not self._stopping.is_set():
+            session: Session
+            for session, items in self._lender.wait_assign(max(0.0, next_sweep - time.monotonic())):
+                session.lend(items)
+            now = time.monotonic()
+            if now >= next_sweep:
+                next_sweep = now + self._sweep_every
+                for session in self._lender.holders():
+                    silent = now - session.last_seen
+                    if silent > self._silence_limit:
+                        session.abort(f"nothing heard for {silent:.1f} s")

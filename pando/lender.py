@@ -1,0 +1,227 @@
+"""The lender: who holds which item, what to lend next, what to lend again.
+
+Pure bookkeeping under one lock, no sockets and no threads of its own: the
+reader adds items, the dispatcher asks for assignments, sessions report results,
+errors and their own end. Every rule about lending lives here:
+
+- a holder is a session with a capacity (its in-flight limit);
+- re-lent items go before new ones, and among each kind the oldest goes first;
+- a result counts only from the session that holds the item right now, so a
+  late answer from a lost holder is dropped and no item is done twice;
+- an item whose holders were lost ``max_losses`` times is failed, not re-lent;
+- the root's own helper (a ``local`` holder) only gets items while no other
+  holder is connected.
+"""
+from __future__ import annotations
+
+import heapq
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Hashable, Iterable
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An item that will never have a result; ``details`` says why (often a traceback)."""
+
+    id: int
+    value: str
+    details: str
+    holder: str = ""
+
+
+@dataclass
+class _Holding:
+    name: str
+    capacity: int
+    local: bool
+    held: set[int] = field(default_factory=set)
+
+
+Assignment = tuple[Hashable, list[tuple[int, str]]]
+
+
+class Lender:
+    """Thread-safe lending state for one run."""
+
+    def __init__(self, max_losses: int = 3) -> None:
+        self._cond = threading.Condition()
+        self._max_losses = max_losses
+        self._values: dict[int, str] = {}  # every item not yet done or failed
+        self._fresh: deque[int] = deque()  # never lent, in input order
+        self._again: list[int] = []  # heap of ids whose holder was lost
+        self._losses: dict[int, int] = {}
+        self._holders: dict[Hashable, _Holding] = {}
+        self._others = 0  # holders that are not local
+        self._stop_after: int | None = None  # set by the first failure
+        self._input_ended = False
+        self._closed = False
+
+    # -- the reader's side -------------------------------------------------
+
+    def add(self, items: Iterable[tuple[int, str]]) -> None:
+        """New items from the input, ids increasing."""
+        with self._cond:
+            for item_id, value in items:
+                self._values[item_id] = value
+                self._fresh.append(item_id)
+            self._cond.notify_all()
+
+    def end_input(self) -> None:
+        """No more items will be added."""
+        with self._cond:
+            self._input_ended = True
+            self._cond.notify_all()
+
+    # -- holders -----------------------------------------------------------
+
+    def join(self, holder: Hashable, capacity: int, *, name: str = "", local: bool = False) -> None:
+        """A session starts holding items, at most ``capacity`` at a time."""
+        with self._cond:
+            self._holders[holder] = _Holding(name or str(holder), max(1, capacity), local)
+            if not local:
+                self._others += 1
+            self._cond.notify_all()
+
+    def leave(self, holder: Hashable) -> list[Failure]:
+        """A session is gone: lend its items again; return those that ran out of holders."""
+        with self._cond:
+            holding = self._holders.pop(holder, None)
+            if holding is None:
+                return []
+            if not holding.local:
+                self._others -= 1
+            failures = [
+                failure
+                for item_id in sorted(holding.held)
+                if (failure := self._lost(item_id, holding, "its volunteer disconnected")) is not None
+            ]
+            self._cond.notify_all()
+            return failures
+
+    def holders(self) -> list[Hashable]:
+        """The sessions holding (or able to hold) items now."""
+        with self._cond:
+            return list(self._holders)
+
+    # -- the dispatcher's side ---------------------------------------------
+
+    def assign(self) -> list[Assignment]:
+        """Fill every holder's free capacity; return what each one got (maybe nothing)."""
+        with self._cond:
+            return self._assign()
+
+    def wait_assign(self, timeout: float) -> list[Assignment]:
+        """Like :meth:`assign`, but wait up to ``timeout`` seconds for something to lend."""
+        with self._cond:
+            assignments = self._assign()
+            if not assignments and not self._closed:
+                self._cond.wait(timeout)
+                assignments = self._assign()
+            return assignments
+
+    def close(self) -> None:
+        """Wake any waiter for good; used at shutdown."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _assign(self) -> list[Assignment]:
+        out: list[Assignment] = []
+        if not self._again and not self._fresh:
+            return out
+        for holder, holding in self._holders.items():
+            free = 0 if holding.local and self._others else holding.capacity - len(holding.held)
+            items: list[tuple[int, str]] = []
+            while free > 0:
+                item_id = self._next()
+                if item_id is None:
+                    break
+                holding.held.add(item_id)
+                items.append((item_id, self._values[item_id]))
+                free -= 1
+            if items:
+                out.append((holder, items))
+            if not self._again and not self._fresh:
+                break
+        return out
+
+    def _next(self) -> int | None:
+        """The next id to lend: lost items first, then new ones; none past a failure."""
+        limit = self._stop_after
+        if self._again and (limit is None or self._again[0] <= limit):
+            return heapq.heappop(self._again)
+        if self._fresh and (limit is None or self._fresh[0] <= limit):
+            return self._fresh.popleft()
+        return None
+
+    # -- sessions reporting ------------------------------------------------
+
+    def complete(self, holder: Hashable, results: Iterable[tuple[int, str]]) -> list[tuple[int, str]]:
+        """Results from a session; return the ones accepted (held by it, not done before)."""
+        accepted = []
+        with self._cond:
+            holding = self._holders.get(holder)
+            if holding is None:
+                return accepted
+            held = holding.held
+            for item_id, line in results:
+                if item_id in held:
+                    held.discard(item_id)
+                    del self._values[item_id]
+                    self._losses.pop(item_id, None)
+                    accepted.append((item_id, line))
+            if accepted:
+                self._cond.notify_all()
+        return accepted
+
+    def fail(self, holder: Hashable, item_id: int, details: str) -> Failure | None:
+        """The function failed on an item: nothing after it is lent any more."""
+        with self._cond:
+            holding = self._holders.get(holder)
+            if holding is None or item_id not in holding.held:
+                return None
+            holding.held.discard(item_id)
+            self._cond.notify_all()
+            return self._failed(item_id, details, holding.name)
+
+    def lost(self, holder: Hashable, item_id: int, reason: str) -> Failure | None:
+        """A session lost one item's computation (a worker died): lend it again, or fail it."""
+        with self._cond:
+            holding = self._holders.get(holder)
+            if holding is None or item_id not in holding.held:
+                return None
+            holding.held.discard(item_id)
+            self._cond.notify_all()
+            return self._lost(item_id, holding, reason)
+
+    def _lost(self, item_id: int, holding: _Holding, reason: str) -> Failure | None:
+        losses = self._losses.get(item_id, 0) + 1
+        self._losses[item_id] = losses
+        if losses >= self._max_losses:
+            return self._failed(
+                item_id, f"lost {losses} times; the last time {reason} ({holding.name})", holding.name
+            )
+        heapq.heappush(self._again, item_id)
+        return None
+
+    def _failed(self, item_id: int, details: str, holder: str) -> Failure:
+        value = self._values.pop(item_id)
+        self._losses.pop(item_id, None)
+        if self._stop_after is None or item_id < self._stop_after:
+            self._stop_after = item_id
+        return Failure(item_id, value, details, holder)
+
+    # -- views -------------------------------------------------------------
+
+    def held(self, holder: Hashable) -> set[int]:
+        """A copy of the ids a session holds."""
+        with self._cond:
+            holding = self._holders.get(holder)
+            return set(holding.held) if holding else set()
+
+    def pending(self) -> int:
+        """Items added and not yet done or failed."""
+        with self._cond:
+            return len(self._values)

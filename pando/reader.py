@@ -1,0 +1,130 @@
+"""The reader: command-line items or stdin lines, numbered and handed to the lender.
+
+Its thread takes room in the window before it reads on, so an endless input is
+read only as fast as results are written. The thread is a daemon because a
+blocking read of stdin cannot be interrupted; everything it holds is in the
+lender, so nothing is lost when the process ends under it.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+from typing import BinaryIO, Callable, Iterable, Iterator
+
+from pando import status
+from pando.lender import Lender
+from pando.protocol import MAX_ITEM_BYTES
+from pando.reorder import Reorder
+from pando.window import Window
+
+READ_SIZE = 1 << 16
+ARGV_BATCH = 1024
+
+
+class InputError(status.PandoError):
+    """An input line that cannot be an item."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status.BAD_INPUT)
+
+
+def argv_batches(items: list[str]) -> Iterator[list[str]]:
+    """Command-line items, checked to be text, in batches."""
+    for position, item in enumerate(items, 1):
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(f"item argument {position} is not valid UTF-8") from None
+    for start in range(0, len(items), ARGV_BATCH):
+        yield items[start : start + ARGV_BATCH]
+
+
+def stream_batches(stream: BinaryIO, max_bytes: int = MAX_ITEM_BYTES) -> Iterator[list[str]]:
+    """The lines of a binary stream, as soon as they arrive, in batches.
+
+    ``\\n`` and ``\\r\\n`` end a line; a last line without a newline still counts,
+    and a final newline does not add an empty item.
+    """
+    line_no = 0  # lines yielded so far
+    partial: list[bytes] = []  # the start of a line whose end has not arrived
+    partial_size = 0
+    while chunk := stream.read1(READ_SIZE):
+        if b"\n" not in chunk:
+            partial.append(chunk)
+            partial_size += len(chunk)
+            if partial_size > max_bytes:
+                raise InputError(f"line {line_no + 1} is longer than {max_bytes} bytes")
+            continue
+        data = b"".join(partial) + chunk if partial else chunk
+        cut = data.rindex(b"\n")
+        rest = data[cut + 1 :]
+        partial, partial_size = ([rest], len(rest)) if rest else ([], 0)
+        lines = _decode(data[:cut], line_no, max_bytes)
+        line_no += len(lines)
+        yield lines
+    if partial:
+        yield _decode(b"".join(partial), line_no, max_bytes)
+
+
+def _decode(block: bytes, line_no: int, max_bytes: int) -> list[str]:
+    """Complete lines (without their last newline) from bytes to text."""
+    try:
+        text = block.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad_line = line_no + block.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (block.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise InputError(
+            f"line {bad_line} is not valid UTF-8 (byte 0x{block[exc.start]:02x} at byte {column})"
+        ) from None
+    lines = text.split("\n")
+    if len(block) > max_bytes:
+        for offset, line in enumerate(lines):
+            if len(line.encode("utf-8")) > max_bytes:
+                raise InputError(f"line {line_no + offset + 1} is longer than {max_bytes} bytes")
+    if "\r" in text:
+        lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    return lines
+
+
+class Reader:
+    """The reader thread: batches of item texts → ids → lender."""
+
+    def __init__(
+        self,
+        batches: Iterable[list[str]],
+        lender: Lender,
+        window: Window,
+        reorder: Reorder,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self._batches = batches
+        self._lender = lender
+        self._window = window
+        self._reorder = reorder
+        self._log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+        self.count = 0
+        #: The input error that ended reading early, if any.
+        self.error: status.PandoError | None = None
+        self._thread = threading.Thread(target=self._run, name="reader", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for batch in self._batches:
+                self._window.take(len(batch))
+                self._lender.add(zip(range(self.count, self.count + len(batch)), batch))
+                self.count += len(batch)
+        except InputError as exc:
+            self._stop_early(exc, f"{exc}; stopping after the {self.count} items before it")
+        except OSError as exc:
+            error = InputError(f"cannot read the input: {exc}")
+            self._stop_early(error, str(error))
+        finally:
+            self._lender.end_input()
+            self._reorder.end(self.count)
+
+    def _stop_early(self, error: status.PandoError, message: str) -> None:
+        self.error = error
+        self._log(f"pando: {message}")

@@ -1,0 +1,111 @@
+"""The reorder buffer: results come in any order and leave in input order.
+
+One thread owns stdout. Results and failures arrive through a queue; the
+thread writes every result whose predecessors are all written, gives the room
+back to the window, and stops at the end of the input, at the first failed
+item (after writing everything before it), or when stdout is closed.
+"""
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+from typing import BinaryIO, Callable, Union
+
+from pando import status
+from pando.lender import Failure
+from pando.window import Window
+
+_Message = Union[list[tuple[int, Union[str, Failure]]], int, None]
+
+
+def describe_failure(failure: Failure) -> str:
+    """The stderr text for a failed item: its position, value, holder and details."""
+    value = failure.value if len(failure.value) <= 200 else failure.value[:200] + "…"
+    where = f" on {failure.holder}" if failure.holder else ""
+    details = "\n".join("  " + line for line in failure.details.splitlines())
+    return f"pando: item {failure.id + 1} (value {value!r}) failed{where}:\n{details}"
+
+
+class Reorder:
+    """Writes results to ``out`` in input order, from its own thread."""
+
+    def __init__(self, out: BinaryIO, window: Window, log: Callable[[str], None] | None = None) -> None:
+        self._out = out
+        self._window = window
+        self._log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+        self._queue: queue.SimpleQueue[_Message] = queue.SimpleQueue()
+        self._waiting: dict[int, Union[str, Failure]] = {}
+        self._total: int | None = None
+        self.written = 0
+        #: Set when the thread has stopped; :attr:`status` then says why.
+        self.done = threading.Event()
+        self.status = status.OK
+        self._thread = threading.Thread(target=self._run, name="reorder", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def deliver(self, results: list[tuple[int, str]]) -> None:
+        """Results accepted by the lender."""
+        self._queue.put(results)  # type: ignore[arg-type]
+
+    def fail(self, failure: Failure) -> None:
+        """An item that will never have a result."""
+        self._queue.put([(failure.id, failure)])
+
+    def end(self, total: int) -> None:
+        """The input held ``total`` items."""
+        self._queue.put(total)
+
+    def stop(self) -> None:
+        """Stop without waiting for the remaining results (Ctrl-C, shutdown)."""
+        self._queue.put(None)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            while self._step():
+                pass
+        except BrokenPipeError:
+            self.status = status.BROKEN_PIPE
+        finally:
+            self.done.set()
+
+    def _step(self) -> bool:
+        """Take every queued message, write what is ready; False when finished."""
+        message = self._queue.get()
+        while True:
+            if message is None:
+                return False
+            if isinstance(message, int):
+                self._total = message
+            else:
+                self._waiting.update(message)
+            try:
+                message = self._queue.get_nowait()
+            except queue.Empty:
+                break
+        lines, failure = self._ready()
+        if lines:
+            self._out.write(b"\n".join(lines) + b"\n")
+            self._window.give(len(lines))
+        self._out.flush()
+        if failure is not None:
+            self._log(describe_failure(failure))
+            self.status = status.ITEM_FAILED
+            return False
+        return self._total is None or self.written < self._total
+
+    def _ready(self) -> tuple[list[bytes], Failure | None]:
+        lines = []
+        waiting = self._waiting
+        while self.written in waiting:
+            entry = waiting.pop(self.written)
+            if isinstance(entry, Failure):
+                return lines, entry
+            lines.append(entry.encode("utf-8", "replace"))
+            self.written += 1
+        return lines, None

@@ -1,0 +1,121 @@
+"""The root: one run of ``pando`` with volunteers, from first item read to last line written.
+
+It owns every thread of the run and stops them along one path, whatever ends
+the run: the last result written, a failed item, a closed stdout or Ctrl-C.
+"""
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Iterable
+
+from pando import status
+from pando.addresses import volunteer_urls
+from pando.dispatcher import Dispatcher
+from pando.lender import Lender
+from pando.local import start_helper
+from pando.reader import Reader
+from pando.reorder import Reorder
+from pando.server import Server
+from pando.session import Job, Session
+from pando.window import Window
+
+#: Items read but not yet written, at most (plus one batch). Beyond it the
+#: reader waits: memory stays flat on an endless input.
+WINDOW_ITEMS = 50_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The options that shape a distributed run."""
+
+    port: int = 5000
+    batch_size: int = 1
+    heartbeat_ms: int = 30_000
+    start_idle: bool = False
+    seed: int | None = None
+
+
+def _id_maker(seed: int | None) -> Callable[[], str]:
+    """Session ids: random, or a repeatable sequence with a seed; never twice the same."""
+    rng = random.Random(seed)
+    used: set[str] = set()
+
+    def new_id() -> str:
+        while (candidate := f"{rng.getrandbits(32):08x}") in used:
+            pass
+        used.add(candidate)
+        return candidate
+
+    return new_id
+
+
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class Root:
+    """Serves the module to volunteers and writes their results in input order."""
+
+    def __init__(
+        self, settings: Settings, filename: str, source: str, batches: Iterable[list[str]], out: BinaryIO
+    ) -> None:
+        self._settings = settings
+        self._filename = filename
+        self._source = source
+        self._batches = batches
+        self._out = out
+
+    def run(self) -> int:
+        """Run to the end; return the exit status. Raises PandoError if it cannot start."""
+        settings = self._settings
+        window = Window(WINDOW_ITEMS)
+        lender = Lender()
+        reorder = Reorder(self._out, window, _log)
+        job = Job(
+            self._filename, self._source, settings.heartbeat_ms, settings.batch_size,
+            lender, reorder, _id_maker(settings.seed), _log,
+        )
+        server = Server(settings.port, lambda connection: Session(connection, job).serve(), settings.heartbeat_ms)
+        dispatcher = Dispatcher(lender, settings.heartbeat_ms)
+        reader = Reader(self._batches, lender, window, reorder, _log)
+        helper: subprocess.Popen[bytes] | None = None
+        for url in volunteer_urls(server.port):
+            _log(f"Serving volunteer code at {url}")
+        try:
+            server.start()
+            reorder.start()
+            dispatcher.start()
+            reader.start()
+            if not settings.start_idle:
+                helper = start_helper(server.port)
+            reorder.done.wait()
+            code = reorder.status
+            if code == status.OK and reader.error is not None:
+                code = reader.error.status
+        except KeyboardInterrupt:
+            _log("pando: interrupted")
+            reorder.stop()
+            code = status.INTERRUPTED
+        finally:
+            dispatcher.stop()
+            sessions = lender.holders()
+            for session in sessions:
+                session.finish()
+            for session in sessions:
+                session.wait_finished(2)
+            server.close()
+            if helper is not None:
+                _stop(helper)
+        return code
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Give a child a moment to end by itself, then make it."""
+    try:
+        process.wait(2)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

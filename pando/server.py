@@ -1,0 +1,65 @@
+"""The root's server: one port, plain HTTP for the page and a WebSocket per volunteer.
+
+It is ``websockets``' threaded server: a thread per connection and blocking
+sockets. ``process_request`` answers plain GETs from :mod:`pando.assets`; an
+upgrade request on the volunteer path becomes a :class:`~pando.session.Session`.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+from typing import Callable
+
+from websockets.http11 import Request, Response
+from websockets.sync.server import ServerConnection, serve
+
+from pando import protocol, status
+from pando.assets import serve_file
+
+#: websockets' own log; silent unless PANDO_DEBUG asks for it.
+LOG = logging.getLogger("pando.websockets")
+
+
+class Server:
+    """Listens on ``port`` (0: any free port) on every interface, from its own thread."""
+
+    def __init__(self, port: int, on_volunteer: Callable[[ServerConnection], None], heartbeat_ms: int) -> None:
+        self._on_volunteer = on_volunteer
+        seconds = heartbeat_ms / 1000
+        try:
+            self._server = serve(
+                self._handle,
+                host="",
+                port=port,
+                process_request=self._route,
+                max_size=protocol.MAX_FRAME_BYTES,
+                ping_interval=seconds,
+                ping_timeout=seconds,
+                compression=None,  # frames are small JSON; deflate costs more CPU than it saves here
+                close_timeout=2,  # a stopped peer must not hold up the end of the run
+                logger=LOG,
+            )
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise status.PandoError(f"port {port} is already in use; choose another with --port") from None
+            raise status.PandoError(f"cannot listen on port {port}: {exc.strerror}") from None
+        self.port: int = self._server.socket.getsockname()[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="server", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop accepting connections and wait for the server thread."""
+        self._server.shutdown()
+        self._thread.join()
+
+    def _route(self, connection: ServerConnection, request: Request) -> Response | None:
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        if upgrade and request.path.split("?", 1)[0] == protocol.VOLUNTEER_PATH:
+            return None  # go on with the WebSocket handshake
+        return serve_file(request)
+
+    def _handle(self, connection: ServerConnection) -> None:
+        self._on_volunteer(connection)

@@ -1,0 +1,176 @@
+"""One volunteer's session on the root: frames in, frames out, and its end.
+
+The server runs :meth:`Session.serve` in the connection's own thread, which
+reads frames; a second thread per session writes them, so a slow or stopped
+peer blocks nobody but itself. Whatever way a session ends, its items go back
+to the lender.
+"""
+from __future__ import annotations
+
+import queue
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Union
+
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.server import ServerConnection
+
+from pando import protocol
+from pando.lender import Lender
+from pando.reorder import Reorder
+
+_HEARTBEAT = protocol.encode(protocol.Heartbeat())
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every session of a run shares."""
+
+    filename: str
+    source: str
+    heartbeat_ms: int
+    batch_size: int
+    lender: Lender
+    reorder: Reorder
+    new_id: Callable[[], str]
+    log: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True)
+
+
+class _Close:
+    """Outbox entry: close the connection with this code and reason."""
+
+    def __init__(self, code: int = 1000, reason: str = "") -> None:
+        self.code = code
+        self.reason = reason
+
+
+_Outgoing = Union[str, _Close, None]
+
+
+class Session:
+    """A volunteer connected to the root."""
+
+    def __init__(self, connection: ServerConnection, job: Job) -> None:
+        self._connection = connection
+        self._job = job
+        self._outbox: queue.SimpleQueue[_Outgoing] = queue.SimpleQueue()
+        self._sender = threading.Thread(target=self._send_loop, name="session-sender", daemon=True)
+        self.id = ""
+        self.label = "a volunteer"
+        #: time.monotonic() of the last frame received; read by the dispatcher's sweep.
+        self.last_seen = time.monotonic()
+
+    def __repr__(self) -> str:
+        return f"<Session {self.label}>"
+
+    # -- called by other threads -----------------------------------------
+
+    def lend(self, items: list[tuple[int, str]]) -> None:
+        """Queue ``lend`` frames for items the lender assigned to this session."""
+        for group in protocol.pack(items):
+            self._outbox.put(protocol.encode(protocol.Lend(group)))
+
+    def finish(self) -> None:
+        """The job is over: say bye, then close."""
+        self._outbox.put(protocol.encode(protocol.Bye("done")))
+        self._outbox.put(_Close())
+
+    def abort(self, reason: str) -> None:
+        """Drop a peer that stopped answering, without waiting for it."""
+        self._job.log(f"pando: dropping {self.label}: {reason}")
+        try:
+            self._connection.socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed
+
+    # -- the connection's thread -----------------------------------------
+
+    def serve(self) -> None:
+        """Run the session until the connection ends; its items then go back to the lender."""
+        job = self._job
+        try:
+            hello = self._handshake()
+        except (protocol.ProtocolError, TimeoutError, ConnectionClosed, OSError):
+            return  # never joined: nothing to give back
+        if hello is None:
+            return
+        self._sender.start()
+        job.lender.join(self, hello.workers * job.batch_size, name=self.label, local=hello.role == "local")
+        closing: _Close | None = None
+        try:
+            for message in self._connection:
+                self.last_seen = time.monotonic()
+                closing = self._handle(protocol.decode(message, protocol.FROM_VOLUNTEER))
+                if closing is not None:
+                    break
+        except protocol.ProtocolError as exc:
+            job.log(f"pando: {self.label} sent a bad frame ({exc}); closing its session")
+            closing = _Close(1008, "bad frame")
+        except ConnectionClosed:
+            pass
+        finally:
+            for failure in job.lender.leave(self):
+                job.reorder.fail(failure)
+            if closing is not None:
+                self._outbox.put(closing)
+            self._outbox.put(None)
+
+    def _handshake(self) -> protocol.Hello | None:
+        job = self._job
+        frame = protocol.decode(self._connection.recv(timeout=job.heartbeat_ms / 1000), protocol.FROM_VOLUNTEER)
+        if not isinstance(frame, protocol.Hello):
+            raise protocol.ProtocolError("the first frame must be hello")
+        if frame.protocol != protocol.VERSION:
+            message = f"this root speaks Pando protocol {protocol.VERSION}, not {frame.protocol}; update the volunteer"
+            self._connection.send(protocol.encode(protocol.Bye("refused", message)))
+            self._connection.close(1002, "protocol version")
+            return None
+        self.id = job.new_id()
+        if frame.role == "local":
+            self.label = f"the root's own helper {self.id}"
+        else:
+            self.label = f"volunteer {self.id}" + (f" ({frame.name})" if frame.name else "")
+        module = protocol.Module(self.id, job.filename, job.source, job.heartbeat_ms, job.batch_size)
+        self._connection.send(protocol.encode(module))
+        return frame
+
+    def _handle(self, frame: protocol.Frame) -> _Close | None:
+        job = self._job
+        if isinstance(frame, protocol.Result):
+            accepted = job.lender.complete(self, frame.results)
+            if accepted:
+                job.reorder.deliver(accepted)
+        elif isinstance(frame, protocol.Heartbeat):
+            self._outbox.put(_HEARTBEAT)
+        elif isinstance(frame, protocol.Error):
+            if frame.id is None:
+                details = f"\n{frame.traceback}" if frame.traceback else ""
+                job.log(f"pando: {self.label} cannot run the module: {frame.message}{details}")
+                return _Close(1000, "cannot run the module")
+            if frame.lost:
+                failure = job.lender.lost(self, frame.id, frame.message)
+            else:
+                failure = job.lender.fail(self, frame.id, frame.traceback or frame.message)
+            if failure is not None:
+                job.reorder.fail(failure)
+        else:
+            raise protocol.ProtocolError(f"unexpected {frame.type} frame")
+        return None
+
+    def wait_finished(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the bye to be sent."""
+        if self._sender.is_alive():
+            self._sender.join(timeout)
+
+    def _send_loop(self) -> None:
+        while (outgoing := self._outbox.get()) is not None:
+            try:
+                if isinstance(outgoing, _Close):
+                    self._connection.close(outgoing.code, outgoing.reason)
+                    return
+                self._connection.send(outgoing)
+            except (ConnectionClosed, OSError):
+                return  # the reading side sees the end and cleans up

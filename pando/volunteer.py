@@ -1,0 +1,194 @@
+"""pando-volunteer: join a Pando root as a headless volunteer.
+
+Usage:
+  pando-volunteer URL [--workers=N] [--name=NAME]
+  pando-volunteer (-h | --help | --version)
+
+Connects to the root at URL (http://HOST:PORT as printed by pando, or
+ws://HOST:PORT/volunteer), receives the Python module to run, and computes the
+items it is lent with N worker processes. When the connection drops it retries
+with back-off, until the root says the job is over.
+
+The module comes from the root and runs with your rights on this machine: only
+join roots you trust.
+
+Options:
+  --workers=N   Worker processes (default: one per core).
+  --name=NAME   Device name shown to the root (default: this host's name).
+  -h --help     Show this text.
+  --version     Show the version.
+
+Exit status: 0 when the job is over, 1 if the module cannot run here, 2 for a
+bad command line or a root that refuses this volunteer, 130 on Ctrl-C.
+"""
+from __future__ import annotations
+
+import os
+import random
+import socket
+import sys
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+from docopt import docopt
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.sync.client import ClientConnection, connect
+
+from pando import __version__, protocol, status
+from pando.workers import Answer, ModuleBroken, Workers
+
+MAX_BACKOFF = 10.0
+
+
+def websocket_url(url: str) -> str:
+    """``http://h:p`` → ``ws://h:p/volunteer``; ``ws://`` URLs pass unchanged."""
+    if "://" not in url:
+        url = "http://" + url
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
+    if scheme is None or not parts.netloc:
+        raise status.PandoError(f"not a root URL: {url!r} (expected http://HOST:PORT)")
+    path = parts.path if parts.path not in ("", "/") else protocol.VOLUNTEER_PATH
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+class Volunteer:
+    """Connects, computes, reconnects: the life of one native volunteer."""
+
+    def __init__(
+        self, url: str, workers: int, name: str, role: str = "volunteer", quiet: bool = False, retry: bool = True
+    ) -> None:
+        self._url = url
+        self._retry = retry
+        self._workers = workers
+        self._name = name
+        self._role = role
+        self._quiet = quiet
+
+    def log(self, text: str) -> None:
+        if not self._quiet:
+            print(f"pando-volunteer: {text}", file=sys.stderr, flush=True)
+
+    def run(self) -> int:
+        """Work for the root until the job is over; return the exit status."""
+        delay = 0.5
+        while True:
+            try:
+                outcome = self._session()
+            except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as exc:
+                self.log(f"cannot reach the root at {self._url}: {exc or type(exc).__name__}")
+            except protocol.ProtocolError as exc:
+                self.log(f"the root sent a bad frame ({exc})")
+            else:
+                if outcome is not None:
+                    return outcome
+                self.log("connection lost")
+                delay = 0.5  # we were connected: start the back-off again
+            if not self._retry:
+                return status.OK
+            pause = delay * random.uniform(0.5, 1.0)  # jitter keeps a crowd from reconnecting at once
+            self.log(f"retrying in {pause:.1f} s")
+            time.sleep(pause)
+            delay = min(delay * 2, MAX_BACKOFF)
+
+    def _session(self) -> int | None:
+        """One connection; an exit status when the job is over, None if it dropped."""
+        with connect(
+            self._url, max_size=protocol.MAX_FRAME_BYTES, compression=None, proxy=None, open_timeout=10
+        ) as ws:
+            ws.send(protocol.encode(protocol.Hello(self._name, self._workers, self._role)))
+            frame = protocol.decode(ws.recv(timeout=30), protocol.FROM_ROOT)
+            if isinstance(frame, protocol.Bye):
+                return self._bye(frame)
+            if not isinstance(frame, protocol.Module):
+                raise protocol.ProtocolError(f"expected the module, got {frame.type}")
+            self.log(f"joined as {frame.id}; computing {frame.filename} with {self._workers} worker(s)")
+            try:
+                workers = Workers(
+                    self._workers,
+                    frame.source,
+                    frame.filename,
+                    on_answers=lambda answers: _send_answers(ws, answers),
+                    on_idle=lambda: ws.send(protocol.encode(protocol.Heartbeat())),
+                    idle_seconds=frame.heartbeat_ms / 3000,
+                )
+            except ModuleBroken as exc:
+                ws.send(protocol.encode(protocol.Error(message=str(exc))))
+                print(f"pando-volunteer: cannot run the module: {exc}", file=sys.stderr, flush=True)
+                return status.ITEM_FAILED
+            try:
+                for message in ws:
+                    frame = protocol.decode(message, protocol.FROM_ROOT)
+                    if isinstance(frame, protocol.Lend):
+                        workers.submit(frame.items)
+                    elif isinstance(frame, protocol.Bye):
+                        return self._bye(frame)
+                    elif not isinstance(frame, protocol.Heartbeat):
+                        raise protocol.ProtocolError(f"unexpected {frame.type} frame")
+            finally:
+                workers.close()
+        return None
+
+    def _bye(self, frame: protocol.Bye) -> int:
+        if frame.reason == "done":
+            self.log("the job is over")
+            return status.OK
+        print(f"pando-volunteer: the root refused this volunteer: {frame.message}", file=sys.stderr, flush=True)
+        return status.USAGE
+
+
+def _send_answers(ws: ClientConnection, answers: list[Answer]) -> None:
+    """Turn worker answers into result and error frames."""
+    results = []
+    try:
+        for answer in answers:
+            if answer[0] == "ok":
+                results.append((answer[1], answer[2]))
+            elif answer[0] == "error":
+                ws.send(protocol.encode(protocol.Error(id=answer[1], message=answer[2], traceback=answer[3])))
+            else:
+                ws.send(protocol.encode(protocol.Error(id=answer[1], message=answer[2], lost=True)))
+        for group in protocol.pack(results) if results else ():
+            ws.send(protocol.encode(protocol.Result(group)))
+    except ConnectionClosed:
+        pass  # the main thread sees the end and reconnects
+
+
+def _count(text: str, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise status.PandoError(f"{what} must be a positive integer, not {text!r}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``pando-volunteer``."""
+    args = docopt(__doc__, argv=argv, version=__version__)
+    try:
+        url = websocket_url(args["URL"])
+        workers = _count(args["--workers"], "--workers") if args["--workers"] else os.cpu_count() or 1
+    except status.PandoError as exc:
+        print(f"pando-volunteer: {exc}", file=sys.stderr)
+        return exc.status
+    name = args["--name"] or socket.gethostname()
+    print(
+        f"pando-volunteer: warning: this runs Python code sent by the root at {url} with your rights; "
+        "only join roots you trust.",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        return Volunteer(url, workers, name).run()
+    except KeyboardInterrupt:
+        print("pando-volunteer: interrupted", file=sys.stderr)
+        return status.INTERRUPTED
+    except InvalidURI as exc:
+        print(f"pando-volunteer: {exc}", file=sys.stderr)
+        return status.USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

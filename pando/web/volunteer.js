@@ -1,0 +1,830 @@
+// The Pando volunteer page: joins the root over a WebSocket, runs the user's
+// Python module in Pyodide Web Workers (worker.mjs), and sends results back.
+//
+// Everything that comes from outside (device names, module names, error
+// messages, tracebacks) is put on the page with textContent, never as HTML.
+
+import * as protocol from './protocol.js';
+
+const DEFAULT_MAX_WORKERS = 4; // each Pyodide costs ~75 MB and a few seconds to start
+const MAX_WORKERS = 64;
+const FIRST_BACKOFF_MS = 500;
+const MAX_BACKOFF_MS = 10_000;
+const FLUSH_MS = 5; // gather answers this long before sending one frame
+const WORKER_RESTARTS = 3; // replacements per worker slot before it is given up
+const STAGGER_LIMIT_MS = 20_000; // the longest the other workers wait for the first to start
+const RATE_WINDOW_MS = 5_000;
+const LOG_LINES = 80;
+const NAME_KEY = 'pando.device';
+const WORKERS_KEY = 'pando.workers';
+
+const $ = (id) => document.getElementById(id);
+
+// -- small helpers ---------------------------------------------------------
+
+function hashSettings() {
+  // The original's form: #device=NAME;workers=N;
+  const out = {};
+  for (const part of location.hash.replace(/^#/, '').split(';')) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) continue;
+    let value = part.slice(eq + 1);
+    try {
+      value = decodeURIComponent(value);
+    } catch {
+      // keep it as typed
+    }
+    out[part.slice(0, eq).trim()] = value;
+  }
+  return out;
+}
+
+const storage = {
+  get(key) {
+    try {
+      return localStorage.getItem(key);
+    } catch {
+      return null; // storage disabled: nothing remembered
+    }
+  },
+  set(key, value) {
+    try {
+      localStorage.setItem(key, value);
+    } catch {
+      // storage disabled or full
+    }
+  },
+};
+
+function defaultWorkers() {
+  let cap = DEFAULT_MAX_WORKERS;
+  if (navigator.deviceMemory && navigator.deviceMemory < 4) cap = 2; // phones with little memory
+  return Math.max(1, Math.min(navigator.hardwareConcurrency || 1, cap));
+}
+
+function clampWorkers(value) {
+  const n = Number.parseInt(value, 10);
+  return Number.isFinite(n) && n >= 1 ? Math.min(n, MAX_WORKERS) : null;
+}
+
+function describe(err) {
+  return err && err.message ? err.message : String(err);
+}
+
+// A timer service in a tiny worker: timers on a background tab's main thread
+// are throttled to one a second or less, a worker's are not. Heartbeats,
+// answer flushing and reconnection must keep going when the tab is hidden.
+const CLOCK_SOURCE = `
+const timers = new Map();
+onmessage = (event) => {
+  const { op, id, ms } = event.data;
+  if (op === 'after') timers.set(id, setTimeout(() => { timers.delete(id); postMessage(id); }, ms));
+  else if (op === 'every') timers.set(id, setInterval(() => postMessage(id), ms));
+  else if (op === 'cancel') { clearTimeout(timers.get(id)); clearInterval(timers.get(id)); timers.delete(id); }
+};`;
+
+class Clock {
+  constructor() {
+    this.next = 1;
+    this.callbacks = new Map();
+    this.repeating = new Set();
+    this.worker = null;
+    try {
+      const url = URL.createObjectURL(new Blob([CLOCK_SOURCE], { type: 'text/javascript' }));
+      this.worker = new Worker(url);
+      this.worker.onmessage = (event) => this.fire(event.data);
+      this.worker.onerror = () => {
+        this.worker = null; // fall back to the page's own timers
+      };
+    } catch {
+      this.worker = null;
+    }
+  }
+
+  fire(id) {
+    const callback = this.callbacks.get(id);
+    if (!callback) return;
+    if (!this.repeating.has(id)) this.callbacks.delete(id);
+    callback();
+  }
+
+  start(op, ms, callback) {
+    const id = this.next++;
+    this.callbacks.set(id, callback);
+    if (op === 'every') this.repeating.add(id);
+    if (this.worker) {
+      this.worker.postMessage({ op, id, ms });
+    } else {
+      const handle = op === 'every' ? setInterval(() => this.fire(id), ms) : setTimeout(() => this.fire(id), ms);
+      this.callbacks.get(id).handle = handle;
+    }
+    return id;
+  }
+
+  after(ms, callback) {
+    return this.start('after', ms, callback);
+  }
+
+  every(ms, callback) {
+    return this.start('every', ms, callback);
+  }
+
+  cancel(id) {
+    const callback = this.callbacks.get(id);
+    if (!callback) return;
+    this.callbacks.delete(id);
+    this.repeating.delete(id);
+    if (this.worker) this.worker.postMessage({ op: 'cancel', id });
+    else if (callback.handle !== undefined) {
+      clearTimeout(callback.handle);
+      clearInterval(callback.handle);
+    }
+  }
+}
+
+// -- the workers ------------------------------------------------------------
+
+// An item lent by the root: `gen` is the connection it came on, so that
+// answers for a connection that ended are dropped.
+// entry = {id, text, gen}
+
+class Slot {
+  constructor(pool, restarts = 0) {
+    this.pool = pool;
+    this.restarts = restarts;
+    this.state = 'pending'; // pending → loading → ready → dead
+    this.held = []; // entries given to the worker and not answered, in order
+    this.worker = null;
+  }
+
+  start() {
+    if (this.state !== 'pending') return;
+    this.state = 'loading';
+    this.worker = new Worker(new URL('./worker.mjs', import.meta.url), { type: 'module', name: 'pando-worker' });
+    this.worker.onmessage = (event) => this.message(event.data);
+    this.worker.onerror = (event) => {
+      event.preventDefault();
+      const where = event.filename ? ` (${event.filename}:${event.lineno})` : '';
+      this.pool.died(this, `its Web Worker crashed: ${event.message || 'the worker script failed'}${where}`);
+    };
+    this.worker.onmessageerror = () => this.pool.died(this, 'its Web Worker sent a message that cannot be read');
+    this.worker.postMessage({ type: 'load', filename: this.pool.filename, source: this.pool.source });
+  }
+
+  message(message) {
+    if (this.state === 'dead') return;
+    switch (message.type) {
+      case 'ready':
+        this.state = 'ready';
+        this.steps = message.steps; // timings of the load, in ms
+        this.readyAt = performance.now(); // since the page opened
+        this.pool.ready(this, message.ms);
+        break;
+      case 'answers':
+        this.pool.answered(this, JSON.parse(message.answers));
+        break;
+      case 'broken':
+        this.pool.broken(this, message.message);
+        break;
+      case 'failed':
+      case 'fatal':
+        this.pool.died(this, message.message);
+        break;
+      default:
+        break;
+    }
+  }
+
+  give(entries) {
+    for (const entry of entries) this.held.push(entry);
+    this.worker.postMessage({ type: 'items', items: entries.map((entry) => [entry.id, entry.text]) });
+  }
+
+  terminate() {
+    this.state = 'dead';
+    if (this.worker) this.worker.terminate();
+  }
+}
+
+/** N workers running one module, fed from a queue of lent items. */
+class Pool {
+  constructor(filename, source, size, events) {
+    this.filename = filename;
+    this.source = source;
+    this.events = events;
+    this.queue = []; // entries not yet given to a worker
+    this.perWorker = 1;
+    this.slots = [];
+    this.closed = false;
+    this.resize(size);
+    // Should the first worker take very long, the others do not wait for ever.
+    setTimeout(() => {
+      for (const slot of this.slots) if (!this.closed) slot.start();
+    }, STAGGER_LIMIT_MS);
+  }
+
+  sameModule(filename, source) {
+    return !this.closed && this.filename === filename && this.source === source;
+  }
+
+  resize(size) {
+    while (this.slots.length < size) this.slots.push(new Slot(this));
+    while (this.slots.length > size) {
+      const slot = this.slots.pop();
+      slot.terminate();
+      // Its items belong to a connection that is being replaced: the root lends them again.
+    }
+    this.startSlots();
+  }
+
+  /**
+   * Start workers that wait. With more workers than spare cores, starting them
+   * all at once makes each take as long as all of them: the first result comes
+   * sooner if one starts alone and the others follow once it is ready (it also
+   * warms the browser's caches for them).
+   */
+  startSlots() {
+    if (this.closed) return;
+    const pending = this.slots.filter((slot) => slot.state === 'pending');
+    if (!pending.length) return;
+    const spareCores = (navigator.hardwareConcurrency || 1) - 1; // one for the page
+    const anyReady = this.slots.some((slot) => slot.state === 'ready');
+    const loading = this.slots.filter((slot) => slot.state === 'loading').length;
+    if (anyReady || this.slots.length <= spareCores) {
+      for (const slot of pending) slot.start();
+    } else if (!loading) {
+      pending[0].start();
+    }
+  }
+
+  get readyCount() {
+    return this.slots.filter((slot) => slot.state === 'ready').length;
+  }
+
+  get loadingCount() {
+    return this.slots.filter((slot) => slot.state === 'loading' || slot.state === 'pending').length;
+  }
+
+  get busy() {
+    return this.queue.length > 0 || this.slots.some((slot) => slot.held.length > 0);
+  }
+
+  give(entries) {
+    for (const entry of entries) this.queue.push(entry);
+    this.dispatch();
+  }
+
+  /** A new connection: items of older ones are no longer ours to compute. */
+  forget(gen) {
+    this.queue = this.queue.filter((entry) => entry.gen === gen);
+  }
+
+  dispatch() {
+    if (this.closed) return;
+    const ready = this.slots.filter((slot) => slot.state === 'ready');
+    while (this.queue.length) {
+      let best = null;
+      for (const slot of ready) {
+        if (slot.held.length < this.perWorker && (!best || slot.held.length < best.held.length)) best = slot;
+      }
+      if (!best) return;
+      best.give(this.queue.splice(0, this.perWorker - best.held.length));
+    }
+  }
+
+  ready(slot, ms) {
+    this.startSlots();
+    this.events.onReady(slot, ms);
+    this.dispatch();
+  }
+
+  answered(slot, answers) {
+    for (const answer of answers) {
+      const entry = slot.held.shift();
+      if (!entry || entry.id !== answer[1]) {
+        this.died(slot, 'its Web Worker answered items out of order');
+        return;
+      }
+      this.events.onAnswer(entry, answer);
+    }
+    this.dispatch();
+    this.events.onAnswered();
+  }
+
+  broken(slot, message) {
+    this.events.onBroken(message);
+  }
+
+  /** A worker crashed or could not start: its current item is lost, the rest go back to the queue. */
+  died(slot, message) {
+    if (slot.state === 'dead' || this.closed) return;
+    const wasReady = slot.state === 'ready';
+    slot.terminate();
+    const [current, ...rest] = slot.held;
+    slot.held = [];
+    if (current) this.events.onLost(current, message);
+    this.queue.unshift(...rest);
+    const index = this.slots.indexOf(slot);
+    this.events.onWorkerDied(message, slot.restarts < WORKER_RESTARTS);
+    if (index >= 0 && slot.restarts < WORKER_RESTARTS) {
+      // A worker that had been working gets a fresh count; one that never started does not.
+      this.slots[index] = new Slot(this, wasReady ? 1 : slot.restarts + 1);
+    }
+    if (!this.slots.some((other) => other.state !== 'dead')) {
+      this.events.onFailed(message);
+      return;
+    }
+    this.startSlots();
+    this.dispatch();
+  }
+
+  close() {
+    this.closed = true;
+    for (const slot of this.slots) slot.terminate();
+    this.slots = [];
+    this.queue = [];
+  }
+}
+
+// -- the volunteer ------------------------------------------------------------
+
+const ENDED = new Set(['done', 'refused', 'broken', 'stopped']);
+
+class Volunteer {
+  constructor(ui) {
+    this.ui = ui;
+    this.clock = new Clock();
+    const hash = hashSettings();
+    if (hash.device) storage.set(NAME_KEY, hash.device.slice(0, 200));
+    this.name = storage.get(NAME_KEY) || '';
+    this.workers = clampWorkers(hash.workers) || clampWorkers(storage.get(WORKERS_KEY)) || defaultWorkers();
+    this.state = 'idle';
+    this.gen = 0; // one per connection
+    this.ws = null;
+    this.session = null; // {id, heartbeat, batchSize} of the current connection
+    this.pool = null;
+    this.outResults = [];
+    this.outErrors = [];
+    this.flushTimer = null;
+    this.reconnectTimer = null;
+    this.reconnectAt = 0;
+    this.backoff = FIRST_BACKOFF_MS;
+    this.lastSent = 0;
+    this.lastHeard = 0;
+    this.computed = 0;
+    this.errors = 0;
+    this.recent = []; // [time, count] of answers, for the throughput
+    this.workingSince = 0;
+    this.clock.every(1000, () => this.tick());
+  }
+
+  // -- connection --------------------------------------------------------
+
+  start() {
+    if (this.reconnectTimer !== null) this.clock.cancel(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this.ui.problem(null);
+    this.connect();
+  }
+
+  connect() {
+    const gen = ++this.gen;
+    const url = protocol.volunteerURL(location.href);
+    this.session = null;
+    this.setState('connecting', `Connecting to ${new URL(url).host}…`);
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch (err) {
+      this.log(`cannot open a WebSocket to ${url}: ${describe(err)}`, true);
+      this.lost();
+      return;
+    }
+    this.ws = ws;
+    ws.onopen = () => {
+      if (gen !== this.gen) return;
+      this.lastHeard = performance.now();
+      this.send(protocol.hello(this.name, this.workers));
+    };
+    ws.onmessage = (event) => {
+      if (gen !== this.gen) return;
+      this.lastHeard = performance.now();
+      let frame;
+      try {
+        frame = protocol.decode(event.data);
+      } catch (err) {
+        this.log(`the root sent a bad frame (${describe(err)}); reconnecting`, true);
+        this.drop(1008, 'bad frame');
+        return;
+      }
+      this.handle(frame);
+    };
+    ws.onclose = (event) => {
+      if (gen !== this.gen) return;
+      this.ws = null;
+      if (ENDED.has(this.state)) return;
+      const why = event.reason ? `: ${event.reason}` : event.code && event.code !== 1006 ? ` (code ${event.code})` : '';
+      this.log(this.session ? `connection to the root lost${why}` : `cannot reach the root${why}`, true);
+      this.lost();
+    };
+  }
+
+  /** Close the current connection ourselves and go on as if it had dropped. */
+  drop(code, reason) {
+    const ws = this.ws;
+    this.ws = null;
+    this.gen++; // its late events are ignored
+    if (ws) {
+      try {
+        ws.close(code === 1008 ? 4008 : code, reason);
+      } catch {
+        // already closing
+      }
+    }
+    if (!ENDED.has(this.state)) this.lost();
+  }
+
+  lost() {
+    if (this.session) this.backoff = FIRST_BACKOFF_MS; // we were in: start the back-off again
+    this.session = null;
+    this.outResults = [];
+    this.outErrors = [];
+    const delay = Math.round(this.backoff * (0.5 + Math.random() * 0.5)); // jitter spreads a crowd
+    this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
+    this.reconnectAt = performance.now() + delay;
+    this.setState('offline', '');
+    this.countdown();
+    this.reconnectTimer = this.clock.after(delay, () => {
+      this.reconnectTimer = null;
+      if (this.state === 'offline') this.connect();
+    });
+  }
+
+  countdown() {
+    const seconds = Math.max(0, Math.ceil((this.reconnectAt - performance.now()) / 1000));
+    this.ui.stateText(`Root unreachable — retrying in ${seconds} s`);
+  }
+
+  send(text) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(text);
+    this.lastSent = performance.now();
+    return true;
+  }
+
+  tick() {
+    const now = performance.now();
+    if (this.state === 'offline') {
+      this.countdown();
+      return;
+    }
+    if (!this.session || !this.ws) return;
+    const beat = this.session.heartbeat;
+    if (now - this.lastSent >= beat / 3) this.send(protocol.heartbeat());
+    if (now - this.lastHeard > 2 * beat) {
+      this.log(`the root has been silent for ${Math.round((now - this.lastHeard) / 1000)} s; reconnecting`, true);
+      this.drop(4000, 'the root went silent');
+    }
+  }
+
+  // -- frames from the root ------------------------------------------------
+
+  handle(frame) {
+    switch (frame.type) {
+      case 'module':
+        this.joined(frame);
+        break;
+      case 'lend':
+        if (!this.session) {
+          this.log('the root lent items before sending the module; reconnecting', true);
+          this.drop(1008, 'lend before module');
+          return;
+        }
+        this.pool.give(frame.items.map(([id, text]) => ({ id, text, gen: this.gen })));
+        if (this.pool.readyCount) this.setState('computing');
+        break;
+      case 'heartbeat':
+        break; // a sign of life; the root answers ours, we do not answer its
+      case 'bye':
+        this.bye(frame);
+        break;
+      default:
+        break;
+    }
+  }
+
+  joined(frame) {
+    this.session = { id: frame.id, heartbeat: frame.heartbeat, batchSize: frame.batchSize };
+    this.ui.module(frame.filename);
+    this.log(`joined as volunteer ${frame.id}; module ${frame.filename}`);
+    if (this.pool && this.pool.sameModule(frame.filename, frame.source)) {
+      this.pool.forget(this.gen);
+      this.pool.resize(this.workers);
+    } else {
+      if (this.pool) this.pool.close();
+      this.pool = new Pool(frame.filename, frame.source, this.workers, this.poolEvents());
+      this.loadStarted = performance.now();
+      this.log(`starting ${this.workers} Python worker(s)…`);
+    }
+    this.pool.perWorker = frame.batchSize;
+    this.afterWork();
+  }
+
+  bye(frame) {
+    if (frame.reason === 'done') {
+      this.flush();
+      this.end('done', 'The job is over — thank you!');
+      this.log('the root says the job is over');
+    } else {
+      const message = frame.message || 'the root refused this volunteer';
+      this.end('refused', 'Refused by the root');
+      this.ui.problem(message);
+      this.log(`refused: ${message}`, true);
+    }
+  }
+
+  /** Stop for good (until the user asks again). */
+  end(state, text) {
+    this.setState(state, text);
+    const ws = this.ws;
+    this.ws = null;
+    this.gen++;
+    this.session = null;
+    if (ws) {
+      try {
+        ws.close(1000, state);
+      } catch {
+        // already closing
+      }
+    }
+    if (this.reconnectTimer !== null) this.clock.cancel(this.reconnectTimer);
+    this.reconnectTimer = null;
+    if (this.pool) this.pool.close();
+    this.pool = null;
+    this.ui.workersReady(0);
+    this.recent = [];
+  }
+
+  stop() {
+    this.end('stopped', 'Stopped');
+    this.log('stopped on this device');
+  }
+
+  // -- worker events --------------------------------------------------------
+
+  poolEvents() {
+    return {
+      onReady: (slot, ms) => {
+        this.ui.workersReady(this.pool ? this.pool.readyCount : 0);
+        const total = Math.round(performance.now() - (this.loadStarted || performance.now()));
+        this.log(`a Python worker is ready (${(ms / 1000).toFixed(1)} s in the worker, ${(total / 1000).toFixed(1)} s since the module arrived)`);
+        this.afterWork();
+      },
+      onAnswer: (entry, answer) => this.answer(entry, answer),
+      onAnswered: () => this.afterWork(),
+      onLost: (entry, message) => {
+        if (entry.gen !== this.gen || !this.session) return;
+        this.errors++;
+        this.outErrors.push(protocol.error({ id: entry.id, message, lost: true }));
+        this.scheduleFlush(true);
+      },
+      onWorkerDied: (message, replaced) => {
+        this.log(`a worker stopped: ${message}${replaced ? '; starting a new one' : '; giving up on it'}`, true);
+        this.ui.workersReady(this.pool ? this.pool.readyCount : 0);
+      },
+      onBroken: (message) => this.broken(message),
+      onFailed: (message) => this.broken(`Python could not start in this browser: ${message}`),
+    };
+  }
+
+  answer(entry, answer) {
+    if (entry.gen !== this.gen || !this.session) return; // for a connection that ended
+    this.computed++;
+    const now = performance.now();
+    const last = this.recent[this.recent.length - 1];
+    if (last && now - last[0] < 100) last[1]++;
+    else this.recent.push([now, 1]);
+    if (answer[0] === 'ok') {
+      this.outResults.push([answer[1], answer[2]]);
+    } else {
+      const [, id, message, traceback] = answer;
+      this.errors++;
+      this.outErrors.push(protocol.error({ id, message, traceback }));
+      this.ui.problem(`Item ${id} failed: ${message}`, traceback);
+      this.log(`item ${id} failed: ${message}`, true);
+    }
+  }
+
+  afterWork() {
+    if (!this.pool || ENDED.has(this.state)) return;
+    this.scheduleFlush(!this.pool.busy);
+    if (!this.session) return;
+    const ready = this.pool.readyCount;
+    this.ui.workersReady(ready);
+    if (!ready) {
+      this.setState('loading', `Starting Python (${this.pool.loadingCount} worker${this.pool.loadingCount === 1 ? '' : 's'})…`);
+    } else if (this.pool.busy) {
+      if (!this.workingSince) this.workingSince = performance.now();
+      this.setState('computing');
+    } else {
+      this.setState('waiting');
+    }
+  }
+
+  broken(message) {
+    if (ENDED.has(this.state)) return;
+    this.flush();
+    this.send(protocol.error({ message }));
+    this.end('broken', 'This device cannot run the module');
+    this.ui.problem('The module cannot run in this browser.', message);
+    this.log(`cannot run the module: ${message.split('\n').filter(Boolean).pop() || message}`, true);
+  }
+
+  // -- sending answers -------------------------------------------------------
+
+  scheduleFlush(now) {
+    if (!this.outResults.length && !this.outErrors.length) return;
+    if (now) {
+      this.flush();
+    } else if (this.flushTimer === null) {
+      this.flushTimer = this.clock.after(FLUSH_MS, () => {
+        this.flushTimer = null;
+        this.flush();
+      });
+    }
+  }
+
+  flush() {
+    if (this.flushTimer !== null) this.clock.cancel(this.flushTimer);
+    this.flushTimer = null;
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return; // the root lends them again
+    const results = this.outResults;
+    const errors = this.outErrors;
+    this.outResults = [];
+    this.outErrors = [];
+    if (results.length) for (const group of protocol.pack(results)) this.send(protocol.result(group));
+    for (const text of errors) this.send(text);
+  }
+
+  // -- display ----------------------------------------------------------------
+
+  setState(state, text) {
+    this.state = state;
+    const texts = {
+      connecting: 'Connecting…',
+      loading: 'Starting Python…',
+      computing: 'Computing',
+      waiting: 'Connected — waiting for items',
+      offline: 'Root unreachable',
+    };
+    this.ui.state(state, text || texts[state] || state);
+    if (state !== 'computing') this.workingSince = 0;
+  }
+
+  rate() {
+    const now = performance.now();
+    while (this.recent.length && now - this.recent[0][0] > RATE_WINDOW_MS) this.recent.shift();
+    if (!this.recent.length) return 0;
+    const count = this.recent.reduce((sum, [, n]) => sum + n, 0);
+    const span = Math.min(RATE_WINDOW_MS, Math.max(1000, now - (this.workingSince || this.recent[0][0])));
+    return count / (span / 1000);
+  }
+
+  log(text, bad = false) {
+    this.ui.log(text, bad);
+  }
+}
+
+// -- the page ------------------------------------------------------------------
+
+function pageUI() {
+  const logList = $('log');
+  return {
+    state(state, text) {
+      $('state').dataset.state = state;
+      $('state-text').textContent = text;
+      $('retry').hidden = !['offline', 'done', 'refused', 'broken', 'stopped'].includes(state);
+      $('retry').textContent = state === 'offline' ? 'Retry now' : state === 'done' ? 'Join again' : 'Try again';
+      $('stop').hidden = ['done', 'refused', 'broken', 'stopped'].includes(state);
+    },
+    stateText(text) {
+      $('state-text').textContent = text;
+    },
+    workersReady(n) {
+      $('workers-ready').textContent = String(n);
+    },
+    module(filename) {
+      $('module').textContent = filename;
+    },
+    problem(text, details) {
+      $('problem').hidden = !text;
+      $('problem-text').textContent = text || '';
+      $('problem-details').hidden = !details;
+      $('problem-details').textContent = details || '';
+    },
+    log(text, bad) {
+      const item = document.createElement('li');
+      if (bad) item.className = 'bad';
+      const time = document.createElement('time');
+      time.textContent = new Date().toLocaleTimeString();
+      item.append(time, document.createTextNode(text));
+      logList.prepend(item);
+      while (logList.children.length > LOG_LINES) logList.lastElementChild.remove();
+    },
+  };
+}
+
+function main() {
+  const ui = pageUI();
+  const volunteer = new Volunteer(ui);
+  window.pando = volunteer; // for the curious, and for tests
+
+  const form = $('join');
+  const input = $('name-input');
+  const workersInput = $('workers');
+
+  function showPanel() {
+    form.hidden = true;
+    $('panel').hidden = false;
+    $('device').textContent = volunteer.name;
+    workersInput.value = String(volunteer.workers);
+  }
+
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const name = input.value.trim().slice(0, 200);
+    if (!name) return;
+    const renamed = volunteer.name && volunteer.name !== name;
+    const first = !volunteer.name || volunteer.state === 'idle';
+    volunteer.name = name;
+    storage.set(NAME_KEY, name);
+    showPanel();
+    if (first) volunteer.start();
+    else if (renamed && !ENDED.has(volunteer.state)) {
+      volunteer.log('device renamed; rejoining');
+      volunteer.drop(1000, 'renamed');
+    }
+  });
+
+  $('rename').addEventListener('click', () => {
+    input.value = volunteer.name;
+    form.hidden = false;
+    input.focus();
+    input.select();
+  });
+
+  workersInput.addEventListener('change', () => {
+    const n = clampWorkers(workersInput.value);
+    if (!n) {
+      workersInput.value = String(volunteer.workers);
+      return;
+    }
+    workersInput.value = String(n);
+    if (n === volunteer.workers) return;
+    volunteer.workers = n;
+    storage.set(WORKERS_KEY, String(n));
+    if (!ENDED.has(volunteer.state) && volunteer.state !== 'idle') {
+      volunteer.log(`now ${n} worker(s); rejoining`);
+      if (volunteer.pool) volunteer.pool.resize(n);
+      volunteer.drop(1000, 'workers changed');
+    }
+  });
+
+  $('retry').addEventListener('click', () => volunteer.start());
+  $('stop').addEventListener('click', () => volunteer.stop());
+
+  // The figures, a few times a second; a hidden tab is throttled, which is fine.
+  setInterval(() => {
+    $('computed').textContent = volunteer.computed.toLocaleString();
+    $('errors').textContent = volunteer.errors.toLocaleString();
+    const rate = volunteer.rate();
+    $('rate').textContent = rate >= 10 ? Math.round(rate).toLocaleString() : rate.toFixed(1);
+  }, 250);
+
+  window.addEventListener('pagehide', () => {
+    if (volunteer.ws) volunteer.ws.close(1000, 'page closed');
+  });
+
+  if (volunteer.name) {
+    showPanel();
+    volunteer.start();
+  } else {
+    input.value = '';
+    input.placeholder = guessName();
+    form.hidden = false;
+    input.focus();
+  }
+}
+
+function guessName() {
+  const ua = navigator.userAgent;
+  if (/iPhone/.test(ua)) return 'iPhone';
+  if (/iPad/.test(ua)) return 'iPad';
+  if (/Android/.test(ua)) return /Mobile/.test(ua) ? 'Android phone' : 'Android tablet';
+  if (/Mac OS X/.test(ua)) return 'Mac';
+  if (/Windows/.test(ua)) return 'Windows PC';
+  if (/Linux/.test(ua)) return 'Linux computer';
+  return 'My device';
+}
+
+main();

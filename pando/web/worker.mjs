@@ -1,0 +1,206 @@
+// One Pando worker: a Pyodide interpreter running the user's module.
+//
+// The page starts several of these (module workers: Pyodide refuses classic
+// ones). Messages from the page:
+//   {type: 'load', filename, source}  load Pyodide, the pando helpers and the module
+//   {type: 'items', items: [[id, text], ...]}  compute these, in order
+// Messages to the page:
+//   {type: 'ready', ms, steps}                 the module is loaded (steps: timings in ms)
+//   {type: 'broken', message}                  the module cannot run here (its fault)
+//   {type: 'failed', message}                  Pyodide could not start (not the module's fault)
+//   {type: 'answers', answers}                 JSON text of [["ok", id, line] | ["error", id, message, traceback], ...]
+//   {type: 'fatal', message}                   the interpreter died; this worker is unusable
+// Answers come in the order the items were given. Every error is caught and
+// posted, so that a failure never leaves the page waiting.
+
+const HELPERS = ['__init__.py', 'module.py', 'items.py'];
+const LIB = '/home/pyodide/.pando-lib';
+
+// Runs once in the interpreter after the helpers are in place. Items go in and
+// answers come out as JSON text: cheaper than proxying many small objects.
+const BOOT = `
+import asyncio, json, os, sys, time
+sys.path.insert(0, ${JSON.stringify(LIB)})
+from pando import items as _items, module as _module
+_items.allow_big_integers()
+
+_MAX_ITEM_BYTES = 8 * 1024 * 1024
+_FLUSH_SECONDS = 0.05
+_NO_PACKAGES = (
+    "\\n(browser volunteers run Pyodide offline, with Python's standard library only; "
+    "a module that needs other packages can run on native volunteers: pando-volunteer)"
+)
+
+
+def _place(filename, source):
+    """Write the module where its tracebacks say it is, so they show its lines."""
+    try:
+        path = filename if os.path.isabs(filename) else os.path.join(os.getcwd(), filename)
+        os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(source)
+    except (OSError, ValueError):
+        pass  # tracebacks then lack the source lines, nothing worse
+
+
+def _load(filename, source):
+    """Load the user's module; None, or the text saying why it cannot run."""
+    global _fn
+    _place(filename, source)
+    try:
+        _fn = _module.load(source, filename)
+    except _module.ModuleError as exc:
+        text = str(exc)
+        if "ModuleNotFoundError" in text or "is included in the Pyodide distribution" in text:
+            text += _NO_PACKAGES
+        return text
+    return None
+
+
+def _failed(item_id, err):
+    details = _module.describe(err)
+    return ["error", item_id, str(_module.ItemFailed(details)), details]
+
+
+async def _compute(item_id, text):
+    loop = asyncio.get_running_loop()
+    outcome = loop.create_future()
+
+    def callback(err=None, result=None):
+        if not outcome.done():  # only the first call counts
+            outcome.set_result((err, result))
+
+    try:
+        _fn(_items.parse(text), callback)
+    except BaseException as exc:  # noqa: B036 - even SystemExit must not kill the worker
+        return _failed(item_id, exc)
+    err, result = await outcome
+    if err is not None:
+        return _failed(item_id, err)
+    try:
+        line = _items.format(result)
+    except _items.ResultError as exc:
+        return ["error", item_id, str(exc), ""]
+    if len(line) > _MAX_ITEM_BYTES // 4 and len(line.encode("utf-8")) > _MAX_ITEM_BYTES:
+        return ["error", item_id, f"result is larger than {_MAX_ITEM_BYTES} bytes", ""]
+    return ["ok", item_id, line]
+
+
+async def _run(batch, post):
+    """Compute a JSON list of [id, text]; post answers every 50 ms, return the rest."""
+    answers = []
+    flushed = time.monotonic()
+    for item_id, text in json.loads(batch):
+        answers.append(await _compute(item_id, text))
+        if time.monotonic() - flushed >= _FLUSH_SECONDS:
+            post(json.dumps(answers, ensure_ascii=False))
+            answers = []
+            flushed = time.monotonic()
+    return json.dumps(answers, ensure_ascii=False)
+`;
+
+let pyodide = null;
+let run = null; // the Python _run coroutine function
+let loading = null; // the promise of the load, while it runs
+const queue = []; // [id, text] pairs not yet computed
+let working = false;
+
+function describe(err) {
+  if (err && typeof err === 'object') {
+    return String(err.stack || err.message || err);
+  }
+  return String(err);
+}
+
+function post(message) {
+  self.postMessage(message);
+}
+
+async function load(filename, source) {
+  const started = performance.now();
+  const steps = {}; // milliseconds since the load began, for the page's log
+  let helpers;
+  try {
+    const base = new URL('./node_modules/pyodide/', import.meta.url).href;
+    // Fetched while Pyodide starts.
+    helpers = Promise.all(
+      HELPERS.map(async (name) => {
+        const url = new URL(`./py/pando/${name}`, import.meta.url);
+        const answer = await fetch(url);
+        if (!answer.ok) throw new Error(`cannot fetch ${url.pathname}: HTTP ${answer.status}`);
+        return [name, await answer.text()];
+      }),
+    );
+    helpers.catch(() => {}); // reported below, once awaited
+    const { loadPyodide } = await import('./node_modules/pyodide/pyodide.mjs');
+    steps.imported = performance.now() - started;
+    pyodide = await loadPyodide({
+      indexURL: base,
+      stdout: (line) => console.log(`[${filename}] ${line}`),
+      stderr: (line) => console.warn(`[${filename}] ${line}`),
+    });
+    steps.pyodide = performance.now() - started;
+    pyodide.FS.mkdirTree(`${LIB}/pando`);
+    for (const [name, text] of await helpers) {
+      pyodide.FS.writeFile(`${LIB}/pando/${name}`, text);
+    }
+    await pyodide.runPythonAsync(BOOT);
+    steps.helpers = performance.now() - started;
+  } catch (err) {
+    post({ type: 'failed', message: `Pyodide could not start: ${describe(err)}` });
+    return;
+  }
+  try {
+    const loadModule = pyodide.globals.get('_load');
+    const problem = loadModule(filename, source);
+    loadModule.destroy();
+    if (problem !== undefined && problem !== null) {
+      post({ type: 'broken', message: String(problem) });
+      return;
+    }
+    run = pyodide.globals.get('_run');
+  } catch (err) {
+    post({ type: 'broken', message: `${filename}: cannot load: ${describe(err)}` });
+    return;
+  }
+  steps.module = performance.now() - started;
+  for (const key of Object.keys(steps)) steps[key] = Math.round(steps[key]);
+  post({ type: 'ready', ms: steps.module, steps });
+  work();
+}
+
+async function work() {
+  if (working || !run) return;
+  working = true;
+  try {
+    while (queue.length) {
+      const batch = queue.splice(0, queue.length);
+      const rest = await run(JSON.stringify(batch), (text) => post({ type: 'answers', answers: text }));
+      post({ type: 'answers', answers: rest });
+    }
+  } catch (err) {
+    // Item errors are answered from Python; reaching here means the interpreter broke.
+    run = null;
+    post({ type: 'fatal', message: `the Python interpreter failed: ${describe(err)}` });
+  } finally {
+    working = false;
+  }
+}
+
+self.onmessage = (event) => {
+  const message = event.data;
+  try {
+    if (message.type === 'load') {
+      if (!loading) loading = load(message.filename, message.source);
+    } else if (message.type === 'items') {
+      for (const pair of message.items) queue.push(pair);
+      work();
+    }
+  } catch (err) {
+    post({ type: 'fatal', message: describe(err) });
+  }
+};
+
+self.addEventListener('unhandledrejection', (event) => {
+  post({ type: 'fatal', message: `unexpected error: ${describe(event.reason)}` });
+});

@@ -1,0 +1,248 @@
+"""A native volunteer's worker processes, and the thread that collects their answers.
+
+Each worker loads the user's module once, then computes the items it is sent,
+in order. It streams answers back, grouped for at most :data:`FLUSH_SECONDS`
+so that fast functions pay little per item and slow ones answer promptly.
+
+A worker publishes the id of the item it is computing in shared memory: when
+it dies, that item is reported *lost* (the root lends it again, up to its
+limit), while the other items it had not answered are given to a fresh worker.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any, Callable
+
+from pando import items
+from pando.module import ItemFailed, ModuleError, call, load
+from pando.protocol import MAX_ITEM_BYTES
+
+FLUSH_SECONDS = 0.05
+_IDLE = -1  # the shared "current item" of a worker between items
+
+# Messages from a worker: ("ready",), ("broken", text), or a list of answers,
+# each ("ok", id, line) or ("error", id, message, details).
+Answer = tuple[Any, ...]
+
+
+class ModuleBroken(Exception):
+    """The module does not load on this machine; the text says why."""
+
+
+@dataclass
+class _Worker:
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    current: Any  # multiprocessing RawValue('q')
+    queued: deque[tuple[int, str]] = field(default_factory=deque)
+
+
+def compute(fn: Callable[..., Any], item_id: int, text: str) -> Answer:
+    """One item: ("ok", id, line) or ("error", id, message, details)."""
+    try:
+        line = items.format(call(fn, items.parse(text)))
+    except ItemFailed as exc:
+        return ("error", item_id, str(exc), exc.details)
+    except items.ResultError as exc:
+        return ("error", item_id, str(exc), "")
+    if len(line) > MAX_ITEM_BYTES // 4 and len(line.encode("utf-8")) > MAX_ITEM_BYTES:
+        return ("error", item_id, f"result is larger than {MAX_ITEM_BYTES} bytes", "")
+    return ("ok", item_id, line)
+
+
+def _worker_main(conn: Connection, source: str, filename: str, current: Any) -> None:
+    """A worker process: load the module, then compute what arrives until EOF."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    items.allow_big_integers()
+    try:
+        fn = load(source, filename)
+    except ModuleError as exc:
+        conn.send(("broken", str(exc)))
+        return
+    conn.send(("ready",))
+    while True:
+        try:
+            batch = conn.recv()
+        except (EOFError, OSError):
+            return  # the volunteer is gone
+        answers: list[Answer] = []
+        flushed = time.monotonic()
+        for item_id, text in batch:
+            current.value = item_id
+            answers.append(compute(fn, item_id, text))
+            current.value = _IDLE
+            if time.monotonic() - flushed >= FLUSH_SECONDS:
+                conn.send(answers)
+                answers = []
+                flushed = time.monotonic()
+        if answers:
+            conn.send(answers)
+
+
+def _death(process: multiprocessing.process.BaseProcess) -> str:
+    code = process.exitcode
+    if code is not None and code < 0:
+        try:
+            return f"its worker process was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            pass
+    return f"its worker process exited with status {code}"
+
+
+class Workers:
+    """N worker processes fed by :meth:`submit`; answers go to ``on_answers``.
+
+    ``on_answers(answers)`` gets lists of ("ok", id, line) / ("error", id,
+    message, details) / ("lost", id, message); ``on_idle()`` is called when
+    nothing happened for ``idle_seconds``. Both run in the collector thread.
+    """
+
+    def __init__(
+        self,
+        count: int,
+        source: str,
+        filename: str,
+        on_answers: Callable[[list[Answer]], None],
+        on_idle: Callable[[], None],
+        idle_seconds: float,
+    ) -> None:
+        self._source = source
+        self._filename = filename
+        self._on_answers = on_answers
+        self._on_idle = on_idle
+        self._idle_seconds = idle_seconds
+        self._context = multiprocessing.get_context("spawn")
+        self._lock = threading.Lock()  # guards the workers' queues
+        self._closing = False
+        self._workers = [self._spawn() for _ in range(max(1, count))]
+        for worker in self._workers:
+            self._wait_ready(worker)
+        self._collector = threading.Thread(target=self._collect, name="collector", daemon=True)
+        self._collector.start()
+
+    def _spawn(self) -> _Worker:
+        parent, child = self._context.Pipe()
+        current = self._context.RawValue("q", _IDLE)
+        process = self._context.Process(
+            target=_worker_main, args=(child, self._source, self._filename, current), daemon=True
+        )
+        process.start()
+        child.close()
+        return _Worker(process, parent, current)
+
+    def _wait_ready(self, worker: _Worker) -> None:
+        try:
+            message = worker.conn.recv()
+        except (EOFError, OSError):
+            self.close()
+            raise ModuleBroken(f"the worker process could not start: {_death(worker.process)}") from None
+        if message[0] == "broken":
+            self.close()
+            raise ModuleBroken(message[1])
+
+    def submit(self, batch: list[tuple[int, str]]) -> None:
+        """Spread items over the workers, the least busy first."""
+        with self._lock:
+            shares: dict[int, list[tuple[int, str]]] = {}
+            loads = [len(worker.queued) for worker in self._workers]
+            for pair in batch:
+                index = loads.index(min(loads))
+                loads[index] += 1
+                shares.setdefault(index, []).append(pair)
+            for index, share in shares.items():
+                worker = self._workers[index]
+                worker.queued.extend(share)
+                try:
+                    worker.conn.send(share)
+                except OSError:
+                    pass  # it died; the collector gives its queue to its replacement
+
+    def close(self) -> None:
+        """Stop the workers and the collector."""
+        with self._lock:
+            self._closing = True
+            workers = list(self._workers)
+        for worker in workers:
+            worker.conn.close()
+            worker.process.terminate()
+        for worker in workers:
+            worker.process.join(2)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+
+    # -- the collector thread --------------------------------------------
+
+    def _collect(self) -> None:
+        while not self._closing:
+            with self._lock:
+                by_waitable = {}
+                for worker in self._workers:
+                    by_waitable[worker.conn] = worker
+                    by_waitable[worker.process.sentinel] = worker
+            try:
+                ready = multiprocessing.connection.wait(list(by_waitable), self._idle_seconds)
+            except OSError:
+                return  # closed under us
+            if self._closing:
+                return
+            if not ready:
+                self._on_idle()
+                continue
+            answers: list[Answer] = []
+            dead: list[_Worker] = []
+            for waitable in ready:
+                worker = by_waitable[waitable]
+                alive = self._read(worker, answers) if waitable is worker.conn else False
+                if not alive and worker not in dead:
+                    dead.append(worker)
+            for worker in dead:
+                answers.extend(self._replace(worker))
+            if answers:
+                self._on_answers(answers)
+
+    def _read(self, worker: _Worker, answers: list[Answer]) -> bool:
+        """Take everything a worker sent; False if it is gone."""
+        try:
+            while worker.conn.poll():
+                got = worker.conn.recv()
+                self._done(worker, got)
+                answers.extend(got)
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def _done(self, worker: _Worker, answers: list[Answer]) -> None:
+        # A worker answers its items in the order it received them.
+        with self._lock:
+            for _ in answers:
+                worker.queued.popleft()
+
+    def _replace(self, worker: _Worker) -> list[Answer]:
+        """A worker died: report its current item lost, give the rest to a new worker."""
+        answers: list[Answer] = []
+        self._read(worker, answers)  # what it sent before dying still counts
+        worker.process.join()
+        culprit = worker.current.value
+        lost = [("lost", culprit, _death(worker.process))] if any(p[0] == culprit for p in worker.queued) else []
+        rest = [pair for pair in worker.queued if pair[0] != culprit]
+        with self._lock:
+            if self._closing:
+                return answers
+            index = self._workers.index(worker)
+            fresh = self._spawn()
+            self._workers[index] = fresh
+        try:
+            self._wait_ready(fresh)
+        except ModuleBroken:
+            return answers + lost + [("lost", pair[0], "its worker process could not restart") for pair in rest]
+        if rest:
+            self.submit(rest)
+        return answers + lost

@@ -1,0 +1,234 @@
+"""Helpers for the real-browser tests: a ``pando`` root in a child process and Chromium tabs.
+
+Chromium is Debian's ``/usr/bin/chromium`` driven by Playwright (Playwright's
+own browser download cannot work here). Every process a test starts is
+stopped when the test ends, whatever happened.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Callable, Iterable
+from urllib.parse import quote
+
+REPO = Path(__file__).resolve().parent.parent
+WEB = REPO / "pando" / "web"
+PYODIDE = WEB / "node_modules" / "pyodide"
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+_SERVING = re.compile(r"Serving volunteer code at http://[^\s:]+:(\d+)")
+
+
+def chromium_path() -> str | None:
+    """Debian's Chromium, or another one on PATH; None if there is none."""
+    for candidate in (os.environ.get("PANDO_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
+                      shutil.which("chromium-browser")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def missing_requirements() -> str | None:
+    """Why the browser tests cannot run here, or None if they can."""
+    if chromium_path() is None:
+        return ("Chromium is not installed (no /usr/bin/chromium): `apt-get install -y chromium` "
+                "(`make test` does it) — the browser volunteer is NOT tested on this machine")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "Playwright's Python package is missing (pip install playwright) — the browser volunteer is NOT tested"
+    if not (PYODIDE / "pyodide.mjs").is_file():
+        return ("Pyodide is not installed in pando/web/node_modules (run `npm ci` in pando/web, or `make`) "
+                "— the browser volunteer is NOT tested")
+    return None
+
+
+def pando_command() -> list[str]:
+    """How to run the ``pando`` CLI: the venv's console script, else the checkout's ``bin/pando``."""
+    script = Path(sys.executable).parent / "pando"
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, str(REPO / "bin" / "pando")]
+
+
+def volunteer_command() -> list[str]:
+    script = Path(sys.executable).parent / "pando-volunteer"
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-m", "pando.volunteer"]
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    """The environment of a child: its own HOME (no user config), no proxies."""
+    env = {key: value for key, value in os.environ.items() if "proxy" not in key.lower()}
+    env["HOME"] = str(home)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Lines:
+    """Collects a child's stream line by line from a thread, so tests can wait for text."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._lines: list[str] = []
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[bytes]) -> None:
+        for raw in iter(stream.readline, b""):
+            with self._changed:
+                self._lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._lines.append("")  # wake waiters at EOF
+            self._changed.notify_all()
+
+    @property
+    def text(self) -> str:
+        with self._changed:
+            return "\n".join(self._lines)
+
+    def wait_for(self, predicate: Callable[[str], object], timeout: float, what: str) -> object:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = predicate("\n".join(self._lines))
+                if found:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"timed out waiting for {what}; output so far:\n" + "\n".join(self._lines))
+                self._changed.wait(left)
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+
+def stop_process(process: subprocess.Popen[bytes], grace: float = 5) -> None:
+    """Interrupt a child, then terminate, then kill it; always reap it."""
+    if process.poll() is None:
+        try:
+            process.send_signal(signal.SIGINT)
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                process.wait(grace)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+class Root:
+    """A ``pando MODULE --stdin --start-idle --port 0`` child; items are written by the test."""
+
+    def __init__(self, module: Path, tmp: Path, *options: str) -> None:
+        self.out_path = tmp / f"{module.stem}.out"
+        self._out = open(self.out_path, "wb")
+        self.process = subprocess.Popen(
+            [*pando_command(), str(module), "--stdin", "--start-idle", "--port", "0", *options],
+            stdin=subprocess.PIPE,
+            stdout=self._out,
+            stderr=subprocess.PIPE,
+            env=clean_env(tmp),
+            cwd=tmp,
+        )
+        self.stderr = Lines(self.process.stderr)
+        match = self.stderr.wait_for(_SERVING.search, 30, "the root to print its URL")
+        self.port = int(match.group(1))
+        self.url = f"http://127.0.0.1:{self.port}/"
+
+    def page_url(self, device: str, workers: int) -> str:
+        return f"{self.url}#device={quote(device, safe='')};workers={workers};"
+
+    def feed(self, items: Iterable[str], close: bool = True) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write("".join(f"{item}\n" for item in items).encode())
+        self.process.stdin.flush()
+        if close:
+            self.process.stdin.close()
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the root did not finish in {timeout} s; its stderr:\n{self.stderr.text}") from None
+
+    @property
+    def output(self) -> str:
+        self._out.flush()
+        return self.out_path.read_text(encoding="utf-8")
+
+    def close(self) -> None:
+        stop_process(self.process)
+        self.stderr.join(5)
+        self._out.close()
+
+
+class Volunteer:
+    """A native ``pando-volunteer`` child."""
+
+    def __init__(self, url: str, tmp: Path, workers: int = 1, name: str = "native") -> None:
+        self.process = subprocess.Popen(
+            [*volunteer_command(), url, "--workers", str(workers), "--name", name],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=clean_env(tmp),
+            cwd=tmp,
+        )
+        self.stderr = Lines(self.process.stderr)
+
+    def close(self) -> None:
+        stop_process(self.process)
+        self.stderr.join(5)
+
+
+def local_output(module: Path, items: list[str], tmp: Path) -> str:
+    """What ``pando MODULE --local`` prints for these items: the reference output."""
+    done = subprocess.run(
+        [*pando_command(), str(module), "--stdin", "--local"],
+        input="".join(f"{item}\n" for item in items).encode(),
+        capture_output=True,
+        env=clean_env(tmp),
+        cwd=tmp,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout.decode()
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)

@@ -1,0 +1,337 @@
+"""Browser volunteers for real: headless Chromium tabs run the user's module in Pyodide.
+
+Each test starts a real ``pando`` root (``--start-idle``, so only the
+volunteers the test opens compute), opens the volunteer page in Chromium tabs
+driven by Playwright, and checks what the root prints and what the page shows.
+"""
+from __future__ import annotations
+
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from browser_helpers import CHROMIUM_ARGS, Root, Volunteer, chromium_path, local_output, missing_requirements, wait_until
+
+_MISSING = missing_requirements()
+if _MISSING:
+    message = f"BROWSER TESTS SKIPPED: {_MISSING}"
+    print(f"\n{'!' * 78}\n{message}\n{'!' * 78}", file=sys.stderr)
+    warnings.warn(message, stacklevel=1)
+    pytest.skip(message, allow_module_level=True)
+
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright  # noqa: E402
+
+# Pyodide starts in 2.5-6 s per tab here; a run of a few thousand items takes seconds.
+READY_SECONDS = 90
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Tabs:
+    """Tabs in browser contexts of their own; page errors (uncaught exceptions) fail the test."""
+
+    def __init__(self, browser: Browser) -> None:
+        self.browser = browser
+        self.contexts: list[BrowserContext] = []
+        self.page_errors: list[str] = []
+
+    def open(self, url: str, new_profile: bool = False) -> Page:
+        """A tab; with ``new_profile`` in a fresh context (its own localStorage), else beside the others."""
+        if new_profile or not self.contexts:
+            self.contexts.append(self.browser.new_context())
+        page = self.contexts[-1].new_page()
+        page.on("pageerror", lambda error: self.page_errors.append(str(error)))
+        page.goto(url)
+        return page
+
+
+@pytest.fixture
+def tabs(browser: Browser) -> Iterator[Tabs]:
+    tabs = Tabs(browser)
+    try:
+        yield tabs
+    finally:
+        for context in tabs.contexts:
+            context.close()
+    assert not tabs.page_errors, f"uncaught errors on the page: {tabs.page_errors}"
+
+
+@pytest.fixture
+def start_root(tmp_path: Path) -> Iterator[Callable[..., Root]]:
+    roots: list[Root] = []
+
+    def start(module: Path, *options: str) -> Root:
+        root = Root(module, tmp_path, *options)
+        roots.append(root)
+        return root
+
+    try:
+        yield start
+    finally:
+        for root in roots:
+            root.close()
+
+
+@pytest.fixture
+def start_volunteer(tmp_path: Path) -> Iterator[Callable[..., Volunteer]]:
+    volunteers: list[Volunteer] = []
+
+    def start(url: str, workers: int = 1) -> Volunteer:
+        volunteer = Volunteer(url, tmp_path, workers)
+        volunteers.append(volunteer)
+        return volunteer
+
+    try:
+        yield start
+    finally:
+        for volunteer in volunteers:
+            volunteer.close()
+
+
+def write_module(tmp_path: Path, name: str, source: str) -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(source), encoding="utf-8")
+    return path
+
+
+def status(page: Page) -> dict[str, Any]:
+    """The volunteer's own figures (window.pando is the page's Volunteer object)."""
+    return page.evaluate(
+        """() => ({
+            state: pando.state,
+            computed: pando.computed,
+            errors: pando.errors,
+            ready: pando.pool ? pando.pool.readyCount : 0,
+        })"""
+    )
+
+
+def wait_ready(page: Page, workers: int) -> None:
+    wait_until(lambda: status(page)["ready"] >= workers, READY_SECONDS, f"{workers} Pyodide worker(s) to be ready")
+
+
+def wait_done(page: Page) -> None:
+    wait_until(lambda: status(page)["state"] == "done", 15, "the page to say the job is over")
+    assert page.text_content("#state-text") == "The job is over — thank you!"
+
+
+# A module with every kind of value: ints, floats, strings, a big integer, JSON results.
+WORK = """
+    import pando
+
+    def steps(n):
+        count = 0
+        while n > 1:
+            n = n // 2 if n % 2 == 0 else 3 * n + 1
+            count += 1
+        return count
+
+    @pando.function
+    def work(x):
+        if isinstance(x, int):
+            return x + 1 if x > 10**1000 else {"n": x, "steps": steps(x)}
+        if isinstance(x, float):
+            return x / 3
+        return x[::-1]
+"""
+
+SPECIAL_ITEMS = ["2.5", "1e3", "-0.75", "007", "hello", "héllo wörld ✓", "[1, 2]", "-12", "0", "a\tb", "9" * 5000]
+
+# Busy for a while without relying on time.sleep, the same in CPython and Pyodide.
+SLOW_SQUARE = """
+    import time
+    import pando
+
+    @pando.function
+    def slow_square(x):
+        until = time.monotonic() + 0.02
+        while time.monotonic() < until:
+            pass
+        return x * x
+"""
+
+
+@pytest.mark.timeout(240)
+def test_two_tabs_with_two_workers_each_compute_2000_items(tmp_path, tabs, start_root):
+    module = write_module(tmp_path, "work.py", WORK)
+    items = [str(n) for n in range(1, 2001 - len(SPECIAL_ITEMS))] + SPECIAL_ITEMS
+    assert len(items) == 2000
+    expected = local_output(module, items, tmp_path)
+
+    root = start_root(module)
+    first = tabs.open(root.page_url("tab one", 2))
+    second = tabs.open(root.page_url("tab two", 2))
+    wait_ready(first, 2)
+    wait_ready(second, 2)
+    started = time.monotonic()
+    root.feed(items)
+    assert root.wait(120) == 0, root.stderr.text
+    elapsed = time.monotonic() - started
+
+    assert root.output == expected
+    wait_done(first)
+    wait_done(second)
+    counts = [status(first)["computed"], status(second)["computed"]]
+    assert sum(counts) == 2000, counts
+    assert min(counts) > 0, f"one tab computed nothing: {counts}"
+    print(f"2000 items on two tabs x two workers: {elapsed:.1f} s, split {counts}")
+
+
+@pytest.mark.timeout(300)
+def test_closed_and_reloaded_tabs_lose_and_duplicate_nothing(tmp_path, tabs, start_root):
+    module = write_module(tmp_path, "slow.py", SLOW_SQUARE)
+    items = [str(n) for n in range(600)]
+    expected = local_output(module, items, tmp_path)
+
+    root = start_root(module, "--heartbeat", "5000")
+    closing = tabs.open(root.page_url("closed tab", 2))
+    reloading = tabs.open(root.page_url("reloaded tab", 2))
+    staying = tabs.open(root.page_url("staying tab", 1))
+    for page, workers in ((closing, 2), (reloading, 2), (staying, 1)):
+        wait_ready(page, workers)
+    root.feed(items)
+
+    # Close one tab while it computes, then reload another while it computes.
+    wait_until(lambda: status(closing)["computed"] >= 20, 60, "the first tab to compute")
+    assert status(closing)["state"] == "computing"
+    closing.close()
+    wait_until(lambda: status(reloading)["computed"] >= 20, 60, "the second tab to compute")
+    assert status(reloading)["state"] == "computing"
+    reloading.reload()
+
+    assert root.wait(180) == 0, root.stderr.text
+    assert root.output == expected  # every item once, in order
+    wait_done(staying)
+    wait_done(reloading)  # the reloaded tab joined again
+
+
+@pytest.mark.timeout(180)
+def test_an_error_raised_in_pyodide_reaches_the_root_with_its_traceback(tmp_path, tabs, start_root):
+    module = write_module(
+        tmp_path,
+        "raises.py",
+        """
+        import sys
+        import pando
+
+        @pando.function
+        def fragile(x):
+            if x == 3:
+                raise ValueError(f"<i>boom</i> on {sys.platform}")
+            return x * x
+        """,
+    )
+    root = start_root(module)
+    page = tabs.open(root.page_url("tab", 1))
+    wait_ready(page, 1)
+    root.feed(["1", "2", "3", "4"])
+    assert root.wait(60) == 1
+    stderr = root.stderr.text
+    # The traceback comes from the browser: Python there runs on emscripten.
+    assert "Traceback (most recent call last)" in stderr, stderr
+    assert "ValueError: <i>boom</i> on emscripten" in stderr, stderr
+    assert 'raises.py", line 8, in fragile' in stderr, stderr
+    assert root.output.startswith("1\n4\n")
+
+    # The page shows the error as text, never as markup.
+    wait_until(lambda: status(page)["errors"] >= 1, 10, "the page to count the error")
+    assert "<i>boom</i> on emscripten" in page.text_content("#problem-text")
+    assert "Traceback" in page.text_content("#problem-details")
+    assert page.locator("#problem i").count() == 0
+
+
+@pytest.mark.timeout(180)
+def test_a_module_that_needs_a_missing_package_is_reported_on_the_page_and_at_the_root(tmp_path, tabs, start_root):
+    # docopt is installed beside pando (so the root can load the module), but not in Pyodide.
+    module = write_module(
+        tmp_path,
+        "needs_docopt.py",
+        """
+        import docopt
+        import pando
+
+        @pando.function
+        def f(x):
+            return x
+        """,
+    )
+    root = start_root(module)
+    page = tabs.open(root.page_url("tab", 1))
+    wait_until(lambda: status(page)["state"] == "broken", READY_SECONDS, "the page to report the broken module")
+    assert page.text_content("#state-text") == "This device cannot run the module"
+    assert page.is_visible("#problem")
+    details = page.text_content("#problem-details")
+    assert "No module named 'docopt'" in details, details
+    assert "standard library only" in details, details
+
+    root.stderr.wait_for(lambda text: "No module named 'docopt'" in text, 20, "the root to report the missing package")
+    assert "cannot run the module" in root.stderr.text
+    # The page does not retry a module that cannot run.
+    time.sleep(2)
+    assert status(page)["state"] == "broken"
+
+
+@pytest.mark.timeout(120)
+def test_a_device_name_holding_html_is_shown_as_text(tmp_path, tabs, start_root):
+    module = write_module(tmp_path, "slow.py", SLOW_SQUARE)
+    root = start_root(module)
+    evil = '<img src=x onerror="document.title=\'pwned\'"><b>bold</b> & co'
+
+    # From the URL hash.
+    page = tabs.open(root.page_url(evil, 1))
+    assert page.text_content("#device") == evil
+    assert page.locator("#device *").count() == 0
+    wait_until(lambda: status(page)["state"] in ("loading", "waiting"), 30, "the tab to join")
+
+    # Remembered: another tab of the same browser does not ask again.
+    again = tabs.open(root.url)
+    assert again.is_hidden("#join")
+    assert again.text_content("#device") == evil
+
+    # Typed into the form, on a device that never joined.
+    typed = tabs.open(root.url, new_profile=True)
+    assert typed.is_visible("#name-input")
+    typed.fill("#name-input", evil)
+    typed.click("#join button[type=submit]")
+    assert typed.text_content("#device") == evil
+    assert typed.locator("#device *").count() == 0
+    assert typed.evaluate("localStorage.getItem('pando.device')") == evil
+
+    time.sleep(0.5)
+    for shown in (page, again, typed):
+        assert shown.title() == "Pando volunteer"
+        assert shown.locator("img").count() == 0
+
+
+@pytest.mark.timeout(180)
+def test_a_tab_and_a_native_volunteer_share_a_run(tmp_path, tabs, start_root, start_volunteer):
+    module = write_module(tmp_path, "slow.py", SLOW_SQUARE)
+    items = [str(n) for n in range(300)]
+    expected = local_output(module, items, tmp_path)
+
+    root = start_root(module)
+    page = tabs.open(root.page_url("tab", 1))
+    wait_ready(page, 1)
+    native = start_volunteer(f"http://127.0.0.1:{root.port}", workers=1)
+    native.stderr.wait_for(lambda text: "joined as" in text, 30, "the native volunteer to join")
+    root.feed(items)
+    assert root.wait(120) == 0, root.stderr.text
+    assert root.output == expected
+    wait_done(page)
+    computed = status(page)["computed"]
+    assert 0 < computed < len(items), f"the tab computed {computed} of {len(items)}: the work was not shared"
+    native.process.wait(15)
+    assert native.process.returncode == 0, native.stderr.text
