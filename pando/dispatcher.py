@@ -29,7 +29,8 @@ class Dispatcher:
     def stop(self) -> None:
         self._stopping.set()
         self._lender.close()
-        self._thread.join()
+        if self._thread.ident is not None:  # started
+            self._thread.join()
 
     def _run(self) -> None:
         next_sweep = time.monotonic() + self._sweep_every

@@ -59,22 +59,27 @@ def stream_batches(stream: BinaryIO, max_bytes: int = MAX_ITEM_BYTES) -> Iterato
         cut = data.rindex(b"\n")
         rest = data[cut + 1 :]
         partial, partial_size = ([rest], len(rest)) if rest else ([], 0)
-        lines = _decode(data[:cut], line_no, max_bytes)
-        line_no += len(lines)
-        yield lines
+        yield from _decode(data[:cut], line_no, max_bytes)
+        line_no += data.count(b"\n", 0, cut) + 1
     if partial:
-        yield _decode(b"".join(partial), line_no, max_bytes)
+        yield from _decode(b"".join(partial), line_no, max_bytes)
 
 
-def _decode(block: bytes, line_no: int, max_bytes: int) -> list[str]:
-    """Complete lines (without their last newline) from bytes to text."""
+def _decode(block: bytes, line_no: int, max_bytes: int) -> Iterator[list[str]]:
+    """Complete lines (without their last newline) from bytes to text.
+
+    At a line that is not UTF-8, the lines before it are yielded first, then
+    :class:`InputError` names it.
+    """
     try:
         text = block.decode("utf-8")
     except UnicodeDecodeError as exc:
+        line_start = block.rfind(b"\n", 0, exc.start) + 1
+        if line_start:
+            yield from _decode(block[: line_start - 1], line_no, max_bytes)
         bad_line = line_no + block.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (block.rfind(b"\n", 0, exc.start) + 1) + 1
         raise InputError(
-            f"line {bad_line} is not valid UTF-8 (byte 0x{block[exc.start]:02x} at byte {column})"
+            f"line {bad_line} is not valid UTF-8 (byte 0x{block[exc.start]:02x} at byte {exc.start - line_start + 1})"
         ) from None
     lines = text.split("\n")
     if len(block) > max_bytes:
@@ -83,7 +88,7 @@ def _decode(block: bytes, line_no: int, max_bytes: int) -> list[str]:
                 raise InputError(f"line {line_no + offset + 1} is longer than {max_bytes} bytes")
     if "\r" in text:
         lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-    return lines
+    yield lines
 
 
 class Reader:

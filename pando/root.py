@@ -5,9 +5,12 @@ the run: the last result written, a failed item, a closed stdout or Ctrl-C.
 """
 from __future__ import annotations
 
+import os
 import random
+import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterable
 
@@ -82,13 +85,13 @@ class Root:
         dispatcher = Dispatcher(lender, settings.heartbeat_ms)
         reader = Reader(self._batches, lender, window, reorder, _log)
         helper: subprocess.Popen[bytes] | None = None
-        for url in volunteer_urls(server.port):
-            _log(f"Serving volunteer code at {url}")
         try:
             server.start()
             reorder.start()
             dispatcher.start()
             reader.start()
+            for url in volunteer_urls(server.port):
+                _log(f"Serving volunteer code at {url}")
             if not settings.start_idle:
                 helper = start_helper(server.port)
             reorder.done.wait()
@@ -100,6 +103,7 @@ class Root:
             reorder.stop()
             code = status.INTERRUPTED
         finally:
+            _second_interrupt_exits_at_once()
             dispatcher.stop()
             sessions = lender.holders()
             for session in sessions:
@@ -110,6 +114,12 @@ class Root:
             if helper is not None:
                 _stop(helper)
         return code
+
+
+def _second_interrupt_exits_at_once() -> None:
+    """While the run shuts down (up to a few seconds), a second Ctrl-C ends it on the spot."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, lambda *_: os._exit(status.INTERRUPTED))
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -51,7 +51,10 @@ class Server:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop accepting connections and wait for the server thread."""
+        """Close every connection, stop listening and wait for the server thread."""
+        if self._thread.ident is None:  # never started: only the socket is open
+            self._server.socket.close()
+            return
         self._server.shutdown()
         self._thread.join()
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from browser_helpers import CHROMIUM_ARGS, Root, Volunteer, chromium_path, local_output, missing_requirements, wait_until
+from browser_helpers import CHROMIUM_ARGS, WEB, Root, Volunteer, chromium_path, local_output, missing_requirements, wait_until
 
 _MISSING = missing_requirements()
 if _MISSING:
@@ -115,6 +115,7 @@ def status(page: Page) -> dict[str, Any]:
             computed: pando.computed,
             errors: pando.errors,
             ready: pando.pool ? pando.pool.readyCount : 0,
+            held: pando.pool ? pando.pool.slots.reduce((n, slot) => n + slot.held.length, 0) : 0,
         })"""
     )
 
@@ -205,11 +206,13 @@ def test_closed_and_reloaded_tabs_lose_and_duplicate_nothing(tmp_path, tabs, sta
     root.feed(items)
 
     # Close one tab while it computes, then reload another while it computes.
-    wait_until(lambda: status(closing)["computed"] >= 20, 60, "the first tab to compute")
-    assert status(closing)["state"] == "computing"
+    def busy(page: Page) -> bool:
+        figures = status(page)
+        return figures["computed"] >= 20 and figures["held"] > 0  # a worker is computing an item
+
+    wait_until(lambda: busy(closing), 60, "the first tab to compute")
     closing.close()
-    wait_until(lambda: status(reloading)["computed"] >= 20, 60, "the second tab to compute")
-    assert status(reloading)["state"] == "computing"
+    wait_until(lambda: busy(reloading), 60, "the second tab to compute")
     reloading.reload()
 
     assert root.wait(180) == 0, root.stderr.text
@@ -335,3 +338,59 @@ def test_a_tab_and_a_native_volunteer_share_a_run(tmp_path, tabs, start_root, st
     assert 0 < computed < len(items), f"the tab computed {computed} of {len(items)}: the work was not shared"
     native.process.wait(15)
     assert native.process.returncode == 0, native.stderr.text
+
+
+@pytest.mark.timeout(180)
+def test_a_worker_that_crashes_is_replaced_and_its_item_lent_again(tmp_path, tabs, start_root):
+    # Reading outside WebAssembly memory traps: Pyodide suffers a fatal error and its worker is lost.
+    module = write_module(
+        tmp_path,
+        "crashes.py",
+        """
+        import ctypes
+        import pando
+
+        @pando.function
+        def f(x):
+            if x == 5:
+                return ctypes.string_at(2**32 - 64, 4096)
+            return x * x
+        """,
+    )
+    root = start_root(module)
+    page = tabs.open(root.page_url("tab", 2))
+    wait_ready(page, 2)
+    root.feed([str(n) for n in range(1, 11)])
+    assert root.wait(90) == 1
+    stderr = root.stderr.text
+    # Lent again after each crash, then reported failed after its third loss, like a dead native worker.
+    assert "item 5 (value '5') failed" in stderr, stderr
+    assert "lost 3 times" in stderr and "memory access out of bounds" in stderr, stderr
+    assert root.output == "1\n4\n9\n16\n"
+    log = page.inner_text("#log")
+    assert log.count("a worker stopped: the Python interpreter failed") >= 3, log
+    assert "starting a new one" in log
+
+
+@pytest.mark.timeout(120)
+def test_a_browser_that_cannot_start_pyodide_says_so_and_tells_the_root(tmp_path, tabs, start_root):
+    module = write_module(tmp_path, "slow.py", SLOW_SQUARE)
+    root = start_root(module)
+    # The worker script as served, but looking for Pyodide where it is not.
+    script = (WEB / "worker.mjs").read_text(encoding="utf-8")
+    broken = script.replace("./node_modules/pyodide/pyodide.mjs", "./node_modules/pyodide/missing.mjs")
+    assert broken != script
+    context = tabs.browser.new_context()
+    tabs.contexts.append(context)
+    context.route(
+        "**/worker.mjs", lambda route: route.fulfill(status=200, content_type="text/javascript", body=broken)
+    )
+    page = context.new_page()
+    page.on("pageerror", lambda error: tabs.page_errors.append(str(error)))
+    page.goto(root.page_url("no pyodide", 1))
+    wait_until(lambda: status(page)["state"] == "broken", 60, "the page to give up")
+    details = page.text_content("#problem-details")
+    assert "Python could not start in this browser" in details and "missing.mjs" in details, details
+    # The first try and three more, then it gives up.
+    assert page.inner_text("#log").count("a worker stopped: Pyodide could not start") == 4
+    root.stderr.wait_for(lambda text: "Python could not start in this browser" in text, 20, "the root to hear why")

@@ -12,6 +12,7 @@ const FIRST_BACKOFF_MS = 500;
 const MAX_BACKOFF_MS = 10_000;
 const FLUSH_MS = 5; // gather answers this long before sending one frame
 const WORKER_RESTARTS = 3; // replacements per worker slot before it is given up
+const RESTART_DELAY_MS = 500; // times the number of failed starts so far
 const STAGGER_LIMIT_MS = 20_000; // the longest the other workers wait for the first to start
 const RATE_WINDOW_MS = 5_000;
 const LOG_LINES = 80;
@@ -155,6 +156,7 @@ class Slot {
     this.state = 'pending'; // pending → loading → ready → dead
     this.held = []; // entries given to the worker and not answered, in order
     this.worker = null;
+    this.notBefore = 0; // performance.now() before which it must not start
   }
 
   start() {
@@ -216,10 +218,12 @@ class Pool {
     this.perWorker = 1;
     this.slots = [];
     this.closed = false;
+    this.staggerOver = false;
     this.resize(size);
     // Should the first worker take very long, the others do not wait for ever.
     setTimeout(() => {
-      for (const slot of this.slots) if (!this.closed) slot.start();
+      this.staggerOver = true;
+      this.startSlots();
     }, STAGGER_LIMIT_MS);
   }
 
@@ -245,12 +249,13 @@ class Pool {
    */
   startSlots() {
     if (this.closed) return;
-    const pending = this.slots.filter((slot) => slot.state === 'pending');
+    const now = performance.now();
+    const pending = this.slots.filter((slot) => slot.state === 'pending' && !(slot.notBefore > now));
     if (!pending.length) return;
     const spareCores = (navigator.hardwareConcurrency || 1) - 1; // one for the page
     const anyReady = this.slots.some((slot) => slot.state === 'ready');
     const loading = this.slots.filter((slot) => slot.state === 'loading').length;
-    if (anyReady || this.slots.length <= spareCores) {
+    if (anyReady || this.staggerOver || this.slots.length <= spareCores) {
       for (const slot of pending) slot.start();
     } else if (!loading) {
       pending[0].start();
@@ -327,8 +332,15 @@ class Pool {
     const index = this.slots.indexOf(slot);
     this.events.onWorkerDied(message, slot.restarts < WORKER_RESTARTS);
     if (index >= 0 && slot.restarts < WORKER_RESTARTS) {
-      // A worker that had been working gets a fresh count; one that never started does not.
-      this.slots[index] = new Slot(this, wasReady ? 1 : slot.restarts + 1);
+      // A worker that had been working gets a fresh count; one that never started does not,
+      // and its next try waits a little (a network that hiccups may be back by then).
+      const fresh = new Slot(this, wasReady ? 1 : slot.restarts + 1);
+      if (!wasReady) {
+        const delay = RESTART_DELAY_MS * fresh.restarts;
+        fresh.notBefore = performance.now() + delay;
+        setTimeout(() => this.startSlots(), delay + 10);
+      }
+      this.slots[index] = fresh;
     }
     if (!this.slots.some((other) => other.state !== 'dead')) {
       this.events.onFailed(message);
@@ -367,6 +379,7 @@ class Volunteer {
     this.outErrors = [];
     this.flushTimer = null;
     this.reconnectTimer = null;
+    this.beatTimer = null;
     this.reconnectAt = 0;
     this.backoff = FIRST_BACKOFF_MS;
     this.lastSent = 0;
@@ -374,7 +387,8 @@ class Volunteer {
     this.computed = 0;
     this.errors = 0;
     this.recent = []; // [time, count] of answers, for the throughput
-    this.workingSince = 0;
+    this.rateSince = 0;
+    this.idleSince = 0;
     this.clock.every(1000, () => this.tick());
   }
 
@@ -447,6 +461,8 @@ class Volunteer {
   lost() {
     if (this.session) this.backoff = FIRST_BACKOFF_MS; // we were in: start the back-off again
     this.session = null;
+    this.stopBeating();
+    if (this.pool) this.pool.forget(null); // the root lends them to others
     this.outResults = [];
     this.outErrors = [];
     const delay = Math.round(this.backoff * (0.5 + Math.random() * 0.5)); // jitter spreads a crowd
@@ -473,14 +489,27 @@ class Volunteer {
   }
 
   tick() {
-    const now = performance.now();
-    if (this.state === 'offline') {
-      this.countdown();
-      return;
-    }
+    if (this.state === 'offline') this.countdown();
+    const idle = this.state === 'computing' && this.pool && !this.pool.busy;
+    if (idle && performance.now() - this.idleSince >= 900) this.setState('waiting');
+  }
+
+  /** Heartbeats every heartbeat/3 ms while a session lasts (any frame sent counts). */
+  startBeating(beat) {
+    this.stopBeating();
+    this.beatTimer = this.clock.every(Math.max(20, Math.floor(beat / 3)), () => this.beat());
+  }
+
+  stopBeating() {
+    if (this.beatTimer !== null) this.clock.cancel(this.beatTimer);
+    this.beatTimer = null;
+  }
+
+  beat() {
     if (!this.session || !this.ws) return;
+    const now = performance.now();
     const beat = this.session.heartbeat;
-    if (now - this.lastSent >= beat / 3) this.send(protocol.heartbeat());
+    if (now - this.lastSent >= (beat / 3) * 0.8) this.send(protocol.heartbeat());
     if (now - this.lastHeard > 2 * beat) {
       this.log(`the root has been silent for ${Math.round((now - this.lastHeard) / 1000)} s; reconnecting`, true);
       this.drop(4000, 'the root went silent');
@@ -515,6 +544,7 @@ class Volunteer {
 
   joined(frame) {
     this.session = { id: frame.id, heartbeat: frame.heartbeat, batchSize: frame.batchSize };
+    this.startBeating(frame.heartbeat);
     this.ui.module(frame.filename);
     this.log(`joined as volunteer ${frame.id}; module ${frame.filename}`);
     if (this.pool && this.pool.sameModule(frame.filename, frame.source)) {
@@ -550,6 +580,7 @@ class Volunteer {
     this.ws = null;
     this.gen++;
     this.session = null;
+    this.stopBeating();
     if (ws) {
       try {
         ws.close(1000, state);
@@ -585,11 +616,13 @@ class Volunteer {
       onLost: (entry, message) => {
         if (entry.gen !== this.gen || !this.session) return;
         this.errors++;
-        this.outErrors.push(protocol.error({ id: entry.id, message, lost: true }));
+        this.outErrors.push(protocol.error({ id: entry.id, message: message.split('\n')[0], lost: true }));
         this.scheduleFlush(true);
       },
       onWorkerDied: (message, replaced) => {
-        this.log(`a worker stopped: ${message}${replaced ? '; starting a new one' : '; giving up on it'}`, true);
+        console.warn(`pando worker stopped: ${message}`);
+        const line = message.split('\n')[0];
+        this.log(`a worker stopped: ${line}${replaced ? '; starting a new one' : '; giving up on it'}`, true);
         this.ui.workersReady(this.pool ? this.pool.readyCount : 0);
       },
       onBroken: (message) => this.broken(message),
@@ -601,6 +634,8 @@ class Volunteer {
     if (entry.gen !== this.gen || !this.session) return; // for a connection that ended
     this.computed++;
     const now = performance.now();
+    this.pruneRecent(now);
+    if (!this.recent.length) this.rateSince = now; // a new streak of work
     const last = this.recent[this.recent.length - 1];
     if (last && now - last[0] < 100) last[1]++;
     else this.recent.push([now, 1]);
@@ -610,8 +645,9 @@ class Volunteer {
       const [, id, message, traceback] = answer;
       this.errors++;
       this.outErrors.push(protocol.error({ id, message, traceback }));
-      this.ui.problem(`Item ${id} failed: ${message}`, traceback);
-      this.log(`item ${id} failed: ${message}`, true);
+      // Numbered from 1, as the root numbers items (the id is the position from 0).
+      this.ui.problem(`Item ${id + 1} failed: ${message}`, traceback);
+      this.log(`item ${id + 1} failed: ${message}`, true);
     }
   }
 
@@ -624,10 +660,11 @@ class Volunteer {
     if (!ready) {
       this.setState('loading', `Starting Python (${this.pool.loadingCount} worker${this.pool.loadingCount === 1 ? '' : 's'})…`);
     } else if (this.pool.busy) {
-      if (!this.workingSince) this.workingSince = performance.now();
       this.setState('computing');
-    } else {
+    } else if (this.state !== 'computing') {
       this.setState('waiting');
+    } else {
+      this.idleSince = performance.now(); // tick() says so if no item comes within a second
     }
   }
 
@@ -637,7 +674,8 @@ class Volunteer {
     this.send(protocol.error({ message }));
     this.end('broken', 'This device cannot run the module');
     this.ui.problem('The module cannot run in this browser.', message);
-    this.log(`cannot run the module: ${message.split('\n').filter(Boolean).pop() || message}`, true);
+    const last = message.split('\n').filter((line) => line.trim() && !line.startsWith('(')).pop();
+    this.log(`cannot run the module: ${last || message}`, true);
   }
 
   // -- sending answers -------------------------------------------------------
@@ -678,15 +716,19 @@ class Volunteer {
       offline: 'Root unreachable',
     };
     this.ui.state(state, text || texts[state] || state);
-    if (state !== 'computing') this.workingSince = 0;
   }
 
+  pruneRecent(now) {
+    while (this.recent.length && now - this.recent[0][0] > RATE_WINDOW_MS) this.recent.shift();
+  }
+
+  /** Items per second over the last few seconds (or since the work began, if sooner). */
   rate() {
     const now = performance.now();
-    while (this.recent.length && now - this.recent[0][0] > RATE_WINDOW_MS) this.recent.shift();
+    this.pruneRecent(now);
     if (!this.recent.length) return 0;
     const count = this.recent.reduce((sum, [, n]) => sum + n, 0);
-    const span = Math.min(RATE_WINDOW_MS, Math.max(1000, now - (this.workingSince || this.recent[0][0])));
+    const span = Math.min(RATE_WINDOW_MS, Math.max(1000, now - this.rateSince));
     return count / (span / 1000);
   }
 
@@ -752,7 +794,7 @@ function main() {
 
   form.addEventListener('submit', (event) => {
     event.preventDefault();
-    const name = input.value.trim().slice(0, 200);
+    const name = (input.value.trim() || input.placeholder).slice(0, 200);
     if (!name) return;
     const renamed = volunteer.name && volunteer.name !== name;
     const first = !volunteer.name || volunteer.state === 'idle';

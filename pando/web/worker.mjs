@@ -107,6 +107,8 @@ let working = false;
 
 function describe(err) {
   if (err && typeof err === 'object') {
+    // A PythonError's message is the Python traceback; for anything else the stack says more.
+    if (err.constructor && err.constructor.name === 'PythonError') return String(err.message);
     return String(err.stack || err.message || err);
   }
   return String(err);
@@ -201,6 +203,15 @@ self.onmessage = (event) => {
   }
 };
 
+// A trap in the interpreter (say, memory access out of bounds) surfaces here,
+// outside any promise this file awaits: the interpreter is then unusable.
 self.addEventListener('unhandledrejection', (event) => {
-  post({ type: 'fatal', message: `unexpected error: ${describe(event.reason)}` });
+  event.preventDefault();
+  run = null;
+  post({ type: 'fatal', message: `the Python interpreter failed: ${describe(event.reason)}` });
+});
+self.addEventListener('error', (event) => {
+  event.preventDefault();
+  run = null;
+  post({ type: 'fatal', message: `the Python interpreter failed: ${describe(event.error || event.message)}` });
 });

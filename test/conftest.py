@@ -1,0 +1,165 @@
+"""Shared fixtures: real pando and pando-volunteer processes on 127.0.0.1, always cleaned up."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+PANDO = str(BIN / "pando")
+VOLUNTEER = str(BIN / "pando-volunteer")
+EXAMPLES = REPO / "examples"
+_URL = re.compile(r"Serving volunteer code at http://localhost:(\d+)")
+
+
+class RootProcess:
+    """A running ``pando``: its port (from stderr), its output, its exit."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], stdout_path: Path) -> None:
+        self.popen = popen
+        self._stdout_path = stdout_path
+        self._lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+
+    def _read_stderr(self) -> None:
+        assert self.popen.stderr is not None
+        for raw in self.popen.stderr:
+            with self._changed:
+                self._lines.append(raw.decode("utf-8", "replace"))
+                self._changed.notify_all()
+
+    def wait_for_stderr(self, pattern: str, timeout: float = 20) -> re.Match[str]:
+        """Wait until a stderr line matches ``pattern``; fail the test otherwise."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self._lines:
+                    if match := regex.search(line):
+                        return match
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.popen.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(f"no stderr line matched {pattern!r}; stderr was:\n{self.err}")
+                self._changed.wait(min(remaining, 0.2))
+
+    @property
+    def port(self) -> int:
+        return int(self.wait_for_stderr(_URL.pattern).group(1))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait(self, timeout: float = 60) -> int:
+        code = self.popen.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    @property
+    def err(self) -> str:
+        with self._changed:
+            return "".join(self._lines)
+
+    @property
+    def out(self) -> bytes:
+        return self._stdout_path.read_bytes()
+
+
+class Processes:
+    """Starts processes for one test and kills whatever is left at its end."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.home = tmp / "home"
+        self.home.mkdir()
+        self._started: list[subprocess.Popen[bytes]] = []
+        self._count = 0
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ, HOME=str(self.home), PYTHONUNBUFFERED="1")
+        env.update(extra)
+        return env
+
+    def _popen(self, args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        kwargs.setdefault("env", self.env())
+        popen = subprocess.Popen(args, start_new_session=True, **kwargs)
+        self._started.append(popen)
+        return popen
+
+    def pando(self, *args: str, stdin: bytes | IO[bytes] | None = None, port: int | None = 0) -> RootProcess:
+        """Start ``pando ARGS`` (on a free port unless ``port`` is None); ``stdin`` bytes are fed whole."""
+        self._count += 1
+        stdout_path = self.tmp / f"pando-{self._count}.out"
+        options = ["--port", str(port)] if port is not None and "--local" not in args else []
+        source = subprocess.PIPE if isinstance(stdin, bytes) else (stdin or subprocess.DEVNULL)
+        with stdout_path.open("wb") as stdout:
+            popen = self._popen([PANDO, *options, *args], stdin=source, stdout=stdout, stderr=subprocess.PIPE)
+        root = RootProcess(popen, stdout_path)
+        if isinstance(stdin, bytes):
+            threading.Thread(target=_feed, args=(popen, stdin), daemon=True).start()
+        return root
+
+    def volunteer(self, port: int, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        """Start ``pando-volunteer`` against a root on 127.0.0.1, with extra environment variables."""
+        return self._popen(
+            [VOLUNTEER, f"http://127.0.0.1:{port}", *args],
+            env=self.env(**env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def run(self, args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        """Run a command to its end (with a timeout), capturing its output."""
+        kwargs.setdefault("env", self.env())
+        kwargs.setdefault("timeout", 60)
+        return subprocess.run(args, capture_output=True, **kwargs)
+
+    def cleanup(self) -> None:
+        for popen in self._started:
+            if popen.poll() is None:
+                try:
+                    os.killpg(popen.pid, signal.SIGCONT)
+                    os.killpg(popen.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            popen.wait()
+            for stream in (popen.stdin, popen.stdout, popen.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+def _feed(popen: subprocess.Popen[bytes], data: bytes) -> None:
+    assert popen.stdin is not None
+    try:
+        popen.stdin.write(data)
+        popen.stdin.close()
+    except (BrokenPipeError, ValueError):
+        pass  # pando stopped reading (it failed, or was told to stop)
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Any:
+    processes = Processes(tmp_path)
+    yield processes
+    processes.cleanup()
+
+
+def lines(*values: object) -> bytes:
+    """Input bytes: one value per line."""
+    return "".join(f"{value}\n" for value in values).encode()
+
+
+def squares(values: Any) -> bytes:
+    return "".join(f"{value * value}\n" for value in values).encode()

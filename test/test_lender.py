@@ -1,0 +1,562 @@
+"""Property-based tests of the lender's bookkeeping (pando/lender.py).
+
+A ``RuleBasedStateMachine`` drives one ``Lender`` through random schedules of
+batches added, holders joining (some local) and leaving, assignments, right,
+late, foreign and duplicate results, ``lost`` reports and item failures, and
+checks every answer against a small model of what the lender must do.  Its
+teardown drives the run to completion and checks that nothing was lost.
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+import threading
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from pando.lender import Failure, Lender
+
+pytestmark = pytest.mark.timeout(120)
+
+MAX_LOSSES = 3  # the lender's default
+
+values = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n"), max_size=6)
+
+
+class _Holder:
+    """A model holder: what the lender must believe about one session."""
+
+    def __init__(self, key: object, capacity: int, local: bool, name: str) -> None:
+        self.key = key
+        self.capacity = max(1, capacity)  # the lender never lets a holder hold nothing
+        self.local = local
+        self.name = name
+        self.held: set[int] = set()
+        self.ever_held: set[int] = set()
+
+
+class LenderMachine(RuleBasedStateMachine):
+    """The lender against a model, rule by rule."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lender = Lender()
+        self.keys = itertools.count()
+        self.values: dict[int, str] = {}  # every id ever added
+        self.fresh: list[int] = []  # never lent, ascending
+        self.again: set[int] = set()  # lent, holder lost, to lend again
+        self.losses: dict[int, int] = {}
+        self.live: dict[object, _Holder] = {}  # joined and not left, in join order
+        self.gone: list[_Holder] = []  # left, with what they held when they left
+        self.accepted: dict[int, str] = {}  # id -> line accepted
+        self.accepted_by: dict[int, object] = {}
+        self.failed: dict[int, Failure] = {}
+        self.stop_after: int | None = None
+        self.ever_lent: set[int] = set()
+
+    # -- the model's derived views ----------------------------------------
+
+    def pool(self) -> list[int]:
+        """Ids the lender may lend now, in the order it must lend them."""
+        limit = self.stop_after
+        again = sorted(i for i in self.again if limit is None or i <= limit)
+        fresh = [i for i in self.fresh if limit is None or i <= limit]
+        return again + fresh
+
+    def eligible(self) -> list[_Holder]:
+        """Holders that may get items now: locals only while no one else is joined."""
+        others = any(not h.local for h in self.live.values())
+        return [h for h in self.live.values() if not (h.local and others)]
+
+    def held_anywhere(self) -> set[int]:
+        return set().union(*(h.held for h in self.live.values()))
+
+    def lose(self, item_id: int, holder: _Holder) -> int | None:
+        """The model's ``_lost``: the id if it must fail now, else None."""
+        self.losses[item_id] = self.losses.get(item_id, 0) + 1
+        if self.losses[item_id] >= MAX_LOSSES:
+            return item_id
+        self.again.add(item_id)
+        return None
+
+    def record_failure(self, failure: Failure, expected_id: int, holder: _Holder) -> None:
+        assert failure.id == expected_id
+        assert failure.value == self.values[expected_id]
+        assert failure.holder == holder.name
+        assert expected_id not in self.failed and expected_id not in self.accepted
+        self.failed[expected_id] = failure
+        self.losses.pop(expected_id, None)
+        if self.stop_after is None or expected_id < self.stop_after:
+            self.stop_after = expected_id
+
+    def snapshot(self) -> tuple[object, ...]:
+        """What the lender shows from outside: used to check that a call changed nothing."""
+        return (
+            self.lender.pending(),
+            tuple(self.lender.holders()),
+            tuple(frozenset(self.lender.held(h.key)) for h in self.live.values()),
+        )
+
+    # -- the reader -------------------------------------------------------
+
+    @initialize(batch=st.lists(values, max_size=6))
+    def first_batch(self, batch: list[str]) -> None:
+        self.add(batch)
+
+    @rule(batch=st.lists(values, min_size=1, max_size=6))
+    def add(self, batch: list[str]) -> None:
+        start = len(self.values)
+        items = list(zip(range(start, start + len(batch)), batch))
+        self.lender.add(items)
+        for item_id, value in items:
+            self.values[item_id] = value
+            self.fresh.append(item_id)
+
+    @rule()
+    def end_input(self) -> None:
+        self.lender.end_input()
+
+    # -- holders ----------------------------------------------------------
+
+    @rule(capacity=st.integers(0, 4), local=st.booleans(), named=st.booleans())
+    def join(self, capacity: int, local: bool, named: bool) -> None:
+        number = next(self.keys)
+        key = ("session", number)
+        name = f"volunteer {number}" if named else str(key)
+        if named:
+            self.lender.join(key, capacity, name=name, local=local)
+        else:
+            self.lender.join(key, capacity, local=local)
+        self.live[key] = _Holder(key, capacity, local, name)
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data())
+    def leave(self, data: st.DataObject) -> None:
+        self.leave_holder(data.draw(st.sampled_from(list(self.live.values())), label="leaver"))
+
+    def leave_holder(self, holder: _Holder) -> None:
+        failures = self.lender.leave(holder.key)
+        del self.live[holder.key]
+        self.gone.append(holder)
+        expected = [item_id for item_id in sorted(holder.held) if self.lose(item_id, holder) is not None]
+        assert [f.id for f in failures] == expected
+        for failure in failures:
+            self.record_failure(failure, failure.id, holder)
+            assert f"lost {MAX_LOSSES} times" in failure.details and "disconnected" in failure.details
+        assert holder.key not in self.lender.holders()
+        assert self.lender.held(holder.key) == set()
+        holder.held = set()
+
+    def leave_again(self, data: st.DataObject) -> None:
+        """A holder that already left leaves again: nothing happens."""
+        holder = data.draw(st.sampled_from(self.gone), label="gone")
+        before = self.snapshot()
+        assert self.lender.leave(holder.key) == []
+        assert self.snapshot() == before
+
+    # -- the dispatcher ---------------------------------------------------
+
+    @rule(wait=st.booleans())
+    def assign(self, wait: bool) -> None:
+        pool = self.pool()
+        eligible = self.eligible()
+        room = sum(h.capacity - len(h.held) for h in eligible)
+        already = self.held_anywhere()
+        out = self.lender.wait_assign(0) if wait else self.lender.assign()
+
+        given_ids: list[int] = []
+        seen_holders = set()
+        for key, items in out:
+            assert key in self.live, f"items lent to {key!r}, which is not joined"
+            assert key not in seen_holders, "one holder listed twice in one assignment"
+            seen_holders.add(key)
+            holder = self.live[key]
+            assert items, "an empty assignment was listed"
+            assert holder in eligible, (
+                f"local holder {key!r} got {items} while a non-local holder is joined"
+            )
+            for item_id, value in items:
+                assert value == self.values[item_id]
+                assert item_id not in already, f"item {item_id} lent to {key!r} while another live holder holds it"
+                assert item_id not in self.accepted and item_id not in self.failed
+                given_ids.append(item_id)
+                holder.held.add(item_id)
+                holder.ever_held.add(item_id)
+            assert len(holder.held) <= holder.capacity, f"{key!r} holds {len(holder.held)} > {holder.capacity}"
+        assert len(given_ids) == len(set(given_ids)), f"an item lent twice in one assignment: {given_ids}"
+        if self.stop_after is not None:
+            assert all(i <= self.stop_after for i in given_ids), (
+                f"items after the failed item {self.stop_after} lent: {given_ids}"
+            )
+        # Lost items before new ones, the oldest of each kind first, and every
+        # eligible holder filled while there is something to lend.
+        expected = pool[: min(room, len(pool))]
+        assert given_ids == expected, f"lent {given_ids}, expected {expected} (pool {pool}, room {room})"
+        for item_id in given_ids:
+            self.again.discard(item_id)
+            self.ever_lent.add(item_id)
+        self.fresh = [i for i in self.fresh if i not in set(given_ids)]
+
+    # -- sessions reporting -----------------------------------------------
+
+    def holders_holding(self) -> list[_Holder]:
+        return [h for h in self.live.values() if h.held]
+
+    @precondition(lambda self: any(h.held for h in self.live.values()))
+    @rule(data=st.data())
+    def complete(self, data: st.DataObject) -> None:
+        """Results from the holder, in any order, maybe with foreign ids and repeats in the batch."""
+        holder = data.draw(st.sampled_from(self.holders_holding()), label="holder")
+        mine = data.draw(st.lists(st.sampled_from(sorted(holder.held)), min_size=1, unique=True), label="mine")
+        foreign_ids = sorted(set(self.values) - holder.held) + [len(self.values) + 5]
+        foreign = data.draw(st.lists(st.sampled_from(foreign_ids), max_size=3), label="foreign")
+        repeats = data.draw(st.lists(st.sampled_from(mine), max_size=2), label="repeats")
+        batch_ids = data.draw(st.permutations(mine + foreign + repeats), label="order")
+        results = [(i, f"line {i} try {n}") for n, i in enumerate(batch_ids)]
+        accepted = self.lender.complete(holder.key, results)
+        expected, seen = [], set()
+        for item_id, line in results:
+            if item_id in holder.held and item_id not in seen:
+                seen.add(item_id)
+                expected.append((item_id, line))
+        assert accepted == expected
+        for item_id, line in accepted:
+            assert item_id not in self.accepted, f"item {item_id} accepted twice"
+            self.accepted[item_id] = line
+            self.accepted_by[item_id] = holder.key
+            holder.held.discard(item_id)
+            self.losses.pop(item_id, None)
+
+    def late_result_from_leaver(self, data: st.DataObject) -> None:
+        """A holder that left answers for what it held: dropped, whoever holds it now."""
+        holder = data.draw(st.sampled_from(self.gone), label="gone")
+        ids = sorted(holder.ever_held) or [0]
+        batch = data.draw(st.lists(st.sampled_from(ids), min_size=1, max_size=4), label="ids")
+        before = self.snapshot()
+        assert self.lender.complete(holder.key, [(i, "late") for i in batch]) == []
+        assert self.snapshot() == before
+
+    def result_not_held(self, data: st.DataObject) -> None:
+        """A live holder answers for ids it does not hold (someone else's, done, failed, never lent, unknown)."""
+        holder = data.draw(st.sampled_from(list(self.live.values())), label="holder")
+        ids = sorted(set(self.values) - holder.held) + [len(self.values), len(self.values) + 7]
+        batch = data.draw(st.lists(st.sampled_from(ids), min_size=1, max_size=4), label="ids")
+        before = self.snapshot()
+        assert self.lender.complete(holder.key, [(i, "stray") for i in batch]) == []
+        assert self.snapshot() == before
+
+    def duplicate_result(self, data: st.DataObject) -> None:
+        """The same result again, from the holder that gave it: dropped."""
+        item_id = data.draw(st.sampled_from(sorted(self.accepted)), label="id")
+        key = self.accepted_by[item_id]
+        before = self.snapshot()
+        assert self.lender.complete(key, [(item_id, "again")]) == []
+        assert self.lender.fail(key, item_id, "again") is None
+        assert self.lender.lost(key, item_id, "again") is None
+        assert self.snapshot() == before
+
+    def report_from_stranger(self, data: st.DataObject) -> None:
+        """A key that never joined reports anything: dropped."""
+        kind = data.draw(st.sampled_from(["complete", "fail", "lost"]), label="kind")
+        item_id = data.draw(st.sampled_from(sorted(self.values) or [0]), label="id")
+        before = self.snapshot()
+        stranger = ("stranger", item_id)
+        if kind == "complete":
+            assert self.lender.complete(stranger, [(item_id, "x")]) == []
+        elif kind == "fail":
+            assert self.lender.fail(stranger, item_id, "x") is None
+        else:
+            assert self.lender.lost(stranger, item_id, "x") is None
+        assert self.snapshot() == before
+
+    @precondition(lambda self: any(h.held for h in self.live.values()))
+    @rule(data=st.data())
+    def lost(self, data: st.DataObject) -> None:
+        holder = data.draw(st.sampled_from(self.holders_holding()), label="holder")
+        item_id = data.draw(st.sampled_from(sorted(holder.held)), label="id")
+        self.lose_one(holder, item_id)
+
+    def most_lost(self) -> int | None:
+        """The item lost most often so far and still to do (held or waiting to be lent again)."""
+        candidates = [i for i in self.losses if i not in self.accepted and i not in self.failed]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda i: (self.losses[i], -i))
+
+    @precondition(lambda self: self.most_lost() is not None)
+    @rule(leaves=st.lists(st.booleans(), min_size=1, max_size=MAX_LOSSES))
+    def lose_again(self, leaves: list[bool]) -> None:
+        """Lend the item lost most often so far and lose it again, a few times over.
+
+        Each loss is its holder leaving (then a like holder joining) or a lost()
+        report. Random schedules rarely lose one item three times; this rule
+        makes it common.
+        """
+        item_id = self.most_lost()
+        assert item_id is not None
+        for leave in leaves:
+            self.assign(False)
+            holder = next((h for h in self.live.values() if item_id in h.held), None)
+            if holder is None:
+                break  # nobody may hold it now (no room, or past a failure)
+            if leave:
+                self.leave_holder(holder)
+                self.join(holder.capacity, holder.local, False)
+            else:
+                self.lose_one(holder, item_id)
+
+    def lose_one(self, holder: _Holder, item_id: int) -> None:
+        failure = self.lender.lost(holder.key, item_id, "its worker died")
+        holder.held.discard(item_id)
+        should_fail = self.lose(item_id, holder)
+        if should_fail is None:
+            assert failure is None, f"item {item_id} failed after {self.losses[item_id]} losses"
+        else:
+            assert failure is not None, f"item {item_id} not failed after {self.losses[item_id]} losses"
+            assert f"lost {MAX_LOSSES} times" in failure.details and "its worker died" in failure.details
+            self.record_failure(failure, item_id, holder)
+        assert item_id not in self.lender.held(holder.key)
+
+    @precondition(lambda self: any(h.held for h in self.live.values()))
+    @rule(data=st.data())
+    def fail(self, data: st.DataObject) -> None:
+        holder = data.draw(st.sampled_from(self.holders_holding()), label="holder")
+        item_id = data.draw(st.sampled_from(sorted(holder.held)), label="id")
+        failure = self.lender.fail(holder.key, item_id, f"Traceback {item_id}")
+        holder.held.discard(item_id)
+        assert failure is not None
+        assert failure.details == f"Traceback {item_id}"
+        self.record_failure(failure, item_id, holder)
+
+    def report_not_held(self, data: st.DataObject) -> None:
+        """fail()/lost() from a live holder for an id it does not hold: dropped."""
+        kind = data.draw(st.sampled_from(["fail", "lost"]), label="kind")
+        holder = data.draw(st.sampled_from(list(self.live.values())), label="holder")
+        ids = sorted(set(self.values) - holder.held) + [len(self.values) + 3]
+        item_id = data.draw(st.sampled_from(ids), label="id")
+        before = self.snapshot()
+        if kind == "fail":
+            assert self.lender.fail(holder.key, item_id, "x") is None
+        else:
+            assert self.lender.lost(holder.key, item_id, "x") is None
+        assert self.snapshot() == before
+
+    def report_from_leaver(self, data: st.DataObject) -> None:
+        """fail()/lost() from a holder that left, for what it held: dropped."""
+        kind = data.draw(st.sampled_from(["fail", "lost"]), label="kind")
+        holder = data.draw(st.sampled_from(self.gone), label="gone")
+        item_id = data.draw(st.sampled_from(sorted(holder.ever_held) or [0]), label="id")
+        before = self.snapshot()
+        if kind == "fail":
+            assert self.lender.fail(holder.key, item_id, "x") is None
+        else:
+            assert self.lender.lost(holder.key, item_id, "x") is None
+        assert self.snapshot() == before
+
+    @rule(data=st.data())
+    def stray_report(self, data: st.DataObject) -> None:
+        """One report the lender must drop, changing nothing (one rule, so they do not crowd out the rest)."""
+        kinds = [self.report_from_stranger]
+        if self.live:
+            kinds += [self.result_not_held, self.report_not_held]
+        if self.gone:
+            kinds += [self.leave_again, self.late_result_from_leaver, self.report_from_leaver]
+        if self.accepted:
+            kinds.append(self.duplicate_result)
+        data.draw(st.sampled_from(kinds), label="kind")(data)
+
+    # -- invariants -------------------------------------------------------
+
+    @invariant()
+    def matches_model(self) -> None:
+        assert set(self.lender.holders()) == set(self.live)
+        seen: set[int] = set()
+        for holder in self.live.values():
+            held = self.lender.held(holder.key)
+            assert held == holder.held, f"{holder.key!r} holds {held}, expected {holder.held}"
+            assert len(held) <= holder.capacity
+            assert not held & seen, f"items {held & seen} held by two live holders"
+            seen |= held
+        assert self.lender.pending() == len(self.values) - len(self.accepted) - len(self.failed)
+
+    # -- the end ----------------------------------------------------------
+
+    def teardown(self) -> None:
+        """Drive the run to its end with well-behaved holders: every item is done exactly once."""
+        if sys.exc_info()[0] is not None:
+            return  # a step already failed (or Hypothesis stopped the run): report that, not this
+        self.lender.end_input()
+        if not self.live:
+            self.join(2, False, False)
+        for _ in range(2 * len(self.values) + 2):
+            self.assign(False)
+            busy = self.holders_holding()
+            if not busy:
+                break
+            for holder in busy:
+                results = [(i, f"line {i}") for i in sorted(holder.held)]
+                accepted = self.lender.complete(holder.key, results)
+                assert accepted == results
+                for item_id, line in accepted:
+                    assert item_id not in self.accepted, f"item {item_id} accepted twice"
+                    self.accepted[item_id] = line
+                holder.held.clear()
+        assert not self.held_anywhere()
+        assert not set(self.accepted) & set(self.failed)
+        if self.stop_after is None:
+            missing = sorted(set(self.values) - set(self.accepted))
+            assert not missing, f"items never accepted: {missing}"
+            assert self.lender.pending() == 0
+            assert self.lender.assign() == []
+        else:
+            k = self.stop_after
+            assert k == min(self.failed)
+            missing = [i for i in range(k) if i not in self.accepted]
+            assert not missing, f"items before the failed item {k} never accepted: {missing}"
+            # Nothing after the failure is lent again, however long we wait.
+            assert self.lender.assign() == []
+        self.lender.close()
+
+
+TestLenderMachine = LenderMachine.TestCase
+TestLenderMachine.settings = settings(
+    max_examples=500,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+# -- focused properties, each easy to read on its own ----------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(1, 12),
+    capacities=st.lists(st.integers(1, 4), min_size=1, max_size=3),
+    lost_picks=st.lists(st.integers(0, 1000), max_size=6),
+)
+def test_relent_items_go_first_oldest_first(n: int, capacities: list[int], lost_picks: list[int]) -> None:
+    """Items a leaver held come back before never-lent ones, each kind oldest first."""
+    lender = Lender()
+    lender.add((i, str(i)) for i in range(n))
+    lender.join("leaver", max(capacities))
+    first = lender.assign()
+    lent = [i for _, items in first for i, _ in items]
+    assert lent == list(range(min(n, max(capacities))))
+    # The leaver gives back a few results first, so what it loses has holes.
+    done = {lent[p % len(lent)] for p in lost_picks} if lent else set()
+    assert [i for i, _ in lender.complete("leaver", [(i, "r") for i in sorted(done)])] == sorted(done)
+    lender.leave("leaver")
+    back = sorted(set(lent) - done)
+    never = list(range(len(lent), n))
+    for number, capacity in enumerate(capacities):
+        lender.join(("next", number), capacity)
+    order = [i for _, items in lender.assign() for i, _ in items]
+    room = sum(capacities)
+    assert order == (back + never)[:room]
+
+
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(1, 10), local_capacity=st.integers(1, 3), others=st.integers(1, 3))
+def test_local_holder_waits_for_others_to_leave(n: int, local_capacity: int, others: int) -> None:
+    lender = Lender()
+    lender.join("local", local_capacity, local=True)
+    for number in range(others):
+        lender.join(number, 1)
+    lender.add((i, str(i)) for i in range(n))
+    for _ in range(3):
+        out = lender.assign()
+        assert all(holder != "local" for holder, _ in out)
+        assert lender.held("local") == set()
+        for holder, items in out:
+            lender.complete(holder, items)
+    for number in range(others):
+        lender.leave(number)
+        if number < others - 1:
+            assert all(holder != "local" for holder, _ in lender.assign())
+    out = lender.assign()
+    remaining = lender.pending()
+    if remaining:
+        assert out and out[0][0] == "local"
+        assert len(lender.held("local")) == min(remaining, local_capacity)
+    # A non-local holder joining again shuts the local one out of new items.
+    lender.join("late", 1)
+    assert all(holder != "local" for holder, _ in lender.assign())
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    n=st.integers(2, 10),
+    k=st.integers(0, 9),
+    how=st.sampled_from(["fail", "lost", "leave", "mixed"]),
+)
+def test_failure_stops_lending_after_it(n: int, k: int, how: str) -> None:
+    """Three lost holders (or one failure) fail item k; ids below k still go out, ids above do not."""
+    k = k % n
+    lender = Lender()
+    lender.add((i, f"v{i}") for i in range(n))
+    failure = None
+    for attempt in range(3):
+        holder = ("h", attempt)
+        lender.join(holder, n)
+        lent = {i for _, items in lender.assign() for i, _ in items}
+        assert k in lent
+        # Give back everything but k and the items below it (they will need lending later).
+        lender.complete(holder, [(i, "r") for i in lent if i > k])
+        if how == "fail":
+            failure = lender.fail(holder, k, "boom")
+            lender.leave(holder)
+            break
+        use_lost = how == "lost" or (how == "mixed" and attempt % 2 == 0)
+        if use_lost:
+            result = lender.lost(holder, k, "worker died")
+            lender.complete(holder, [(i, "r") for i in lent if i < k])
+            assert lender.leave(holder) == []
+            failure = result
+        else:
+            lender.complete(holder, [(i, "r") for i in lent if i < k])
+            failures = lender.leave(holder)
+            failure = failures[0] if failures else None
+        if attempt < 2:
+            assert failure is None
+    assert failure == Failure(k, f"v{k}", failure.details, failure.holder)
+    # Now add more; nothing past k is lent, even though the lender has it. In the
+    # "fail" case the items below k went back with their holder: they still go out.
+    lender.add((i, f"v{i}") for i in range(n, n + 3))
+    lender.join("after", 100)
+    lent = [i for _, items in lender.assign() for i, _ in items]
+    assert lent == (list(range(k)) if how == "fail" else [])
+    assert lender.pending() == 3 + len(lent)
+
+
+def test_failure_below_keeps_earlier_items_lendable() -> None:
+    """After item 3 fails, a lost item 1 is lent again; lost item 5 is not."""
+    lender = Lender()
+    lender.add((i, str(i)) for i in range(8))
+    lender.join("a", 8)
+    lender.assign()
+    assert lender.fail("a", 3, "boom") is not None
+    assert lender.lost("a", 1, "died") is None
+    assert lender.lost("a", 5, "died") is None
+    lender.join("b", 8)
+    out = lender.assign()
+    assert [items for _, items in out] == [[(1, "1")]]
+
+
+def test_wait_assign_wakes_on_add() -> None:
+    lender = Lender()
+    lender.join("a", 2)
+    got: list[object] = []
+    thread = threading.Thread(target=lambda: got.append(lender.wait_assign(10)))
+    thread.start()
+    time.sleep(0.05)
+    start = time.monotonic()
+    lender.add([(0, "x")])
+    thread.join(5)
+    assert got == [[("a", [(0, "x")])]]
+    assert time.monotonic() - start < 5
