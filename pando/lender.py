@@ -84,19 +84,24 @@ class Lender:
                 self._others += 1
             self._cond.notify_all()
 
-    def leave(self, holder: Hashable) -> list[Failure]:
-        """A session is gone: lend its items again; return those that ran out of holders."""
+    def leave(self, holder: Hashable, *, blame_items: bool = True) -> list[Failure]:
+        """A session is gone: lend its items again; return those that ran out of holders.
+
+        ``blame_items`` False (the session broke the protocol, say) lends the
+        items again without counting the loss against them.
+        """
         with self._cond:
             holding = self._holders.pop(holder, None)
             if holding is None:
                 return []
             if not holding.local:
                 self._others -= 1
-            failures = [
-                failure
-                for item_id in sorted(holding.held)
-                if (failure := self._lost(item_id, holding, "its volunteer disconnected")) is not None
-            ]
+            failures = []
+            for item_id in sorted(holding.held):
+                if not blame_items:
+                    heapq.heappush(self._again, item_id)
+                elif (failure := self._lost(item_id, holding, "its volunteer disconnected")) is not None:
+                    failures.append(failure)
             self._cond.notify_all()
             return failures
 

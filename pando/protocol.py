@@ -207,6 +207,7 @@ def _pairs(value: Any, key: str, one_line: bool = False) -> list[tuple[int, str]
     """
     if not isinstance(value, list):
         raise ValueError(f"{key!r} must be a list")
+    pairs = []
     for pair in value:
         if (
             not isinstance(pair, list)
@@ -218,7 +219,8 @@ def _pairs(value: Any, key: str, one_line: bool = False) -> list[tuple[int, str]
             raise ValueError(f"{key!r} must hold [id, text] pairs")
         if one_line and ("\n" in pair[1] or "\r" in pair[1]):
             raise ValueError(f"{key!r} text must not hold a line break")
-    return value
+        pairs.append((pair[0], pair[1]))
+    return pairs
 
 
 def _parse_hello(body: dict[str, Any]) -> Hello:

@@ -112,11 +112,14 @@ class Session:
         except ConnectionClosed:
             pass
         finally:
-            for failure in job.lender.leave(self):
+            # A session we close ourselves (bad frame, module that cannot run here)
+            # says nothing about its items: only a vanished one counts against them.
+            for failure in job.lender.leave(self, blame_items=closing is None):
                 job.reorder.fail(failure)
-            if closing is not None:
-                self._outbox.put(closing)
             self._outbox.put(None)
+            if closing is not None:
+                # Here, not in the sender: when this method returns, websockets closes with 1000.
+                self._connection.close(closing.code, closing.reason)
 
     def _handshake(self) -> protocol.Hello | None:
         job = self._job

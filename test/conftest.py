@@ -79,6 +79,8 @@ class RootProcess:
 class Processes:
     """Starts processes for one test and kills whatever is left at its end."""
 
+    pando_path = PANDO
+
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.home = tmp / "home"

@@ -1,0 +1,61 @@
+"""Churn: volunteers are killed, frozen and added while a stream flows; the output stays exact."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import Processes, lines
+
+pytestmark = pytest.mark.timeout(240)
+
+ITEMS = 20_000
+
+SLOW_SQUARE = """
+import os
+import time
+import pando
+
+DELAY = float(os.environ.get("DELAY", "0"))
+
+@pando.function
+def square(x):
+    time.sleep(DELAY)
+    return x * x
+"""
+
+
+def test_kills_freezes_and_joins_lose_and_duplicate_nothing(procs: Processes) -> None:
+    path = procs.tmp / "slow_square.py"
+    path.write_text(SLOW_SQUARE)
+    expected = procs.run([procs.pando_path, str(path), "--local", "--stdin"], input=lines(*range(ITEMS)))
+    assert expected.returncode == 0 and len(expected.stdout.splitlines()) == ITEMS
+
+    root = procs.pando(
+        str(path), "--stdin", "--start-idle", "--batch-size", "4", "--heartbeat", "1000",
+        stdin=lines(*range(ITEMS)),
+    )
+    port = root.port
+    rng = random.Random(20261125)
+
+    def join() -> subprocess.Popen[bytes]:
+        return procs.volunteer(port, "--workers", "1", DELAY="0.0005")
+
+    live = [join() for _ in range(3)]
+    actions = {"kill": 0, "stop": 0, "join": 0}
+    while root.popen.poll() is None and sum(actions.values()) < 40:
+        time.sleep(rng.uniform(0.1, 0.3))
+        action = rng.choice(["kill", "stop", "join"]) if len(live) > 1 else "join"
+        if action == "join":
+            live.append(join())
+        else:
+            victim = live.pop(rng.randrange(len(live)))
+            os.kill(victim.pid, signal.SIGKILL if action == "kill" else signal.SIGSTOP)
+        actions[action] += 1
+    assert root.wait(180) == 0, root.err
+    assert actions["kill"] >= 3 and actions["stop"] >= 3, f"too little churn happened before the end: {actions}"
+    assert root.out == expected.stdout

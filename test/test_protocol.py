@@ -1,0 +1,188 @@
+"""The wire protocol: frame checks, and a root that survives misbehaving volunteers."""
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from conftest import EXAMPLES, Processes, lines, squares
+from pando import protocol
+
+pytestmark = pytest.mark.timeout(120)
+
+FAST = str(EXAMPLES / "square_fast.py")
+
+FRAMES = [
+    protocol.Hello("tablet", 4),
+    protocol.Hello("", 1, role="local"),
+    protocol.Module("ab12", "square.py", "print('hi')\n", 30000, 8),
+    protocol.Lend([(0, "1"), (7, "ünïcode"), (12, "")]),
+    protocol.Result([(3, "9"), (1, "{\"a\":1}")]),
+    protocol.Error("boom", id=4, traceback="Traceback ...\nValueError: boom"),
+    protocol.Error("worker died", id=5, lost=True),
+    protocol.Error("cannot import numpy"),
+    protocol.Heartbeat(),
+    protocol.Bye("done"),
+    protocol.Bye("refused", "old version"),
+]
+
+
+@pytest.mark.parametrize("frame", FRAMES, ids=lambda frame: frame.type)
+def test_frames_round_trip(frame: protocol.Frame) -> None:
+    text = protocol.encode(frame)
+    assert json.loads(text)["type"] == frame.type
+    assert protocol.decode(text, (frame.type,)) == frame
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json",
+        '{"type": "result", "results": [[0, "1"]',  # truncated
+        "[1, 2]",
+        '{"results": []}',
+        '{"type": "shout"}',
+        '{"type": "result", "results": [[-1, "1"]]}',
+        '{"type": "result", "results": [["0", "1"]]}',
+        '{"type": "result", "results": [[0, 1]]}',
+        '{"type": "result", "results": [[0, "two\\nlines"]]}',
+        '{"type": "result", "results": [[0, "1", 2]]}',
+        '{"type": "result", "results": {"0": "1"}}',
+        '{"type": "hello", "protocol": 1, "workers": 0}',
+        '{"type": "hello", "protocol": 1, "workers": true}',
+        '{"type": "hello", "protocol": 1, "workers": 1, "role": "king"}',
+        '{"type": "error", "id": 1}',
+        '{"type": "error", "message": "x", "lost": "yes"}',
+    ],
+)
+def test_malformed_frames_are_refused(text: str) -> None:
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode(text, protocol.FROM_VOLUNTEER)
+
+
+def test_binary_frames_and_frames_for_the_other_side_are_refused() -> None:
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode(b'{"type": "heartbeat"}', protocol.FROM_VOLUNTEER)
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode(protocol.encode(protocol.Lend([(0, "1")])), protocol.FROM_VOLUNTEER)
+
+
+def test_pack_keeps_frames_under_the_limit() -> None:
+    pairs = [(i, "x" * 1000) for i in range(100)]
+    groups = protocol.pack(pairs, limit=10_000)
+    assert [pair for group in groups for pair in group] == pairs
+    assert all(sum(len(text) for _, text in group) <= 10_000 for group in groups)
+    assert protocol.pack([(0, "y" * 50_000)], limit=10_000) == [[(0, "y" * 50_000)]]
+
+
+# -- a root facing bad volunteers ---------------------------------------------------------------
+
+
+@contextmanager
+def join(port: int, **hello: Any) -> Iterator[ClientConnection]:
+    """A fake volunteer that said hello."""
+    with connect(f"ws://127.0.0.1:{port}/volunteer", max_size=None, proxy=None) as ws:
+        ws.send(json.dumps({"type": "hello", "protocol": 1, "name": "fake", "workers": 1, **hello}))
+        yield ws
+
+
+def frames_until(ws: ClientConnection, kind: str, timeout: float = 10) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = json.loads(ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+        if frame["type"] == kind:
+            return frame
+
+
+def closed_code(ws: ClientConnection) -> int | None:
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            ws.recv(timeout=10)
+    return closed.value.rcvd.code if closed.value.rcvd else None
+
+
+BAD_FRAMES: list[str | bytes] = [
+    "not json at all",
+    '{"type": "result", "results": [[0, "1"]',
+    b"\x00\x01binary",
+    '{"type": "result", "results": [[0, "two\\nlines"]]}',
+    '{"type": "hello", "protocol": 1, "workers": 1}',  # a second hello
+]
+
+
+def test_bad_frames_close_only_their_session(procs: Processes) -> None:
+    root = procs.pando(FAST, "--stdin", "--start-idle", "--batch-size", "2", stdin=lines(*range(3000)))
+    port = root.port
+    for bad in BAD_FRAMES:
+        with join(port) as ws:
+            frames_until(ws, "module")
+            lent = frames_until(ws, "lend")
+            assert lent["items"], "a fake volunteer is lent items like any other"
+            ws.send(bad)
+            assert closed_code(ws) == 1008
+    procs.volunteer(port, "--workers", "1")  # a real one finishes the job, items of the fakes included
+    assert root.wait() == 0, root.err
+    assert root.out == squares(range(3000))
+    assert root.err.count("sent a bad frame") == len(BAD_FRAMES)
+
+
+def test_oversize_frame_closes_the_session(procs: Processes) -> None:
+    root = procs.pando(FAST, "--stdin", "--start-idle", stdin=lines(*range(100)))
+    with join(root.port) as ws:
+        frames_until(ws, "lend")
+        ws.send("x" * (protocol.MAX_FRAME_BYTES + 1))
+        assert closed_code(ws) == 1009
+    procs.volunteer(root.port, "--workers", "1")
+    assert root.wait() == 0, root.err
+    assert root.out == squares(range(100))
+
+
+def test_results_for_items_not_held_are_dropped(procs: Processes) -> None:
+    root = procs.pando(FAST, "--stdin", "--start-idle", stdin=lines(*range(50)))
+    with join(root.port) as ws:
+        frames_until(ws, "lend")
+        # Claims for items someone else will be lent: never written.
+        ws.send(json.dumps({"type": "result", "results": [[i, "forged"] for i in range(1, 50)]}))
+        ws.send(json.dumps({"type": "error", "id": 30, "message": "forged error"}))
+        procs.volunteer(root.port, "--workers", "1")
+        time.sleep(0.5)  # the real volunteer computes everything but item 0, which the fake holds
+    assert root.wait() == 0, root.err
+    assert root.out == squares(range(50))
+
+
+def test_version_mismatch_is_refused_and_the_root_goes_on(procs: Processes) -> None:
+    root = procs.pando(FAST, "--stdin", "--start-idle", stdin=lines(*range(10)))
+    with join(root.port, protocol=99) as ws:
+        bye = json.loads(ws.recv(timeout=10))
+        assert bye["type"] == "bye" and bye["reason"] == "refused" and "protocol 1" in bye["message"]
+        closed_code(ws)
+    procs.volunteer(root.port, "--workers", "1")
+    assert root.wait() == 0 and root.out == squares(range(10))
+
+
+def test_a_volunteer_that_cannot_load_the_module_is_reported(procs: Processes) -> None:
+    root = procs.pando(FAST, "--stdin", "--start-idle", stdin=lines(1, 2))
+    with join(root.port) as ws:
+        frames_until(ws, "module")
+        ws.send(json.dumps({"type": "error", "message": "No module named 'numpy'"}))
+        closed_code(ws)
+    root.wait_for_stderr(r"cannot run the module: No module named 'numpy'")
+    procs.volunteer(root.port, "--workers", "1")
+    assert root.wait() == 0 and root.out == b"1\n4\n"
+
+
+def test_silent_volunteer_is_dropped_and_its_items_lent_again(procs: Processes) -> None:
+    root = procs.pando(FAST, "--stdin", "--start-idle", "--heartbeat", "500", stdin=lines(*range(20)))
+    with join(root.port, workers=4) as ws:
+        lent = frames_until(ws, "lend")
+        assert len(lent["items"]) == 4
+        procs.volunteer(root.port, "--workers", "1")
+        # The fake keeps its socket open and answers pings, but sends no frame at all.
+        root.wait_for_stderr(r"dropping volunteer \w+ \(fake\): nothing heard for", timeout=5)
+        assert root.wait() == 0, root.err
+        assert root.out == squares(range(20))
