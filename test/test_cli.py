@@ -430,3 +430,35 @@ def test_port_in_use(procs: Processes) -> None:
         done = procs.run([PANDO, FAST, "--port", str(port), "1"])
     assert done.returncode == 2
     assert f"port {port} is already in use" in done.stderr.decode() and b"Traceback" not in done.stderr
+
+
+# -- ids, memory -------------------------------------------------------------------------------
+
+
+def test_seed_makes_volunteer_ids_repeatable(procs: Processes) -> None:
+    def first_id(seed: str) -> str:
+        root = procs.pando(FAST, "--start-idle", "--seed", seed, "1")
+        volunteer = procs.volunteer(root.port, "--workers", "1")
+        assert root.wait() == 0 and volunteer.wait(10) == 0
+        assert volunteer.stderr is not None
+        return volunteer.stderr.read().decode().split("joined as ")[1].split(";")[0]
+
+    assert first_id("7") == first_id("7") != first_id("8")
+
+
+def test_endless_input_is_read_only_as_fast_as_results_are_written(procs: Processes) -> None:
+    count = subprocess.Popen([str(Path(__file__).with_name("count"))], stdout=subprocess.PIPE)
+    try:
+        root = procs.pando(FAST, "--stdin", "--start-idle", stdin=count.stdout)
+        root.port
+        time.sleep(3)  # no volunteer: nothing is written, so the window fills and reading stops
+        rss_kib = int(Path(f"/proc/{root.popen.pid}/status").read_text().split("VmRSS:")[1].split()[0])
+        assert rss_kib < 150 * 1024, f"the root grew to {rss_kib} KiB"
+        procs.volunteer(root.port, "--workers", "1")
+        deadline = time.monotonic() + 30
+        while len(root.out) < 200_000:  # the stream flows again once a volunteer computes
+            assert time.monotonic() < deadline, root.err
+            time.sleep(0.1)
+    finally:
+        count.kill()
+        count.wait()
