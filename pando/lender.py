@@ -184,22 +184,23 @@ class Lender:
     def fail(self, holder: Hashable, item_id: int, details: str) -> Failure | None:
         """The function failed on an item: nothing after it is lent any more."""
         with self._cond:
-            holding = self._holders.get(holder)
-            if holding is None or item_id not in holding.held:
-                return None
-            holding.held.discard(item_id)
-            self._cond.notify_all()
-            return self._failed(item_id, details, holding.name)
+            holding = self._release(holder, item_id)
+            return None if holding is None else self._failed(item_id, details, holding.name)
 
     def lost(self, holder: Hashable, item_id: int, reason: str) -> Failure | None:
         """A session lost one item's computation (a worker died): lend it again, or fail it."""
         with self._cond:
-            holding = self._holders.get(holder)
-            if holding is None or item_id not in holding.held:
-                return None
-            holding.held.discard(item_id)
-            self._cond.notify_all()
-            return self._lost(item_id, holding, reason)
+            holding = self._release(holder, item_id)
+            return None if holding is None else self._lost(item_id, holding, reason)
+
+    def _release(self, holder: Hashable, item_id: int) -> _Holding | None:
+        """Take an item from the session holding it; None if that session does not hold it."""
+        holding = self._holders.get(holder)
+        if holding is None or item_id not in holding.held:
+            return None
+        holding.held.discard(item_id)
+        self._cond.notify_all()
+        return holding
 
     def _lost(self, item_id: int, holding: _Holding, reason: str) -> Failure | None:
         losses = self._losses.get(item_id, 0) + 1
