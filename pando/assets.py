@@ -20,7 +20,10 @@ WEB_DIR = Path(__file__).resolve().parent / "web"
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 #: The helper package shipped into Pyodide, by URL path.
-HELPER_FILES = {f"/py/pando/{name}": _PACKAGE_DIR / name for name in ("__init__.py", "module.py", "items.py")}
+HELPER_FILES = {f"/py/pando/{name}": _PACKAGE_DIR / name for name in ("__init__.py", "module.py", "items.py", "reporting.py")}
+
+#: Page paths that are not file names.
+ALIASES = {"/monitor": "/monitor.html"}
 
 _TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -48,6 +51,7 @@ def _find(path: str) -> Path | None:
     """The file a URL path names, or None if it names nothing servable."""
     if path in HELPER_FILES:
         return HELPER_FILES[path]
+    path = ALIASES.get(path, path)
     if "\0" in path:
         return None
     candidate = (WEB_DIR / path.lstrip("/")).resolve()

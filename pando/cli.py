@@ -24,6 +24,15 @@ Options:
                     volunteer silent for longer than twice that is dropped
                     and its items are lent to others.
   --seed=SEED       Integer that makes volunteer ids repeatable.
+  --reporting-interval=S
+                    Seconds between volunteers' status reports, and between
+                    updates of the monitoring page and log (default: 3).
+  --global-monitoring
+                    Also take status reports from volunteers that are not
+                    directly connected to this root. Every volunteer is
+                    directly connected in this version, so it changes nothing
+                    yet; it is accepted for scripts written for the overlay.
+  -q --quiet        No progress line on stderr.
   -h --help         Show this text.
   --version         Show the version.
 
@@ -31,6 +40,11 @@ Items: an integer literal such as 42 or -7 reaches the function as an int,
 a decimal literal such as 2.5 or 1e3 as a float, anything else (007 too) as
 a str. Put -- before items that start with a dash. A result is printed as is
 if it is a str, with str() if it is a number, and as JSON otherwise.
+
+Monitoring: the printed http://HOST:PORT/monitor page shows volunteers and
+throughput live. On a terminal a progress line shows on stderr.
+PANDO_DEBUG=monitoring writes a JSON status per interval on stderr; other
+topics: lender, session, websockets, all (see docs/monitoring.md).
 
 Defaults for any option can be set in $HOME/.pando/config.json, for example
 {"port": 6000, "batch-size": 4, "start-idle": true}; the command line wins.
@@ -42,53 +56,58 @@ UTF-8 or is longer than 8 MiB; 130 interrupted; 141 stdout was closed.
 """
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from typing import Any
 
 from docopt import DocoptExit, docopt
 
-from pando import __version__, config, status
+from pando import __version__, config, debug, status
+from pando.console import Console
 from pando.local import run_local
 from pando.module import ModuleError, load_file
 from pando.reader import InputError, argv_batches, stream_batches
 from pando.root import Root, Settings
-from pando.server import LOG as SERVER_LOG
 
 # Built-in defaults, under the config file, under the command line.
 DEFAULTS: dict[str, Any] = {"port": 5000, "batch-size": 1, "heartbeat": 30_000, "seed": None,
-                            "start-idle": False, "stdin": False, "local": False}
-_LIMITS = {"port": (0, 65535), "batch-size": (1, 1_000_000), "heartbeat": (100, 86_400_000)}
+                            "reporting-interval": 3.0, "start-idle": False, "stdin": False, "local": False,
+                            "quiet": False, "global-monitoring": False}
+# Options with a value: how to read it, and its bounds (both inclusive).
+_VALUES: dict[str, tuple[type, float, float]] = {
+    "port": (int, 0, 65535),
+    "batch-size": (int, 1, 1_000_000),
+    "heartbeat": (int, 100, 86_400_000),
+    "seed": (int, -(2**63), 2**63),
+    "reporting-interval": (float, 0.05, 86_400),
+}
 
 
 def _option(args: dict[str, Any], configured: dict[str, Any], key: str) -> Any:
     given = args[f"--{key}"]
     if given is None or given is False:
-        return configured.get(key, DEFAULTS[key])
-    if given is True:
+        given = configured.get(key, DEFAULTS[key])
+        if key not in _VALUES or given is None:
+            return given
+    elif given is True:
         return True
+    kind, low, high = _VALUES[key]
     try:
-        value = int(given)
+        value = kind(given)
     except ValueError:
-        raise status.PandoError(f"--{key} must be an integer, not {given!r}") from None
-    low, high = _LIMITS.get(key, (None, None))
-    if low is not None and not low <= value <= high:
-        raise status.PandoError(f"--{key} must be between {low} and {high}, not {value}")
+        raise status.PandoError(f"--{key} must be {'an integer' if kind is int else 'a number'}, not {given!r}") from None
+    if not low <= value <= high:
+        raise status.PandoError(f"--{key} must be between {low:g} and {high:g}, not {value}")
     return value
-
-
-def _quiet_libraries() -> None:
-    """websockets logs through `logging`; keep it off the user's stderr."""
-    SERVER_LOG.addHandler(logging.NullHandler())
-    SERVER_LOG.propagate = False
 
 
 def _run(args: dict[str, Any]) -> int:
     configured, warnings = config.load()
-    for warning in warnings:
-        print(f"pando: {warning}", file=sys.stderr)
     options = {key: _option(args, configured, key) for key in DEFAULTS}
+    console = Console(sys.stderr, live=not options["quiet"] and sys.stderr.isatty())
+    debug.configure(os.environ.get("PANDO_DEBUG", ""), console)
+    for warning in warnings:
+        console.log(f"pando: {warning}")
     module_path = args["MODULE"]
     if options["stdin"] and args["ITEM"]:
         raise status.PandoError("give items on the command line or with --stdin, not both")
@@ -106,8 +125,10 @@ def _run(args: dict[str, Any]) -> int:
         heartbeat_ms=options["heartbeat"],
         start_idle=options["start-idle"],
         seed=options["seed"],
+        reporting_interval=options["reporting-interval"],
     )
-    return Root(settings, os.path.basename(module_path), source, batches, out).run()
+    total = None if options["stdin"] else len(args["ITEM"])
+    return Root(settings, os.path.basename(module_path), source, batches, total, out, console).run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,7 +138,6 @@ def main(argv: list[str] | None = None) -> int:
     except DocoptExit as exc:
         print(exc, file=sys.stderr)
         return status.USAGE
-    _quiet_libraries()
     try:
         code = _run(args)
     except (status.PandoError, InputError) as exc:

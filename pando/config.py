@@ -14,14 +14,18 @@ KEYS: dict[str, type] = {
     "batch-size": int,
     "heartbeat": int,
     "seed": int,
+    "reporting-interval": float,
     "start-idle": bool,
     "stdin": bool,
     "local": bool,
+    "quiet": bool,
+    "global-monitoring": bool,
 }
+_JSON_NAMES = {int: "integer", float: "number", bool: "boolean"}
 
 #: Keys of the original tool for options this version does not have yet:
 #: accepted, with a warning, so an existing config file keeps working.
-NOT_YET = ("host", "secret", "degree", "reporting-interval", "global-monitoring", "ice-servers",
+NOT_YET = ("host", "secret", "degree", "ice-servers",
            "iceServers", "bootstrap-timeout", "headless", "sync-stdio", "public", "limit")
 
 
@@ -54,7 +58,7 @@ def load(file: Path | None = None) -> tuple[dict[str, Any], list[str]]:
         if kind is None:
             known = ", ".join(sorted(KEYS))
             raise PandoError(f"{file}: unknown option '{key}' (known: {known})")
-        if type(value) is not kind:
-            raise PandoError(f"{file}: '{key}' must be a JSON {'boolean' if kind is bool else 'integer'}, not {value!r}")
+        if not (type(value) is kind or (kind is float and type(value) is int)):
+            raise PandoError(f"{file}: '{key}' must be a JSON {_JSON_NAMES[kind]}, not {value!r}")
         options[key] = value
     return options, warnings

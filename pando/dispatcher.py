@@ -6,11 +6,14 @@ again.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 from pando.lender import Lender
 from pando.session import Session
+
+LOG = logging.getLogger("pando.lender")
 
 
 class Dispatcher:
@@ -37,6 +40,8 @@ class Dispatcher:
         while not self._stopping.is_set():
             session: Session
             for session, items in self._lender.wait_assign(max(0.0, next_sweep - time.monotonic())):
+                if LOG.isEnabledFor(logging.DEBUG):
+                    LOG.debug("lent %d item(s) to %s: ids %s", len(items), session, [i for i, _ in items])
                 session.lend(items)
             now = time.monotonic()
             if now >= next_sweep:

@@ -57,6 +57,7 @@ class Lender:
         self._stop_after: int | None = None  # set by the first failure
         self._input_ended = False
         self._closed = False
+        self._counts = {"lent": 0, "relent": 0, "done": 0, "failed": 0}
 
     # -- the reader's side -------------------------------------------------
 
@@ -99,7 +100,7 @@ class Lender:
             failures = []
             for item_id in sorted(holding.held):
                 if not blame_items:
-                    heapq.heappush(self._again, item_id)
+                    self._lend_again(item_id)
                 elif (failure := self._lost(item_id, holding, "its volunteer disconnected")) is not None:
                     failures.append(failure)
             self._cond.notify_all()
@@ -148,6 +149,7 @@ class Lender:
                 free -= 1
             if items:
                 out.append((holder, items))
+                self._counts["lent"] += len(items)
             if not self._again and not self._fresh:
                 break
         return out
@@ -178,6 +180,7 @@ class Lender:
                     self._losses.pop(item_id, None)
                     accepted.append((item_id, line))
             if accepted:
+                self._counts["done"] += len(accepted)
                 self._cond.notify_all()
         return accepted
 
@@ -209,12 +212,17 @@ class Lender:
             return self._failed(
                 item_id, f"lost {losses} times; the last time {reason} ({holding.name})", holding.name
             )
-        heapq.heappush(self._again, item_id)
+        self._lend_again(item_id)
         return None
+
+    def _lend_again(self, item_id: int) -> None:
+        heapq.heappush(self._again, item_id)
+        self._counts["relent"] += 1
 
     def _failed(self, item_id: int, details: str, holder: str) -> Failure:
         value = self._values.pop(item_id)
         self._losses.pop(item_id, None)
+        self._counts["failed"] += 1
         if self._stop_after is None or item_id < self._stop_after:
             self._stop_after = item_id
         return Failure(item_id, value, details, holder)
@@ -231,3 +239,13 @@ class Lender:
         """Items added and not yet done or failed."""
         with self._cond:
             return len(self._values)
+
+    def counts(self) -> dict[str, int]:
+        """Items lent (each time), lent again, done and failed so far."""
+        with self._cond:
+            return dict(self._counts)
+
+    def held_counts(self) -> dict[Hashable, int]:
+        """How many items each session holds now."""
+        with self._cond:
+            return {holder: len(holding.held) for holder, holding in self._holders.items()}

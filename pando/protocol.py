@@ -61,6 +61,7 @@ class Module:
     source: str
     heartbeat_ms: int
     batch_size: int
+    reporting_interval: float = 3.0
     type = "module"
 
     def payload(self) -> dict[str, Any]:
@@ -70,6 +71,7 @@ class Module:
             "source": self.source,
             "heartbeat": self.heartbeat_ms,
             "batch_size": self.batch_size,
+            "reporting_interval": self.reporting_interval,
         }
 
 
@@ -122,6 +124,27 @@ class Error:
 
 
 @dataclass(frozen=True)
+class Report:
+    """Volunteer → root, every reporting interval: what its workers did in it."""
+
+    interval: float
+    items: int
+    cpu_time: float
+    data_transfer_time: float
+    units: float
+    type = "report"
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "interval": self.interval,
+            "items": self.items,
+            "cpu_time": self.cpu_time,
+            "data_transfer_time": self.data_transfer_time,
+            "units": self.units,
+        }
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     """Either way: I am alive. The root answers each one with one of its own."""
 
@@ -146,10 +169,10 @@ class Bye:
         return out
 
 
-Frame = Union[Hello, Module, Lend, Result, Error, Heartbeat, Bye]
+Frame = Union[Hello, Module, Lend, Result, Error, Report, Heartbeat, Bye]
 
 #: Frames each side may receive.
-FROM_VOLUNTEER = ("hello", "result", "error", "heartbeat")
+FROM_VOLUNTEER = ("hello", "result", "error", "report", "heartbeat")
 FROM_ROOT = ("module", "lend", "heartbeat", "bye")
 
 _HEARTBEAT = Heartbeat()
@@ -196,6 +219,13 @@ def _int(body: dict[str, Any], key: str, minimum: int = 0) -> int:
     value = body[key]
     if type(value) is not int or value < minimum:
         raise ValueError(f"{key!r} must be an integer >= {minimum}")
+    return value
+
+
+def _number(body: dict[str, Any], key: str, default: float | None = None) -> float:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ValueError(f"{key!r} must be a non-negative number")
     return value
 
 
@@ -248,6 +278,17 @@ def _parse_module(body: dict[str, Any]) -> Module:
         source=_str(body, "source"),
         heartbeat_ms=_int(body, "heartbeat", 1),
         batch_size=_int(body, "batch_size", 1),
+        reporting_interval=_number(body, "reporting_interval", 3.0),
+    )
+
+
+def _parse_report(body: dict[str, Any]) -> Report:
+    return Report(
+        interval=_number(body, "interval"),
+        items=_int(body, "items"),
+        cpu_time=_number(body, "cpu_time"),
+        data_transfer_time=_number(body, "data_transfer_time", 0.0),
+        units=_number(body, "units", body.get("items")),
     )
 
 
@@ -257,6 +298,7 @@ _PARSERS = {
     "lend": lambda body: Lend(_pairs(body["items"], "items")),
     "result": lambda body: Result(_pairs(body["results"], "results", one_line=True)),
     "error": _parse_error,
+    "report": _parse_report,
     "heartbeat": lambda body: _HEARTBEAT,
     "bye": lambda body: Bye(reason=_str(body, "reason"), message=_str(body, "message", "")),
 }
@@ -282,6 +324,6 @@ def pack(pairs: list[tuple[int, str]], limit: int = MAX_FRAME_BYTES // 8) -> lis
 
 __all__ = [
     "VERSION", "VOLUNTEER_PATH", "MAX_FRAME_BYTES", "MAX_ITEM_BYTES", "ROLES", "ProtocolError",
-    "Hello", "Module", "Lend", "Result", "Error", "Heartbeat", "Bye", "Frame",
+    "Hello", "Module", "Lend", "Result", "Error", "Report", "Heartbeat", "Bye", "Frame",
     "FROM_VOLUNTEER", "FROM_ROOT", "encode", "decode", "pack",
 ]

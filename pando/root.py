@@ -9,16 +9,17 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterable
 
-from pando import status
+from pando import protocol, status
 from pando.addresses import volunteer_urls
+from pando.console import Console
 from pando.dispatcher import Dispatcher
 from pando.lender import Lender
 from pando.local import start_helper
+from pando.monitor import Monitor, StatusThread
 from pando.reader import Reader
 from pando.reorder import Reorder
 from pando.server import Server
@@ -39,6 +40,7 @@ class Settings:
     heartbeat_ms: int = 30_000
     start_idle: bool = False
     seed: int | None = None
+    reporting_interval: float = 3.0
 
 
 def _id_maker(seed: int | None) -> Callable[[], str]:
@@ -55,43 +57,65 @@ def _id_maker(seed: int | None) -> Callable[[], str]:
     return new_id
 
 
-def _log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 class Root:
     """Serves the module to volunteers and writes their results in input order."""
 
     def __init__(
-        self, settings: Settings, filename: str, source: str, batches: Iterable[list[str]], out: BinaryIO
+        self,
+        settings: Settings,
+        filename: str,
+        source: str,
+        batches: Iterable[list[str]],
+        total: int | None,
+        out: BinaryIO,
+        console: Console,
     ) -> None:
         self._settings = settings
         self._filename = filename
         self._source = source
         self._batches = batches
+        self._total = total
         self._out = out
+        self._console = console
 
     def run(self) -> int:
         """Run to the end; return the exit status. Raises PandoError if it cannot start."""
         settings = self._settings
+        log = self._console.log
         window = Window(WINDOW_ITEMS)
         lender = Lender()
-        reorder = Reorder(self._out, window, _log)
-        job = Job(
-            self._filename, self._source, settings.heartbeat_ms, settings.batch_size,
-            lender, reorder, _id_maker(settings.seed), _log,
+        reorder = Reorder(self._out, window, log)
+        reader = Reader(self._batches, lender, window, reorder, log)
+        monitor = Monitor(
+            settings.reporting_interval,
+            lambda: {"read": reader.count, **lender.counts(), "written": reorder.written},
+            lender.held_counts,
+            self._total,
         )
-        server = Server(settings.port, lambda connection: Session(connection, job).serve(), settings.heartbeat_ms)
+        job = Job(
+            self._filename, self._source, settings.heartbeat_ms, settings.batch_size, settings.reporting_interval,
+            lender, reorder, monitor, _id_maker(settings.seed), log,
+        )
+        server = Server(
+            settings.port,
+            {
+                protocol.VOLUNTEER_PATH: lambda connection: Session(connection, job).serve(),
+                "/monitor": monitor.serve_viewer,
+            },
+            settings.heartbeat_ms,
+        )
         dispatcher = Dispatcher(lender, settings.heartbeat_ms)
-        reader = Reader(self._batches, lender, window, reorder, _log)
+        status_thread = StatusThread(monitor, self._console.progress)
         helper: subprocess.Popen[bytes] | None = None
         try:
             server.start()
             reorder.start()
             dispatcher.start()
             reader.start()
+            status_thread.start()
             for url in volunteer_urls(server.port):
-                _log(f"Serving volunteer code at {url}")
+                log(f"Serving volunteer code at {url}")
+            log(f"Monitoring at http://localhost:{server.port}/monitor")
             if not settings.start_idle:
                 helper = start_helper(server.port)
             reorder.done.wait()
@@ -99,11 +123,13 @@ class Root:
             if code == status.OK and reader.error is not None:
                 code = reader.error.status
         except KeyboardInterrupt:
-            _log("pando: interrupted")
+            log("pando: interrupted")
             reorder.stop()
             code = status.INTERRUPTED
         finally:
             _second_interrupt_exits_at_once()
+            status_thread.stop()
+            self._console.clear()
             dispatcher.stop()
             sessions = lender.holders()
             for session in sessions:

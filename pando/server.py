@@ -21,11 +21,18 @@ from pando.assets import serve_file
 LOG = logging.getLogger("pando.websockets")
 
 
-class Server:
-    """Listens on ``port`` (0: any free port) on every interface, from its own thread."""
+Handler = Callable[[ServerConnection], None]
 
-    def __init__(self, port: int, on_volunteer: Callable[[ServerConnection], None], heartbeat_ms: int) -> None:
-        self._on_volunteer = on_volunteer
+
+class Server:
+    """Listens on ``port`` (0: any free port) on every interface, from its own thread.
+
+    ``websockets`` maps WebSocket paths (the volunteer endpoint, the monitoring
+    feed) to the function that runs each such connection in its own thread.
+    """
+
+    def __init__(self, port: int, websockets: dict[str, Handler], heartbeat_ms: int) -> None:
+        self._websockets = websockets
         seconds = heartbeat_ms / 1000
         try:
             self._server = serve(
@@ -60,9 +67,14 @@ class Server:
 
     def _route(self, connection: ServerConnection, request: Request) -> Response | None:
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
-        if upgrade and request.path.split("?", 1)[0] == protocol.VOLUNTEER_PATH:
+        if upgrade and _path(request) in self._websockets:
             return None  # go on with the WebSocket handshake
         return serve_file(request)
 
     def _handle(self, connection: ServerConnection) -> None:
-        self._on_volunteer(connection)
+        assert connection.request is not None  # the handshake is done
+        self._websockets[_path(connection.request)](connection)
+
+
+def _path(request: Request) -> str:
+    return request.path.split("?", 1)[0]

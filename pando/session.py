@@ -7,9 +7,9 @@ to the lender.
 """
 from __future__ import annotations
 
+import logging
 import queue
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -20,9 +20,11 @@ from websockets.sync.server import ServerConnection
 
 from pando import protocol
 from pando.lender import Lender
+from pando.monitor import Monitor
 from pando.reorder import Reorder
 
 _HEARTBEAT = protocol.encode(protocol.Heartbeat())
+LOG = logging.getLogger("pando.session")
 
 
 @dataclass(frozen=True)
@@ -33,10 +35,12 @@ class Job:
     source: str
     heartbeat_ms: int
     batch_size: int
+    reporting_interval: float
     lender: Lender
     reorder: Reorder
+    monitor: Monitor
     new_id: Callable[[], str]
-    log: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True)
+    log: Callable[[str], None]
 
 
 class _Close:
@@ -98,7 +102,10 @@ class Session:
         if hello is None:
             return
         self._sender.start()
-        job.lender.join(self, hello.workers * job.batch_size, name=self.label, local=hello.role == "local")
+        local = hello.role == "local"
+        job.monitor.joined(self, self.id, hello.name, hello.workers, local)
+        job.lender.join(self, hello.workers * job.batch_size, name=self.label, local=local)
+        LOG.debug("%s joined with %d worker(s)", self.label, hello.workers)
         closing: _Close | None = None
         try:
             for message in self._connection:
@@ -114,8 +121,11 @@ class Session:
         finally:
             # A session we close ourselves (bad frame, module that cannot run here)
             # says nothing about its items: only a vanished one counts against them.
+            held = len(job.lender.held(self))
             for failure in job.lender.leave(self, blame_items=closing is None):
                 job.reorder.fail(failure)
+            job.monitor.left(self)
+            LOG.debug("%s left; %d item(s) it held go back to the lender", self.label, held)
             self._outbox.put(None)
             if closing is not None:
                 # Here, not in the sender: when this method returns, websockets closes with 1000.
@@ -136,7 +146,9 @@ class Session:
             self.label = f"the root's own helper {self.id}"
         else:
             self.label = f"volunteer {self.id}" + (f" ({frame.name})" if frame.name else "")
-        module = protocol.Module(self.id, job.filename, job.source, job.heartbeat_ms, job.batch_size)
+        module = protocol.Module(
+            self.id, job.filename, job.source, job.heartbeat_ms, job.batch_size, job.reporting_interval
+        )
         self._connection.send(protocol.encode(module))
         return frame
 
@@ -146,6 +158,9 @@ class Session:
             accepted = job.lender.complete(self, frame.results)
             if accepted:
                 job.reorder.deliver(accepted)
+                job.monitor.accepted(self, len(accepted))
+        elif isinstance(frame, protocol.Report):
+            job.monitor.reported(self, frame)
         elif isinstance(frame, protocol.Heartbeat):
             self._outbox.put(_HEARTBEAT)
         elif isinstance(frame, protocol.Error):

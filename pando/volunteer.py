@@ -109,8 +109,10 @@ class Volunteer:
                     frame.source,
                     frame.filename,
                     on_answers=lambda answers: _send_answers(ws, answers),
-                    on_idle=lambda: ws.send(protocol.encode(protocol.Heartbeat())),
+                    on_idle=lambda: _send(ws, protocol.Heartbeat()),
                     idle_seconds=frame.heartbeat_ms / 3000,
+                    on_report=lambda figures: _send(ws, protocol.Report(**figures)),
+                    report_seconds=frame.reporting_interval,
                 )
             except ModuleBroken as exc:
                 ws.send(protocol.encode(protocol.Error(message=str(exc))))
@@ -137,21 +139,25 @@ class Volunteer:
         return status.USAGE
 
 
+def _send(ws: ClientConnection, frame: protocol.Frame) -> None:
+    try:
+        ws.send(protocol.encode(frame))
+    except ConnectionClosed:
+        pass  # the main thread sees the end and reconnects
+
+
 def _send_answers(ws: ClientConnection, answers: list[Answer]) -> None:
     """Turn worker answers into result and error frames."""
     results = []
-    try:
-        for answer in answers:
-            if answer[0] == "ok":
-                results.append((answer[1], answer[2]))
-            elif answer[0] == "error":
-                ws.send(protocol.encode(protocol.Error(id=answer[1], message=answer[2], traceback=answer[3])))
-            else:
-                ws.send(protocol.encode(protocol.Error(id=answer[1], message=answer[2], lost=True)))
-        for group in protocol.pack(results) if results else ():
-            ws.send(protocol.encode(protocol.Result(group)))
-    except ConnectionClosed:
-        pass  # the main thread sees the end and reconnects
+    for answer in answers:
+        if answer[0] == "ok":
+            results.append((answer[1], answer[2]))
+        elif answer[0] == "error":
+            _send(ws, protocol.Error(id=answer[1], message=answer[2], traceback=answer[3]))
+        else:
+            _send(ws, protocol.Error(id=answer[1], message=answer[2], lost=True))
+    for group in protocol.pack(results) if results else ():
+        _send(ws, protocol.Result(group))
 
 
 def _count(text: str, what: str) -> int:

@@ -20,15 +20,16 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
-from pando import items
+from pando import items, reporting
 from pando.module import ItemFailed, ModuleError, call, load
 from pando.protocol import MAX_ITEM_BYTES
 
 FLUSH_SECONDS = 0.05
 _IDLE = -1  # the shared "current item" of a worker between items
 
-# Messages from a worker: ("ready",), ("broken", text), or a list of answers,
-# each ("ok", id, line) or ("error", id, message, details).
+# Messages from a worker: ("ready",), ("broken", text), or (answers, stats):
+# answers is a list of ("ok", id, line) or ("error", id, message, details),
+# stats what pando.reporting.take() made of the work behind them.
 Answer = tuple[Any, ...]
 
 
@@ -73,17 +74,20 @@ def _worker_main(conn: Connection, source: str, filename: str, current: Any) -> 
         except (EOFError, OSError):
             return  # the volunteer is gone
         answers: list[Answer] = []
+        cpu_time = 0.0
         flushed = time.monotonic()
         for item_id, text in batch:
             current.value = item_id
+            started = time.process_time()
             answers.append(compute(fn, item_id, text))
+            cpu_time += time.process_time() - started
             current.value = _IDLE
             if time.monotonic() - flushed >= FLUSH_SECONDS:
-                conn.send(answers)
-                answers = []
+                conn.send((answers, reporting.take(len(answers), cpu_time)))
+                answers, cpu_time = [], 0.0
                 flushed = time.monotonic()
         if answers:
-            conn.send(answers)
+            conn.send((answers, reporting.take(len(answers), cpu_time)))
 
 
 def _death(process: multiprocessing.process.BaseProcess) -> str:
@@ -101,7 +105,9 @@ class Workers:
 
     ``on_answers(answers)`` gets lists of ("ok", id, line) / ("error", id,
     message, details) / ("lost", id, message); ``on_idle()`` is called when
-    nothing happened for ``idle_seconds``. Both run in the collector thread.
+    nothing happened for ``idle_seconds``; ``on_report(report)`` every
+    ``report_seconds`` with the workers' summed figures for that interval
+    (see :mod:`pando.reporting`). All run in the collector thread.
     """
 
     def __init__(
@@ -112,12 +118,17 @@ class Workers:
         on_answers: Callable[[list[Answer]], None],
         on_idle: Callable[[], None],
         idle_seconds: float,
+        on_report: Callable[[dict[str, float]], None],
+        report_seconds: float,
     ) -> None:
         self._source = source
         self._filename = filename
         self._on_answers = on_answers
         self._on_idle = on_idle
         self._idle_seconds = idle_seconds
+        self._on_report = on_report
+        self._report_seconds = report_seconds
+        self._figures = dict.fromkeys(reporting.FIELDS, 0.0)
         self._context = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()  # guards the workers' queues
         self._closing = False
@@ -181,18 +192,27 @@ class Workers:
     # -- the collector thread --------------------------------------------
 
     def _collect(self) -> None:
+        next_report = time.monotonic() + self._report_seconds
         while not self._closing:
             with self._lock:
                 by_waitable = {}
                 for worker in self._workers:
                     by_waitable[worker.conn] = worker
                     by_waitable[worker.process.sentinel] = worker
+            timeout = min(self._idle_seconds, max(0.0, next_report - time.monotonic()))
             try:
-                ready = multiprocessing.connection.wait(list(by_waitable), self._idle_seconds)
+                ready = multiprocessing.connection.wait(list(by_waitable), timeout)
             except OSError:
                 return  # closed under us
             if self._closing:
                 return
+            if time.monotonic() >= next_report:
+                next_report += self._report_seconds
+                self._on_report({"interval": self._report_seconds, **self._figures,
+                                 "items": int(self._figures["items"])})
+                self._figures = dict.fromkeys(reporting.FIELDS, 0.0)
+                if not ready:
+                    continue
             if not ready:
                 self._on_idle()
                 continue
@@ -212,9 +232,11 @@ class Workers:
         """Take everything a worker sent; False if it is gone."""
         try:
             while worker.conn.poll():
-                got = worker.conn.recv()
+                got, figures = worker.conn.recv()
                 self._done(worker, got)
                 answers.extend(got)
+                for name in reporting.FIELDS:
+                    self._figures[name] += figures[name]
         except (EOFError, OSError):
             return False
         return True

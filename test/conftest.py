@@ -93,20 +93,25 @@ class Processes:
         env.update(extra)
         return env
 
-    def _popen(self, args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    def popen(self, args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        """Start a process in a session of its own, killed with its children at the end."""
         kwargs.setdefault("env", self.env())
         popen = subprocess.Popen(args, start_new_session=True, **kwargs)
         self._started.append(popen)
         return popen
 
-    def pando(self, *args: str, stdin: bytes | IO[bytes] | None = None, port: int | None = 0) -> RootProcess:
+    def pando(
+        self, *args: str, stdin: bytes | IO[bytes] | None = None, port: int | None = 0, **env: str
+    ) -> RootProcess:
         """Start ``pando ARGS`` (on a free port unless ``port`` is None); ``stdin`` bytes are fed whole."""
         self._count += 1
         stdout_path = self.tmp / f"pando-{self._count}.out"
         options = ["--port", str(port)] if port is not None and "--local" not in args else []
         source = subprocess.PIPE if isinstance(stdin, bytes) else (stdin or subprocess.DEVNULL)
         with stdout_path.open("wb") as stdout:
-            popen = self._popen([PANDO, *options, *args], stdin=source, stdout=stdout, stderr=subprocess.PIPE)
+            popen = self.popen(
+                [PANDO, *options, *args], stdin=source, stdout=stdout, stderr=subprocess.PIPE, env=self.env(**env)
+            )
         root = RootProcess(popen, stdout_path)
         if isinstance(stdin, bytes):
             threading.Thread(target=_feed, args=(popen, stdin), daemon=True).start()
@@ -114,7 +119,7 @@ class Processes:
 
     def volunteer(self, port: int, *args: str, **env: str) -> subprocess.Popen[bytes]:
         """Start ``pando-volunteer`` against a root on 127.0.0.1, with extra environment variables."""
-        return self._popen(
+        return self.popen(
             [VOLUNTEER, f"http://127.0.0.1:{port}", *args],
             env=self.env(**env),
             stdin=subprocess.DEVNULL,

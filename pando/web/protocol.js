@@ -16,6 +16,9 @@ export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
 /** Largest single item or result, in UTF-8 bytes. */
 export const MAX_ITEM_BYTES = 8 * 1024 * 1024;
 
+/** Seconds between two report frames when the module frame does not say. */
+export const DEFAULT_REPORTING_INTERVAL = 3;
+
 /** Frame types a volunteer may receive. */
 export const FROM_ROOT = Object.freeze(['module', 'lend', 'heartbeat', 'bye']);
 
@@ -58,6 +61,21 @@ export function error({ message, id = null, traceback = '', lost = false }) {
   return frame('error', body);
 }
 
+/**
+ * What the tab's workers did over the last `interval` seconds, all summed:
+ * {items, cpu_time, data_transfer_time, units} (seconds for the times).
+ */
+export function report(interval, { items = 0, cpu_time = 0, data_transfer_time = 0, units = 0 } = {}) {
+  const count = (value) => (Number.isFinite(value) && value > 0 ? value : 0);
+  return frame('report', {
+    interval: count(interval),
+    items: Math.round(count(items)),
+    cpu_time: count(cpu_time),
+    data_transfer_time: count(data_transfer_time),
+    units: count(units),
+  });
+}
+
 export function heartbeat() {
   return frame('heartbeat', {});
 }
@@ -76,6 +94,14 @@ function int(body, key, minimum) {
   const value = body[key];
   if (!Number.isSafeInteger(value) || value < minimum) {
     throw new ProtocolError(`malformed ${body.type} frame: '${key}' must be an integer >= ${minimum}`);
+  }
+  return value;
+}
+
+function positive(body, key, fallback) {
+  const value = key in body ? body[key] : fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw new ProtocolError(`malformed ${body.type} frame: '${key}' must be a number > 0`);
   }
   return value;
 }
@@ -99,6 +125,7 @@ const PARSERS = {
     source: str(body, 'source'),
     heartbeat: int(body, 'heartbeat', 1),
     batchSize: int(body, 'batch_size', 1),
+    reportingInterval: positive(body, 'reporting_interval', DEFAULT_REPORTING_INTERVAL),
   }),
   lend: (body) => ({ type: 'lend', items: pairs(body, 'items') }),
   heartbeat: () => ({ type: 'heartbeat' }),

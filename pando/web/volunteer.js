@@ -15,6 +15,7 @@ const WORKER_RESTARTS = 3; // replacements per worker slot before it is given up
 const RESTART_DELAY_MS = 500; // times the number of failed starts so far
 const STAGGER_LIMIT_MS = 20_000; // the longest the other workers wait for the first to start
 const RATE_WINDOW_MS = 5_000;
+const REPORT_GRACE_MS = 250; // after a report boundary, wait this long for the workers' reports
 const LOG_LINES = 80;
 const NAME_KEY = 'pando.device';
 const WORKERS_KEY = 'pando.workers';
@@ -170,7 +171,12 @@ class Slot {
       this.pool.died(this, `its Web Worker crashed: ${event.message || 'the worker script failed'}${where}`);
     };
     this.worker.onmessageerror = () => this.pool.died(this, 'its Web Worker sent a message that cannot be read');
-    this.worker.postMessage({ type: 'load', filename: this.pool.filename, source: this.pool.source });
+    this.worker.postMessage({
+      type: 'load',
+      filename: this.pool.filename,
+      source: this.pool.source,
+      interval: this.pool.interval,
+    });
   }
 
   message(message) {
@@ -184,6 +190,9 @@ class Slot {
         break;
       case 'answers':
         this.pool.answered(this, JSON.parse(message.answers));
+        break;
+      case 'report':
+        this.pool.reported(message.report);
         break;
       case 'broken':
         this.pool.broken(this, message.message);
@@ -210,10 +219,11 @@ class Slot {
 
 /** N workers running one module, fed from a queue of lent items. */
 class Pool {
-  constructor(filename, source, size, events) {
+  constructor(filename, source, size, events, interval = protocol.DEFAULT_REPORTING_INTERVAL) {
     this.filename = filename;
     this.source = source;
     this.events = events;
+    this.interval = interval; // seconds between the workers' reports
     this.queue = []; // entries not yet given to a worker
     this.perWorker = 1;
     this.slots = [];
@@ -260,6 +270,26 @@ class Pool {
     } else if (!loading) {
       pending[0].start();
     }
+  }
+
+  /** Workers report every `seconds` from now on. */
+  setInterval(seconds) {
+    if (seconds === this.interval) return;
+    this.interval = seconds;
+    for (const slot of this.slots) {
+      if (slot.worker && slot.state !== 'dead') slot.worker.postMessage({ type: 'interval', interval: seconds });
+    }
+  }
+
+  /** A worker's report for the interval that just ended (JSON text). */
+  reported(text) {
+    let report;
+    try {
+      report = JSON.parse(text);
+    } catch {
+      return; // a report is a nicety: a bad one is dropped
+    }
+    if (report && typeof report === 'object') this.events.onReport(report);
   }
 
   get readyCount() {
@@ -360,6 +390,10 @@ class Pool {
 
 // -- the volunteer ------------------------------------------------------------
 
+function emptyReport() {
+  return { items: 0, cpu_time: 0, data_transfer_time: 0, units: 0 };
+}
+
 const ENDED = new Set(['done', 'refused', 'broken', 'stopped']);
 
 class Volunteer {
@@ -389,6 +423,9 @@ class Volunteer {
     this.recent = []; // [time, count] of answers, for the throughput
     this.rateSince = 0;
     this.idleSince = 0;
+    this.reportTimer = null;
+    this.reportSince = null; // performance.now() at the start of the interval being reported
+    this.sums = emptyReport(); // the workers' reports since the last report frame
     this.clock.every(1000, () => this.tick());
   }
 
@@ -462,6 +499,7 @@ class Volunteer {
     if (this.session) this.backoff = FIRST_BACKOFF_MS; // we were in: start the back-off again
     this.session = null;
     this.stopBeating();
+    this.stopReporting();
     if (this.pool) this.pool.forget(null); // the root lends them to others
     this.outResults = [];
     this.outErrors = [];
@@ -516,6 +554,52 @@ class Volunteer {
     }
   }
 
+  // -- reports -------------------------------------------------------------
+
+  /**
+   * Send a report frame just after each multiple of the interval (on the
+   * shared clock, Date.now()): the workers report at those boundaries too.
+   */
+  scheduleReport() {
+    if (this.reportTimer !== null) this.clock.cancel(this.reportTimer);
+    this.reportTimer = null;
+    if (!this.session) return;
+    const ms = this.session.reportingInterval * 1000;
+    const now = Date.now();
+    const next = (Math.floor(now / ms) + 1) * ms;
+    const grace = Math.min(REPORT_GRACE_MS, ms * 0.2);
+    this.reportTimer = this.clock.after(Math.max(1, next - now + grace), () => {
+      this.reportTimer = null;
+      this.sendReport();
+      this.scheduleReport();
+    });
+  }
+
+  stopReporting() {
+    if (this.reportTimer !== null) this.clock.cancel(this.reportTimer);
+    this.reportTimer = null;
+  }
+
+  /** One frame for the whole tab, once the module is loaded (a worker is ready). */
+  sendReport() {
+    if (!this.session || !this.pool || !this.pool.readyCount) return;
+    const now = performance.now();
+    if (this.reportSince === null) this.reportSince = now;
+    const seconds = (now - this.reportSince) / 1000;
+    if (seconds <= 0) return;
+    if (this.send(protocol.report(seconds, this.sums))) {
+      this.reportSince = now;
+      this.sums = emptyReport();
+    }
+  }
+
+  addReport(report) {
+    for (const key of Object.keys(this.sums)) {
+      const value = report[key];
+      if (typeof value === 'number' && Number.isFinite(value) && value > 0) this.sums[key] += value;
+    }
+  }
+
   // -- frames from the root ------------------------------------------------
 
   handle(frame) {
@@ -543,20 +627,30 @@ class Volunteer {
   }
 
   joined(frame) {
-    this.session = { id: frame.id, heartbeat: frame.heartbeat, batchSize: frame.batchSize };
+    this.session = {
+      id: frame.id,
+      heartbeat: frame.heartbeat,
+      batchSize: frame.batchSize,
+      reportingInterval: frame.reportingInterval,
+    };
     this.startBeating(frame.heartbeat);
     this.ui.module(frame.filename);
     this.log(`joined as volunteer ${frame.id}; module ${frame.filename}`);
     if (this.pool && this.pool.sameModule(frame.filename, frame.source)) {
       this.pool.forget(this.gen);
       this.pool.resize(this.workers);
+      this.pool.setInterval(frame.reportingInterval);
     } else {
       if (this.pool) this.pool.close();
-      this.pool = new Pool(frame.filename, frame.source, this.workers, this.poolEvents());
+      this.pool = new Pool(frame.filename, frame.source, this.workers, this.poolEvents(), frame.reportingInterval);
       this.loadStarted = performance.now();
       this.log(`starting ${this.workers} Python worker(s)…`);
     }
     this.pool.perWorker = frame.batchSize;
+    // Reports start afresh on a new session; the first covers the time since the module was ready.
+    this.sums = emptyReport();
+    this.reportSince = this.pool.readyCount ? performance.now() : null;
+    this.scheduleReport();
     this.afterWork();
   }
 
@@ -581,6 +675,7 @@ class Volunteer {
     this.gen++;
     this.session = null;
     this.stopBeating();
+    this.stopReporting();
     if (ws) {
       try {
         ws.close(1000, state);
@@ -606,12 +701,14 @@ class Volunteer {
   poolEvents() {
     return {
       onReady: (slot, ms) => {
+        if (this.reportSince === null) this.reportSince = performance.now();
         this.ui.workersReady(this.pool ? this.pool.readyCount : 0);
         const total = Math.round(performance.now() - (this.loadStarted || performance.now()));
         this.log(`a Python worker is ready (${(ms / 1000).toFixed(1)} s in the worker, ${(total / 1000).toFixed(1)} s since the module arrived)`);
         this.afterWork();
       },
       onAnswer: (entry, answer) => this.answer(entry, answer),
+      onReport: (report) => this.addReport(report),
       onAnswered: () => this.afterWork(),
       onLost: (entry, message) => {
         if (entry.gen !== this.gen || !this.session) return;

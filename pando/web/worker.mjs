@@ -2,26 +2,34 @@
 //
 // The page starts several of these (module workers: Pyodide refuses classic
 // ones). Messages from the page:
-//   {type: 'load', filename, source}  load Pyodide, the pando helpers and the module
+//   {type: 'load', filename, source, interval}  load Pyodide, the pando helpers and the module;
+//                                              report every `interval` seconds
 //   {type: 'items', items: [[id, text], ...]}  compute these, in order
+//   {type: 'interval', interval}               report every `interval` seconds from now on
 // Messages to the page:
 //   {type: 'ready', ms, steps}                 the module is loaded (steps: timings in ms)
 //   {type: 'broken', message}                  the module cannot run here (its fault)
 //   {type: 'failed', message}                  Pyodide could not start (not the module's fault)
 //   {type: 'answers', answers}                 JSON text of [["ok", id, line] | ["error", id, message, traceback], ...]
 //   {type: 'fatal', message}                   the interpreter died; this worker is unusable
+//   {type: 'report', report}                   JSON text of {items, cpu_time, data_transfer_time, units}
+//                                              for the interval that just ended (pando.reporting.take)
+// Reports fall on multiples of the interval of the shared clock (Date.now()),
+// so the page, which sums its workers' reports, can send one just after each
+// boundary. A worker that is busy reports from its item loop, one that is
+// idle from a timer; a worker that did nothing in an interval stays silent.
 // Answers come in the order the items were given. Every error is caught and
 // posted, so that a failure never leaves the page waiting.
 
-const HELPERS = ['__init__.py', 'module.py', 'items.py'];
+const HELPERS = ['__init__.py', 'module.py', 'items.py', 'reporting.py'];
 const LIB = '/home/pyodide/.pando-lib';
 
 // Runs once in the interpreter after the helpers are in place. Items go in and
 // answers come out as JSON text: cheaper than proxying many small objects.
 const BOOT = `
-import asyncio, json, os, sys, time
+import asyncio, json, math, os, sys, time
 sys.path.insert(0, ${JSON.stringify(LIB)})
-from pando import items as _items, module as _module
+from pando import items as _items, module as _module, reporting as _reporting
 _items.allow_big_integers()
 
 _MAX_ITEM_BYTES = 8 * 1024 * 1024
@@ -30,6 +38,39 @@ _NO_PACKAGES = (
     "\\n(browser volunteers run Pyodide offline, with Python's standard library only; "
     "a module that needs other packages can run on native volunteers: pando-volunteer)"
 )
+
+
+# This interval's own measures: items answered and CPU seconds spent on them.
+_count = 0
+_cpu = 0.0
+_every = 3.0  # seconds between reports
+_next = None  # time.time() of the next report, once the module is loaded
+
+
+def _set_interval(seconds):
+    global _every, _next
+    _every = max(0.05, float(seconds))
+    _next = _boundary(time.time())
+
+
+def _boundary(now):
+    return (math.floor(now / _every) + 1) * _every
+
+
+def _report_due():
+    """Post the interval's report if a boundary has passed; the seconds to the next one."""
+    global _count, _cpu, _next
+    now = time.time()
+    if _next is None:
+        return _every
+    if now >= _next:
+        _next = _boundary(now)
+        report = _reporting.take(_count, _cpu)
+        _count = 0
+        _cpu = 0.0
+        if any(report.get(key) for key in ("items", "cpu_time", "data_transfer_time", "units")):
+            _post_report(json.dumps(report))
+    return max(0.0, _next - now)
 
 
 def _place(filename, source):
@@ -88,10 +129,16 @@ async def _compute(item_id, text):
 
 async def _run(batch, post):
     """Compute a JSON list of [id, text]; post answers every 50 ms, return the rest."""
+    global _count, _cpu
     answers = []
     flushed = time.monotonic()
     for item_id, text in json.loads(batch):
+        started = time.process_time()
         answers.append(await _compute(item_id, text))
+        _cpu += time.process_time() - started
+        _count += 1
+        if _next is not None and time.time() >= _next:
+            _report_due()
         if time.monotonic() - flushed >= _FLUSH_SECONDS:
             post(json.dumps(answers, ensure_ascii=False))
             answers = []
@@ -104,6 +151,9 @@ let run = null; // the Python _run coroutine function
 let loading = null; // the promise of the load, while it runs
 const queue = []; // [id, text] pairs not yet computed
 let working = false;
+let interval = 3; // seconds between reports
+let reportDue = null; // the Python _report_due function, once the module is loaded
+let reportTimer = null;
 
 function describe(err) {
   if (err && typeof err === 'object') {
@@ -116,6 +166,34 @@ function describe(err) {
 
 function post(message) {
   self.postMessage(message);
+}
+
+/** Report when the next boundary passes (the item loop reports itself while busy). */
+function scheduleReport(seconds) {
+  clearTimeout(reportTimer);
+  if (!reportDue) return;
+  reportTimer = setTimeout(() => {
+    let next = interval;
+    try {
+      next = reportDue();
+    } catch (err) {
+      console.warn(`pando worker: cannot report: ${describe(err)}`);
+    }
+    scheduleReport(next);
+  }, Math.ceil(seconds * 1000) + 2);
+}
+
+function applyInterval(seconds) {
+  if (typeof seconds !== 'number' || !(seconds > 0)) return;
+  interval = seconds;
+  if (!reportDue) return;
+  const set = pyodide.globals.get('_set_interval');
+  try {
+    set(seconds);
+  } finally {
+    set.destroy();
+  }
+  scheduleReport(reportDue());
 }
 
 async function load(filename, source) {
@@ -161,6 +239,9 @@ async function load(filename, source) {
       return;
     }
     run = pyodide.globals.get('_run');
+    pyodide.globals.set('_post_report', (text) => post({ type: 'report', report: text }));
+    reportDue = pyodide.globals.get('_report_due');
+    applyInterval(interval);
   } catch (err) {
     post({ type: 'broken', message: `${filename}: cannot load: ${describe(err)}` });
     return;
@@ -193,10 +274,13 @@ self.onmessage = (event) => {
   const message = event.data;
   try {
     if (message.type === 'load') {
+      if (typeof message.interval === 'number' && message.interval > 0) interval = message.interval;
       if (!loading) loading = load(message.filename, message.source);
     } else if (message.type === 'items') {
       for (const pair of message.items) queue.push(pair);
       work();
+    } else if (message.type === 'interval') {
+      applyInterval(message.interval);
     }
   } catch (err) {
     post({ type: 'fatal', message: describe(err) });

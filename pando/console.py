@@ -1,0 +1,58 @@
+"""Pando's stderr: messages for people, and at most one live progress line under them."""
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import threading
+from typing import TextIO
+
+_CLEAR = "\r\x1b[K"
+
+
+class Console:
+    """Writes messages; keeps a progress line (terminals only) redrawn below them."""
+
+    def __init__(self, stream: TextIO | None = None, live: bool = False) -> None:
+        self._stream = stream or sys.stderr
+        self._live = live
+        self._shown = ""
+        self._lock = threading.Lock()
+
+    def log(self, text: str) -> None:
+        """A message on a line of its own (the progress line moves below it)."""
+        with self._lock:
+            self._stream.write(f"{_CLEAR if self._shown else ''}{text}\n{self._shown}")
+            self._stream.flush()
+
+    def progress(self, text: str) -> None:
+        """Replace the progress line, cut to the terminal's width; nothing unless live."""
+        if not self._live:
+            return
+        text = text[: max(10, shutil.get_terminal_size().columns - 1)]
+        with self._lock:
+            self._shown = text
+            self._stream.write(_CLEAR + text)
+            self._stream.flush()
+
+    def clear(self) -> None:
+        """Remove the progress line."""
+        with self._lock:
+            if self._shown:
+                self._stream.write(_CLEAR)
+                self._stream.flush()
+                self._shown = ""
+
+
+class ConsoleHandler(logging.Handler):
+    """Sends log records through a Console, so they never garble the progress line."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self._console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._console.log(self.format(record))
+        except Exception:  # noqa: BLE001 - logging must never break the run
+            self.handleError(record)

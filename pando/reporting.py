@@ -1,0 +1,37 @@
+"""``pando.report()``: what a module tells the monitoring about its own work.
+
+Standard library only: this file also runs in Pyodide. Each worker keeps one
+interval's worth of reports here; the runner calls :func:`take` once per
+interval with what it measured itself.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+FIELDS = ("items", "cpu_time", "data_transfer_time", "units")
+
+_sums: dict[str, float] = {}
+
+
+def report(
+    cpu_time: Optional[float] = None,
+    data_transfer_time: Optional[float] = None,
+    items: Optional[int] = None,
+    units: Optional[float] = None,
+) -> None:
+    """Add to this interval's report; a field given here replaces Pando's own measure of it."""
+    for name, value in (("cpu_time", cpu_time), ("data_transfer_time", data_transfer_time),
+                        ("items", items), ("units", units)):
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"pando.report: {name} must be a non-negative number, not {value!r}")
+            _sums[name] = _sums.get(name, 0) + value
+
+
+def take(items: int, cpu_time: float) -> dict[str, float]:
+    """This interval's report (measured values unless the module gave its own); starts a new one."""
+    measured = {"items": items, "cpu_time": cpu_time, "data_transfer_time": 0.0}
+    out = {**measured, **_sums}
+    out.setdefault("units", out["items"])
+    _sums.clear()
+    return out
