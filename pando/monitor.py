@@ -96,6 +96,7 @@ class Monitor:
         self._last = (self._started, 0)  # (time, items written) of the last status
         self._viewers: set[queue.SimpleQueue[str | None]] = set()
         self._latest_feed = ""
+        self._closed = False
 
     # -- sessions ----------------------------------------------------------
 
@@ -201,6 +202,8 @@ class Monitor:
         """One monitoring page's WebSocket: a status every interval until either side stops."""
         viewer: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         with self._lock:
+            if self._closed:
+                return  # the run is ending: the server closes this connection
             self._viewers.add(viewer)
             latest = self._latest_feed
         try:
@@ -215,7 +218,9 @@ class Monitor:
                 self._viewers.discard(viewer)
 
     def close_viewers(self) -> None:
+        """End every viewer's feed, and any that comes later, at once."""
         with self._lock:
+            self._closed = True
             for viewer in self._viewers:
                 viewer.put(None)
 

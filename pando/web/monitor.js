@@ -542,7 +542,8 @@ class Monitor {
     const total = num(items.total);
     const written = num(items.written);
     setText($('t-written'), count(written));
-    setText($('t-read'), total === null ? count(num(items.read)) : `${count(num(items.read))} / ${count(total)}`);
+    setText($('t-read'), count(num(items.read)));
+    setText($('t-total'), total === null ? '' : `of ${count(total)}`);
     setText($('t-lent'), count(num(items.lent)));
     setText($('t-relent'), count(num(items.relent)));
     setText($('t-failed'), count(num(items.failed)));
@@ -577,8 +578,10 @@ class Monitor {
     const status = this.status;
     if (!status || document.hidden) return;
     const history = this.history;
-    const x1 = Math.max(history.lastElapsed, 1);
-    const x0 = Math.max(0, x1 - HISTORY_SECONDS);
+    // From the first point this page saw (at most ten minutes ago), at least ten seconds wide.
+    const first = history.total.length ? history.total[0][0] : 0;
+    const x1 = Math.max(history.lastElapsed, first + 10);
+    const x0 = Math.max(0, first, x1 - HISTORY_SECONDS);
     drawChart($('chart-total'), [{ color: PALETTE[0], points: history.total, fill: true }], x0, x1);
     const top = history.top(status, TOP_DEVICES);
     drawChart($('chart-devices'), top.map((d) => ({ color: d.color, points: d.points })), x0, x1);
