@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     except DocoptExit as exc:
         print(exc, file=sys.stderr)
         return status.USAGE
+    except BrokenPipeError:  # `pando --help | head`
+        status.silence_stdout()
+        return status.OK
     try:
         code = _run(args)
     except (status.PandoError, InputError) as exc:
@@ -149,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         code = status.BROKEN_PIPE
     if code == status.BROKEN_PIPE:
-        # Nothing more can reach stdout; keep the interpreter's final flush quiet.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status.silence_stdout()
     return code
 
 

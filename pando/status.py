@@ -9,6 +9,14 @@ INTERRUPTED = 130  # Ctrl-C
 BROKEN_PIPE = 141  # stdout closed downstream, as if killed by SIGPIPE
 
 
+def silence_stdout() -> None:
+    """After stdout was closed downstream: keep the interpreter's final flush quiet."""
+    import os
+    import sys
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 class PandoError(Exception):
     """An error to show as one ``pando: …`` line on stderr, then exit with ``status``."""
 

@@ -30,7 +30,7 @@ import sys
 import time
 from urllib.parse import urlsplit, urlunsplit
 
-from docopt import docopt
+from docopt import DocoptExit, docopt
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
@@ -172,7 +172,14 @@ def _count(text: str, what: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``pando-volunteer``."""
-    args = docopt(__doc__, argv=argv, version=__version__)
+    try:
+        args = docopt(__doc__, argv=argv, version=__version__)
+    except DocoptExit as exc:
+        print(exc, file=sys.stderr)
+        return status.USAGE
+    except BrokenPipeError:  # `pando-volunteer --help | head`
+        status.silence_stdout()
+        return status.OK
     try:
         url = websocket_url(args["URL"])
         workers = _count(args["--workers"], "--workers") if args["--workers"] else os.cpu_count() or 1
