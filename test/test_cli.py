@@ -463,3 +463,15 @@ def test_endless_input_is_read_only_as_fast_as_results_are_written(procs: Proces
     finally:
         count.kill()
         count.wait()
+
+
+def test_help_into_a_closed_pipe_is_quiet(procs: Processes) -> None:
+    for program in (PANDO, str(Path(PANDO).with_name("pando-volunteer"))):
+        shown = subprocess.run(f"{program} --help | head -1", shell=True, capture_output=True, timeout=30)
+        assert shown.stdout.startswith(b"pando") and shown.stderr == b""
+
+
+@pytest.mark.parametrize("args", [[], ["http://127.0.0.1:1", "--workers", "none"], ["ftp://x"]])
+def test_volunteer_usage_errors_exit_2(procs: Processes, args: list[str]) -> None:
+    done = procs.run([str(Path(PANDO).with_name("pando-volunteer")), *args])
+    assert done.returncode == 2 and b"Traceback" not in done.stderr
