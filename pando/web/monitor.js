@@ -18,15 +18,18 @@ const $ = (id) => document.getElementById(id);
 
 // -- formatting ------------------------------------------------------------------
 
+// One formatter for all: toLocaleString() builds a new one at every call, which is slow.
+const INTEGER = new Intl.NumberFormat('en-US', { maximumFractionDigits: 0 });
+
 function count(value) {
-  return Number.isFinite(value) ? Math.round(value).toLocaleString('en-US') : '—';
+  return Number.isFinite(value) ? INTEGER.format(Math.round(value)) : '—';
 }
 
 function rate(value) {
   if (!Number.isFinite(value)) return '—';
   if (value === 0) return '0';
   if (value < 10) return value.toFixed(value < 1 ? 2 : 1);
-  return Math.round(value).toLocaleString('en-US');
+  return INTEGER.format(Math.round(value));
 }
 
 function percent(value) {
@@ -164,6 +167,8 @@ class Feed {
 
 class History {
   constructor() {
+    this.runs = 0; // runs seen: a root that restarts starts a new one
+    this.runStart = null; // Unix time the current run started
     this.clear();
   }
 
@@ -177,7 +182,14 @@ class History {
   add(status) {
     const t = num(status.elapsed);
     if (t === null) return;
-    if (t < this.lastElapsed) this.clear(); // the root restarted: a new run
+    // A root that restarted (on the same port) starts a new run: its charts start afresh.
+    const start = num(status.time) === null ? null : status.time - t;
+    const restarted = start !== null && this.runStart !== null && Math.abs(start - this.runStart) > 2;
+    if (this.runs === 0 || t < this.lastElapsed || restarted) {
+      this.clear();
+      this.runs++;
+    }
+    if (start !== null) this.runStart = start;
     this.lastElapsed = t;
     push(this.total, [t, num(status.throughput) ?? 0]);
     for (const device of devicesOf(status)) {
@@ -250,12 +262,19 @@ function svg(name, attributes = {}, parent = null) {
   return element;
 }
 
-/** A round upper bound for the y axis: 1, 2, 2.5 or 5 times a power of ten. */
-function niceMax(value) {
-  if (!(value > 0)) return 1;
-  const power = 10 ** Math.floor(Math.log10(value));
-  for (const step of [1, 2, 2.5, 5, 10]) if (value <= step * power) return step * power;
-  return 10 * power;
+/** Grid lines for values up to `peak`: a round step (1, 2, 2.5 or 5 times a power of ten), at most 4 lines. */
+function niceScale(peak) {
+  if (!(peak > 0)) return { step: 0.25, lines: 4 };
+  const rough = peak / 4;
+  const power = 10 ** Math.floor(Math.log10(rough));
+  let step = 10 * power;
+  for (const factor of [1, 2, 2.5, 5]) {
+    if (factor * power >= rough) {
+      step = factor * power;
+      break;
+    }
+  }
+  return { step, lines: Math.max(1, Math.ceil(peak / step - 1e-9)) };
 }
 
 /**
@@ -271,15 +290,16 @@ function drawChart(element, series, x0, x1) {
   const h = height - pad.top - pad.bottom;
   let peak = 0;
   for (const line of series) for (const [, y] of line.points) if (y > peak) peak = y;
-  const top = niceMax(peak);
+  const { step, lines } = niceScale(peak);
+  const top = step * lines;
   const span = Math.max(1, x1 - x0);
   const X = (x) => pad.left + ((x - x0) / span) * w;
   const Y = (y) => pad.top + h - (Math.min(y, top) / top) * h;
 
   const frame = document.createDocumentFragment();
   const grid = svg('g', { class: 'grid' }, frame);
-  for (let i = 0; i <= 4; i++) {
-    const value = (top * i) / 4;
+  for (let i = 0; i <= lines; i++) {
+    const value = step * i;
     const y = Y(value);
     svg('line', { x1: pad.left, x2: pad.left + w, y1: y, y2: y }, grid);
     const label = svg('text', { x: pad.left - 6, y: y + 4, 'text-anchor': 'end' }, grid);
@@ -567,7 +587,7 @@ class Monitor {
 
     const shown = this.table.update(status);
     const listed = devicesOf(status).filter((d) => d.local !== true).length;
-    const more = Math.max(0, (num(status.devices_more) ?? (num(volunteers.now) ?? 0) - listed));
+    const more = Math.max(0, (num(status.more_devices) ?? (num(volunteers.now) ?? 0) - listed));
     $('no-devices').hidden = shown > 0;
     $('more-devices').hidden = more === 0;
     setText($('more-devices'), more ? `… and ${count(more)} more volunteer${more === 1 ? '' : 's'} (the busiest are shown)` : '');

@@ -1,0 +1,397 @@
+"""The monitoring page for real: a ``pando`` root, Chromium showing ``/monitor``, and volunteers.
+
+The page lists a browser tab and a native volunteer as they join, shows their
+throughput, drops one that leaves, shows HTML in a device name as text, says
+when the root is gone and comes back when it returns. ``pando.report()`` from
+a module running in Pyodide reaches the root's JSON log. A last test feeds the
+page a fake status of a thousand volunteers (the feed's cap of 50 plus "and N
+more") and checks that it stays light and fits a phone's screen.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from browser_helpers import (
+    CHROMIUM_ARGS, Lines, Root, Volunteer, chromium_path, clean_env, missing_requirements, pando_command, wait_until,
+)
+
+_MISSING = missing_requirements()
+if _MISSING:
+    message = f"MONITORING PAGE TESTS SKIPPED: {_MISSING}"
+    print(f"\n{'!' * 78}\n{message}\n{'!' * 78}", file=sys.stderr)
+    warnings.warn(message, stacklevel=1)
+    pytest.skip(message, allow_module_level=True)
+
+from playwright.sync_api import Browser, BrowserContext, Page, WebSocketRoute, sync_playwright  # noqa: E402
+
+READY_SECONDS = 90  # Pyodide starts in a few seconds per tab; more on a loaded machine
+EVIL = '<img src=x onerror="window.pwned=1"><b>bold</b> & co'
+
+# Busy for 20 ms without time.sleep (the same in CPython and Pyodide), and says
+# it did 7 units of work per item.
+REPORTING = """
+    import time
+    import pando
+
+    @pando.function
+    def slow_square(x):
+        until = time.monotonic() + 0.02
+        while time.monotonic() < until:
+            pass
+        pando.report(units=7)
+        return x * x
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Tabs:
+    """Pages in a browser context of their own; uncaught page errors fail the test."""
+
+    def __init__(self, browser: Browser) -> None:
+        self.browser = browser
+        self.contexts: list[BrowserContext] = []
+        self.page_errors: list[str] = []
+
+    def open(self, url: str | None = None, **context_options: Any) -> Page:
+        context = self.browser.new_context(**context_options)
+        self.contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda error: self.page_errors.append(str(error)))
+        if url is not None:
+            page.goto(url)
+        return page
+
+
+@pytest.fixture
+def tabs(browser: Browser) -> Iterator[Tabs]:
+    tabs = Tabs(browser)
+    try:
+        yield tabs
+    finally:
+        for context in tabs.contexts:
+            context.close()
+    assert not tabs.page_errors, f"uncaught errors on the page: {tabs.page_errors}"
+
+
+class FixedPortRoot(Root):
+    """``pando MODULE --stdin --start-idle --port PORT``: a root that can come back on the same port."""
+
+    def __init__(self, module: Path, tmp: Path, port: int, *options: str) -> None:  # noqa: D107
+        self.out_path = tmp / f"{module.stem}-{port}-{time.monotonic_ns()}.out"
+        self._out = open(self.out_path, "wb")
+        self.process = subprocess.Popen(
+            [*pando_command(), str(module), "--stdin", "--start-idle", "--port", str(port), *options],
+            stdin=subprocess.PIPE,
+            stdout=self._out,
+            stderr=subprocess.PIPE,
+            env=clean_env(tmp),
+            cwd=tmp,
+        )
+        self.stderr = Lines(self.process.stderr)
+        self.stderr.wait_for(lambda text: "Serving volunteer code at" in text, 30, "the root to print its URL")
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture
+def start_root(tmp_path: Path) -> Iterator[Callable[..., Root]]:
+    roots: list[Root] = []
+
+    def start(module: Path, *options: str, port: int | None = None) -> Root:
+        root = Root(module, tmp_path, *options) if port is None else FixedPortRoot(module, tmp_path, port, *options)
+        roots.append(root)
+        return root
+
+    try:
+        yield start
+    finally:
+        for root in roots:
+            root.close()
+
+
+@pytest.fixture
+def start_volunteer(tmp_path: Path) -> Iterator[Callable[..., Volunteer]]:
+    volunteers: list[Volunteer] = []
+
+    def start(url: str, name: str, workers: int = 1) -> Volunteer:
+        volunteer = Volunteer(url, tmp_path, workers, name=name)
+        volunteers.append(volunteer)
+        return volunteer
+
+    try:
+        yield start
+    finally:
+        for volunteer in volunteers:
+            volunteer.close()
+
+
+def write_module(tmp_path: Path, name: str, source: str) -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(source), encoding="utf-8")
+    return path
+
+
+def rows(monitor: Page) -> dict[str, dict[str, Any]]:
+    """The monitoring page's table, by device name as shown."""
+    found = monitor.evaluate(
+        """() => [...document.querySelectorAll('#device-rows tr')].map((tr) => ({
+            name: tr.querySelector('.name').textContent,
+            workers: tr.querySelector('[data-col=workers]').textContent,
+            throughput: tr.querySelector('[data-col=throughput] span').textContent,
+            cpu: tr.querySelector('[data-col=cpu]').textContent,
+            items: tr.querySelector('[data-col=items]').textContent,
+            state: tr.dataset.state,
+        }))"""
+    )
+    return {row["name"]: row for row in found}
+
+
+def figure(text: str) -> float:
+    """A number as the page shows it ("1,234", "0.50", "—")."""
+    text = text.replace(",", "").replace("%", "").strip()
+    return float(text) if text and text != "—" else -1.0
+
+
+def connection(monitor: Page) -> str:
+    return monitor.get_attribute("#connection", "data-state") or ""
+
+
+def tab_ready(page: Page) -> int:
+    return page.evaluate("pando.pool ? pando.pool.readyCount : 0")
+
+
+def statuses(text: str) -> list[dict[str, Any]]:
+    """The JSON log's status lines among the root's stderr."""
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.timeout(240)
+def test_the_page_follows_a_tab_and_a_native_volunteer_and_escapes_names(
+    tmp_path, tabs, start_root, start_volunteer, monkeypatch
+):
+    monkeypatch.setenv("PANDO_DEBUG", "monitoring")  # the root's JSON log, on its stderr
+    module = write_module(tmp_path, "reporting.py", REPORTING)
+    root = start_root(module, "--reporting-interval", "0.5")
+    root.stderr.wait_for(lambda text: f":{root.port}/monitor" in text, 10, "the page's address at start-up")
+
+    monitor = tabs.open(root.url + "monitor")
+    wait_until(lambda: connection(monitor) == "live", 15, "the page to connect to the root")
+    assert monitor.title() == "Pando monitor"
+
+    # A tab with an HTML device name, and a native volunteer, join.
+    tab = tabs.open(root.page_url(EVIL, 1))
+    native = start_volunteer(f"http://127.0.0.1:{root.port}", name="native one")
+    wait_until(lambda: {EVIL, "native one"} <= rows(monitor).keys(), 30, "both volunteers to be listed")
+    wait_until(lambda: tab_ready(tab) >= 1, READY_SECONDS, "the tab's Pyodide worker to be ready")
+
+    # Work: both show a throughput above zero, and so do the run's totals and charts.
+    root.feed([str(n) for n in range(8000)], close=False)  # more than the test waits for; fits a pipe
+
+    def both_busy() -> bool:
+        shown = rows(monitor)
+        return all(figure(shown[name]["throughput"]) > 0 for name in (EVIL, "native one") if name in shown)
+
+    wait_until(both_busy, 30, "both volunteers to show a throughput")
+    wait_until(lambda: figure(monitor.text_content("#t-throughput")) > 0, 10, "a total throughput")
+    shown = rows(monitor)
+    assert shown[EVIL]["workers"] == "1" and shown["native one"]["workers"] == "1", shown
+    assert all(figure(row["items"]) > 0 for row in shown.values()), shown
+    assert all(0 < figure(row["cpu"]) <= 100 for row in shown.values()), shown
+    assert figure(monitor.text_content("#t-written")) > 0
+    assert monitor.text_content("#t-now") == "2" and monitor.text_content("#t-ever") == "2"
+    # The module reports 7 units per item: the page shows a units column then.
+    assert monitor.locator("#devices.with-units").count() == 1
+    # Both charts drew lines, and the legend names the busiest devices as text.
+    wait_until(lambda: monitor.locator("#chart-devices polyline").count() == 2, 10, "two device lines")
+    assert monitor.locator("#chart-total polyline").count() == 1
+    legend = monitor.inner_text("#legend")
+    assert EVIL in legend and "native one" in legend, legend
+
+    # Throughput keeps being updated: the figures change from one status to the next.
+    before = monitor.text_content("#t-written")
+    wait_until(lambda: monitor.text_content("#t-written") != before, 5, "the totals to update")
+
+    # The native volunteer dies: its row goes, and the tab's stays.
+    native.process.send_signal(signal.SIGKILL)
+    native.process.wait(10)
+    wait_until(lambda: "native one" not in rows(monitor), 15, "the dead volunteer's row to go")
+    assert EVIL in rows(monitor)
+    wait_until(lambda: monitor.text_content("#t-now") == "1", 5, "one volunteer now")
+    assert monitor.text_content("#t-ever") == "2"
+
+    # The HTML name was text everywhere: no element came out of it, no script ran.
+    time.sleep(0.5)
+    assert monitor.locator("img").count() == 0
+    assert monitor.locator("#devices b, #legend b").count() == 0
+    assert monitor.evaluate("window.pwned") is None
+    assert tab.evaluate("window.pwned") is None
+    assert connection(monitor) == "live"
+
+    # pando.report() in Pyodide reached the root: the tab's reports carry 7 units per item.
+    log = statuses(root.stderr.text)
+    assert log, root.stderr.text
+    reports = [device["report"] for status in log for device in status["devices"]
+               if device["name"] == EVIL and device["report"] and device["report"]["items"] > 0]
+    assert reports, f"no report from the tab with items in {len(log)} status lines"
+    for report in reports:
+        assert report["units"] == 7 * report["items"], report
+        assert report["cpu_time"] > 0, report
+        assert 0.2 <= report["interval"] <= 1.5, report  # about the --reporting-interval
+
+
+@pytest.mark.timeout(240)
+def test_a_tab_sums_what_its_workers_report_with_pando_report(tmp_path, tabs, start_root, monkeypatch):
+    monkeypatch.setenv("PANDO_DEBUG", "monitoring")
+    module = write_module(
+        tmp_path,
+        "units.py",
+        """
+        import time
+        import pando
+
+        @pando.function
+        def work(x):
+            until = time.monotonic() + 0.01
+            while time.monotonic() < until:
+                pass
+            pando.report(units=1000, data_transfer_time=0.5)
+            return x + 1
+        """,
+    )
+    root = start_root(module, "--reporting-interval", "1")
+    tab = tabs.open(root.page_url("units tab", 2))
+    wait_until(lambda: tab_ready(tab) >= 2, READY_SECONDS, "the tab's two Pyodide workers to be ready")
+    root.feed([str(n) for n in range(8000)], close=False)
+
+    def reports() -> list[dict[str, Any]]:
+        return [device["report"] for status in statuses(root.stderr.text) for device in status["devices"]
+                if device["name"] == "units tab" and device["report"] and device["report"]["items"] > 0]
+
+    wait_until(lambda: len(reports()) >= 3, 30, "three reports with items from the tab")
+    # One report per interval for the whole tab: its two workers' figures summed, each
+    # field the module gave replacing Pando's own measure.
+    for report in reports():
+        assert report["units"] == 1000 * report["items"], report
+        assert report["data_transfer_time"] == pytest.approx(0.5 * report["items"]), report
+        assert 0 < report["cpu_time"] <= 2 * report["interval"] * 1.2, report
+        assert 0.5 <= report["interval"] <= 2, report
+
+
+@pytest.mark.timeout(120)
+def test_the_page_says_when_the_root_is_gone_and_reconnects_when_it_returns(
+    tmp_path, tabs, start_root, start_volunteer
+):
+    module = write_module(tmp_path, "reporting.py", REPORTING)
+    first = start_root(module, "--reporting-interval", "0.5")
+    port = first.port
+    monitor = tabs.open(first.url + "monitor")
+    volunteer = start_volunteer(f"http://127.0.0.1:{port}", name="first run")
+    wait_until(lambda: "first run" in rows(monitor), 20, "the volunteer to be listed")
+    wait_until(lambda: monitor.evaluate("pandoMonitor.history.total.length") >= 3, 10, "a few statuses")
+    assert monitor.evaluate("pandoMonitor.history.runs") == 1
+    volunteer.close()
+    first.close()
+
+    wait_until(lambda: connection(monitor) == "gone", 10, "the page to see the root go")
+    text = monitor.text_content("#connection-text")
+    assert "root is gone" in text and "retrying" in text, text
+    assert monitor.get_attribute("#content", "data-stale") == "true"  # the last figures, greyed out
+
+    second = start_root(module, "--reporting-interval", "0.5", port=port)
+    start_volunteer(f"http://127.0.0.1:{port}", name="second run")
+    wait_until(lambda: connection(monitor) == "live", 20, "the page to reconnect")
+    wait_until(lambda: set(rows(monitor)) == {"second run"}, 20, "the new run's volunteer to be listed")
+    assert monitor.get_attribute("#content", "data-stale") == "false"
+    # A new run: the charts start again rather than run on from the old one.
+    assert monitor.evaluate("pandoMonitor.history.runs") == 2
+    second.close()
+    wait_until(lambda: connection(monitor) == "gone", 10, "the page to see the root go again")
+
+
+def fake_status(step: int, devices: int = 1000, shown: int = 50) -> dict[str, Any]:
+    """A status as the root's feed sends it with ``devices`` volunteers connected."""
+    listed = []
+    for n in range(shown):
+        rate = 1000.0 - n * 10 + (step % 7)
+        name = EVIL if n == 3 else f"device {n} " + "with a rather long name " * (n % 3)
+        listed.append({
+            "id": f"s{n}",
+            "name": name,
+            "workers": 1 + n % 8,
+            "local": False,
+            "state": "computing" if n % 5 else "idle",
+            "items": 100 * step + n,
+            "held": n % 4,
+            "report": {"interval": 1, "items": int(rate), "cpu_time": 0.9, "data_transfer_time": 0.0,
+                       "units": int(rate)},
+            "throughput": rate,
+            "cpu_usage": 0.9,
+            "throughput_stats": {"average": rate, "stdev": 1.5, "min": rate - 2, "max": rate + 2, "count": step + 1},
+            "cpu_stats": {"average": 0.9, "stdev": 0.01, "min": 0.88, "max": 0.92, "count": step + 1},
+        })
+    return {
+        "type": "status", "time": 1_700_000_000 + step, "elapsed": float(step), "interval": 1,
+        "items": {"total": None, "read": 5000 * step, "lent": 5000 * step, "relent": 3, "done": 4900 * step,
+                  "failed": 0, "written": 4900 * step},
+        "throughput": 4900.0, "volunteers": {"now": devices, "ever": devices + 20},
+        "devices": listed, "more_devices": devices - shown,
+    }
+
+
+@pytest.mark.timeout(120)
+def test_a_thousand_volunteers_keep_the_page_light_and_it_fits_a_phone(tmp_path, tabs, start_root):
+    module = write_module(tmp_path, "reporting.py", REPORTING)
+    root = start_root(module)
+    # A phone's screen; the feed is the test's own, a status of 1000 volunteers each time.
+    monitor = tabs.open(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    sockets: list[WebSocketRoute] = []
+    monitor.route_web_socket("**/monitor", lambda ws: sockets.append(ws))
+    monitor.goto(root.url + "monitor")
+    wait_until(lambda: sockets, 10, "the page to open its WebSocket")
+    for step in range(1, 31):
+        sockets[0].send(json.dumps(fake_status(step)))
+    wait_until(lambda: monitor.text_content("#t-elapsed") == "0:30", 10, "the page to show the last status")
+
+    assert len(rows(monitor)) == 50
+    assert monitor.text_content("#more-devices").startswith("… and 950 more volunteers")
+    assert monitor.text_content("#t-now") == "1,000"
+    assert monitor.locator("img").count() == 0 and monitor.evaluate("window.pwned") is None
+    assert EVIL in rows(monitor)
+    assert monitor.locator("#chart-devices polyline").count() == 5  # the busiest five
+
+    # Nothing is wider than the phone's screen.
+    overflow = monitor.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0, f"the page is {overflow} px wider than the screen"
+
+    # Handling a status of 50 shown devices takes a few milliseconds, not hundreds.
+    per_status = monitor.evaluate(
+        """(statuses) => {
+            const started = performance.now();
+            for (const status of statuses) pandoMonitor.receive(status);
+            return (performance.now() - started) / statuses.length;
+        }""",
+        [fake_status(step) for step in range(31, 81)],
+    )
+    print(f"the page handles a status of 50 shown devices in {per_status:.1f} ms")
+    assert per_status < 50, per_status
+    assert len(rows(monitor)) == 50
