@@ -66,7 +66,7 @@ from pando import __version__, config, debug, status
 from pando.console import Console
 from pando.local import run_local
 from pando.module import ModuleError, load_file
-from pando.reader import InputError, argv_batches, stream_batches
+from pando.reader import InputError, argv_batches, stdin_unbuffered, stream_batches
 from pando.root import Root, Settings
 
 # Built-in defaults, under the config file, under the command line.
@@ -115,7 +115,7 @@ def _run(args: dict[str, Any]) -> int:
         source, fn = load_file(module_path)
     except ModuleError as exc:
         raise status.PandoError(str(exc)) from None
-    batches = stream_batches(sys.stdin.buffer) if options["stdin"] else argv_batches(args["ITEM"])
+    batches = stream_batches(stdin_unbuffered()) if options["stdin"] else argv_batches(args["ITEM"])
     out = sys.stdout.buffer
     if options["local"]:
         return run_local(fn, batches, out)

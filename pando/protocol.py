@@ -222,10 +222,12 @@ def _int(body: dict[str, Any], key: str, minimum: int = 0) -> int:
     return value
 
 
-def _number(body: dict[str, Any], key: str, default: float | None = None) -> float:
+def _number(body: dict[str, Any], key: str, default: float | None = None, positive: bool = False) -> float:
     value = body.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
         raise ValueError(f"{key!r} must be a non-negative number")
+    if positive and value == 0:
+        raise ValueError(f"{key!r} must be more than 0")
     return value
 
 
@@ -278,7 +280,7 @@ def _parse_module(body: dict[str, Any]) -> Module:
         source=_str(body, "source"),
         heartbeat_ms=_int(body, "heartbeat", 1),
         batch_size=_int(body, "batch_size", 1),
-        reporting_interval=_number(body, "reporting_interval", 3.0),
+        reporting_interval=_number(body, "reporting_interval", 3.0, positive=True),
     )
 
 

@@ -39,16 +39,24 @@ def argv_batches(items: list[str]) -> Iterator[list[str]]:
         yield items[start : start + ARGV_BATCH]
 
 
+def stdin_unbuffered() -> BinaryIO:
+    """Standard input without Python's buffer: a daemon thread blocked reading a
+    buffered stream holds its lock, which the interpreter needs when it exits."""
+    return open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
+
+
 def stream_batches(stream: BinaryIO, max_bytes: int = MAX_ITEM_BYTES) -> Iterator[list[str]]:
     """The lines of a binary stream, as soon as they arrive, in batches.
 
     ``\\n`` and ``\\r\\n`` end a line; a last line without a newline still counts,
-    and a final newline does not add an empty item.
+    and a final newline does not add an empty item. ``stream.read(n)`` must
+    return what is there (at least a byte) rather than wait for ``n`` bytes:
+    true of unbuffered files, pipes and in-memory streams.
     """
     line_no = 0  # lines yielded so far
     partial: list[bytes] = []  # the start of a line whose end has not arrived
     partial_size = 0
-    while chunk := stream.read1(READ_SIZE):
+    while chunk := stream.read(READ_SIZE):
         if b"\n" not in chunk:
             partial.append(chunk)
             partial_size += len(chunk)

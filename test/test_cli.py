@@ -406,10 +406,20 @@ def test_closed_stdout_downstream_exits_quietly(procs: Processes, mode: list[str
 
 
 def test_ctrl_c_stops_with_130(procs: Processes) -> None:
-    root = procs.pando(FAST, "--stdin", "--start-idle", stdin=lines(*range(100)))
-    root.port  # wait until it serves
-    root.popen.send_signal(signal.SIGINT)
-    assert root.wait(20) == 130, root.err
+    writer = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert writer.stdin is not None
+        writer.stdin.write(lines(*range(100)))
+        writer.stdin.flush()  # and stdin stays open: the reader is blocked reading it
+        root = procs.pando(FAST, "--stdin", "--start-idle", stdin=writer.stdout)
+        root.port  # wait until it serves
+        time.sleep(0.5)
+        root.popen.send_signal(signal.SIGINT)
+        assert root.wait(20) == 130, root.err
+    finally:
+        writer.kill()
+        writer.wait()
+    assert "Fatal Python error" not in root.err
     assert "pando: interrupted" in root.err and "Traceback" not in root.err
 
 
