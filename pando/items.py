@@ -12,6 +12,9 @@ import re
 import sys
 from typing import Any
 
+#: Largest item or result, in UTF-8 bytes.
+MAX_ITEM_BYTES = 8 * 1024 * 1024
+
 _INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
 _FLOAT = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][+-]?[0-9]+)?|[eE][+-]?[0-9]+)")
 
@@ -51,4 +54,6 @@ def format(result: Any) -> str:  # noqa: A001 - the module's verb, used as items
             raise ResultError(f"result of type {type(result).__name__} cannot be written as JSON: {exc}") from None
     if "\n" in line or "\r" in line:
         raise ResultError("result contains a line break; return a single line (or a value written as JSON)")
+    if len(line) > MAX_ITEM_BYTES // 4 and len(line.encode("utf-8")) > MAX_ITEM_BYTES:
+        raise ResultError(f"result is larger than {MAX_ITEM_BYTES} bytes")
     return line

@@ -15,6 +15,8 @@ import traceback
 import types
 from typing import Any, Callable
 
+from pando import items
+
 PROTOCOL_KEY = "/pando/1.0.0"
 
 Callback = Callable[[Any, Any], None]
@@ -25,12 +27,8 @@ class ModuleError(Exception):
     """A module that cannot be used: unreadable, invalid, or without the function."""
 
 
-class ItemFailed(Exception):
-    """The function reported an error for an item; ``details`` is the text to show."""
-
-    def __init__(self, details: str) -> None:
-        super().__init__(details.strip().splitlines()[-1] if details.strip() else "error")
-        self.details = details
+#: How an item ended: ("ok", id, line) or ("error", id, message, details).
+Answer = tuple[Any, ...]
 
 
 def function(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -137,8 +135,11 @@ def check(fn: Any, filename: str) -> None:
         ) from None
 
 
-def call(fn: PandoFunction, value: Any) -> Any:
-    """Run ``fn`` on one value and wait for its callback; raise :class:`ItemFailed` on error."""
+def call(fn: PandoFunction, value: Any) -> tuple[Any, Any]:
+    """Run ``fn`` on one value and wait for its callback: ``(err, result)``.
+
+    An exception raised by ``fn`` itself comes back as ``err``.
+    """
     outcome: list[tuple[Any, Any]] = []
     called = threading.Event()
 
@@ -150,12 +151,21 @@ def call(fn: PandoFunction, value: Any) -> Any:
     try:
         fn(value, callback)
     except Exception as exc:
-        raise ItemFailed(describe(exc)) from None
+        return exc, None
     called.wait()
-    err, result = outcome[0]
+    return outcome[0]
+
+
+def answer(item_id: int, err: Any, result: Any) -> Answer:
+    """The answer for an item whose function called back ``(err, result)``."""
     if err is not None:
-        raise ItemFailed(describe(err))
-    return result
+        details = describe(err)
+        lines = details.strip().splitlines()
+        return ("error", item_id, lines[-1] if lines else "error", details)
+    try:
+        return ("ok", item_id, items.format(result))
+    except items.ResultError as exc:
+        return ("error", item_id, str(exc), "")
 
 
 def describe(err: Any) -> str:

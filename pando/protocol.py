@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from pando import items
+
 #: Bumped on any incompatible change; a volunteer speaking another version is
 #: refused with a ``bye`` frame that says why.
 VERSION = 1
@@ -27,7 +29,7 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 #: Largest single item or result (UTF-8 bytes). Frames are packed so that one
 #: such item always fits, even if JSON escaping makes it six times longer.
-MAX_ITEM_BYTES = 8 * 1024 * 1024
+MAX_ITEM_BYTES = items.MAX_ITEM_BYTES
 
 #: Roles a volunteer may declare in its hello. ``local`` is the root's own
 #: helper process, which only computes while nobody else is connected.

@@ -21,16 +21,14 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable
 
 from pando import items, reporting
-from pando.module import ItemFailed, ModuleError, call, load
-from pando.protocol import MAX_ITEM_BYTES
+from pando.module import Answer, ModuleError, PandoFunction, answer, call, load
 
 FLUSH_SECONDS = 0.05
 _IDLE = -1  # the shared "current item" of a worker between items
 
 # Messages from a worker: ("ready",), ("broken", text), or (answers, stats):
-# answers is a list of ("ok", id, line) or ("error", id, message, details),
-# stats what pando.reporting.take() made of the work behind them.
-Answer = tuple[Any, ...]
+# answers is a list of pando.module answers, stats what pando.reporting.take()
+# made of the work behind them.
 
 
 class ModuleBroken(Exception):
@@ -45,17 +43,10 @@ class _Worker:
     queued: deque[tuple[int, str]] = field(default_factory=deque)
 
 
-def compute(fn: Callable[..., Any], item_id: int, text: str) -> Answer:
-    """One item: ("ok", id, line) or ("error", id, message, details)."""
-    try:
-        line = items.format(call(fn, items.parse(text)))
-    except ItemFailed as exc:
-        return ("error", item_id, str(exc), exc.details)
-    except items.ResultError as exc:
-        return ("error", item_id, str(exc), "")
-    if len(line) > MAX_ITEM_BYTES // 4 and len(line.encode("utf-8")) > MAX_ITEM_BYTES:
-        return ("error", item_id, f"result is larger than {MAX_ITEM_BYTES} bytes", "")
-    return ("ok", item_id, line)
+def compute(fn: PandoFunction, item_id: int, text: str) -> Answer:
+    """One item, start to end, in this process."""
+    err, result = call(fn, items.parse(text))
+    return answer(item_id, err, result)
 
 
 def _worker_main(conn: Connection, source: str, filename: str, current: Any) -> None:

@@ -32,7 +32,6 @@ sys.path.insert(0, ${JSON.stringify(LIB)})
 from pando import items as _items, module as _module, reporting as _reporting
 _items.allow_big_integers()
 
-_MAX_ITEM_BYTES = 8 * 1024 * 1024
 _FLUSH_SECONDS = 0.05
 _NO_PACKAGES = (
     "\\n(browser volunteers run Pyodide offline, with Python's standard library only; "
@@ -98,11 +97,6 @@ def _load(filename, source):
     return None
 
 
-def _failed(item_id, err):
-    details = _module.describe(err)
-    return ["error", item_id, str(_module.ItemFailed(details)), details]
-
-
 async def _compute(item_id, text):
     loop = asyncio.get_running_loop()
     outcome = loop.create_future()
@@ -114,17 +108,8 @@ async def _compute(item_id, text):
     try:
         _fn(_items.parse(text), callback)
     except BaseException as exc:  # noqa: B036 - even SystemExit must not kill the worker
-        return _failed(item_id, exc)
-    err, result = await outcome
-    if err is not None:
-        return _failed(item_id, err)
-    try:
-        line = _items.format(result)
-    except _items.ResultError as exc:
-        return ["error", item_id, str(exc), ""]
-    if len(line) > _MAX_ITEM_BYTES // 4 and len(line.encode("utf-8")) > _MAX_ITEM_BYTES:
-        return ["error", item_id, f"result is larger than {_MAX_ITEM_BYTES} bytes", ""]
-    return ["ok", item_id, line]
+        return _module.answer(item_id, exc, None)
+    return _module.answer(item_id, *(await outcome))
 
 
 async def _run(batch, post):
