@@ -32,7 +32,7 @@ Options:
                     directly connected to this root. Every volunteer is
                     directly connected in this version, so it changes nothing
                     yet; it is accepted for scripts written for the overlay.
-  -q --quiet        No progress line on stderr.
+  -q --quiet        No progress line nor QR code on stderr.
   -h --help         Show this text.
   --version         Show the version.
 
@@ -42,7 +42,8 @@ a str. Put -- before items that start with a dash. A result is printed as is
 if it is a str, with str() if it is a number, and as JSON otherwise.
 
 Monitoring: the printed http://HOST:PORT/monitor page shows volunteers and
-throughput live. On a terminal a progress line shows on stderr.
+throughput live. On a terminal, stderr also shows a QR code of the join URL
+(for phones) and a progress line.
 PANDO_DEBUG=monitoring writes a JSON status per interval on stderr; other
 topics: lender, session, websockets, all (see docs/monitoring.md).
 

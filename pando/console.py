@@ -1,11 +1,14 @@
 """Pando's stderr: messages for people, and at most one live progress line under them."""
 from __future__ import annotations
 
+import io
 import logging
 import shutil
 import sys
 import threading
 from typing import TextIO
+
+import segno
 
 _CLEAR = "\r\x1b[K"
 
@@ -15,7 +18,8 @@ class Console:
 
     def __init__(self, stream: TextIO | None = None, live: bool = False) -> None:
         self._stream = stream or sys.stderr
-        self._live = live
+        #: True on a terminal (and not --quiet): progress line and QR code.
+        self.live = live
         self._shown = ""
         self._lock = threading.Lock()
 
@@ -27,7 +31,7 @@ class Console:
 
     def progress(self, text: str) -> None:
         """Replace the progress line, cut to the terminal's width; nothing unless live."""
-        if not self._live:
+        if not self.live:
             return
         text = text[: max(10, shutil.get_terminal_size().columns - 1)]
         with self._lock:
@@ -42,6 +46,15 @@ class Console:
                 self._stream.write(_CLEAR)
                 self._stream.flush()
                 self._shown = ""
+
+
+    def qr_code(self, url: str) -> None:
+        """Draw ``url`` as a QR code, so a phone can join by pointing its camera; terminals only."""
+        if not self.live:
+            return
+        drawing = io.StringIO()
+        segno.make(url, micro=False).terminal(out=drawing, compact=True)
+        self.log(drawing.getvalue().rstrip("\n"))
 
 
 class ConsoleHandler(logging.Handler):

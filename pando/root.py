@@ -113,9 +113,11 @@ class Root:
             dispatcher.start()
             reader.start()
             status_thread.start()
-            for url in volunteer_urls(server.port):
+            urls = volunteer_urls(server.port)
+            for url in urls:
                 log(f"Serving volunteer code at {url}")
             log(f"Monitoring at http://localhost:{server.port}/monitor")
+            self._console.qr_code(urls[0])  # the first LAN address, if there is one
             if not settings.start_idle:
                 helper = start_helper(server.port)
             reorder.done.wait()

@@ -119,21 +119,22 @@ def run_on_a_terminal(procs: Processes, *args: str) -> tuple[int, str]:
     return popen.wait(30), screen.decode("utf-8", "replace")
 
 
-def test_progress_line_on_a_terminal(procs: Processes) -> None:
+def test_progress_line_and_qr_code_on_a_terminal(procs: Processes) -> None:
     items = [str(i) for i in range(4)]
     code, screen = run_on_a_terminal(procs, str(EXAMPLES / "square.py"), *items)
     assert code == 0
     assert "\x1b[K" in screen and "written, " in screen and "/4 written" in screen and "ETA" in screen
+    assert "█▀" in screen or "▀█" in screen or "▄█" in screen, "a QR code of the join URL is drawn"
     assert screen.rstrip("\r\n").endswith("\x1b[K") or "written" not in screen.splitlines()[-1]
     assert (procs.tmp / "out").read_bytes() == b"0\n1\n4\n9\n"
 
 
-def test_no_progress_line_when_quiet_or_not_a_terminal(procs: Processes) -> None:
+def test_no_progress_line_nor_qr_code_when_quiet_or_not_a_terminal(procs: Processes) -> None:
     code, screen = run_on_a_terminal(procs, str(EXAMPLES / "square.py"), "--quiet", "1", "2")
-    assert code == 0 and "\x1b[K" not in screen and "written" not in screen
+    assert code == 0 and "\x1b[K" not in screen and "written" not in screen and "█" not in screen
     root = procs.pando(str(EXAMPLES / "square.py"), "1", "2")
     assert root.wait() == 0
-    assert "\x1b[K" not in root.err and "written" not in root.err
+    assert "\x1b[K" not in root.err and "written" not in root.err and "█" not in root.err
 
 
 def test_monitor_page_is_served(procs: Processes) -> None:
