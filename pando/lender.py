@@ -53,6 +53,9 @@ class Lender:
         self._again: list[int] = []  # heap of ids whose holder was lost
         self._losses: dict[int, int] = {}
         self._holders: dict[Hashable, _Holding] = {}
+        # Holders with room for more, in the order they got room: assigning
+        # walks only these, not every holder, once per result.
+        self._hungry: dict[Hashable, None] = {}
         self._others = 0  # holders that are not local
         self._stop_after: int | None = None  # set by the first failure
         self._input_ended = False
@@ -83,6 +86,9 @@ class Lender:
             self._holders[holder] = _Holding(name or str(holder), max(1, capacity), local)
             if not local:
                 self._others += 1
+                if self._others == 1:
+                    self._recheck_locals()
+            self._recheck(holder)
             self._cond.notify_all()
 
     def leave(self, holder: Hashable, *, blame_items: bool = True) -> list[Failure]:
@@ -95,8 +101,11 @@ class Lender:
             holding = self._holders.pop(holder, None)
             if holding is None:
                 return []
+            self._hungry.pop(holder, None)
             if not holding.local:
                 self._others -= 1
+                if self._others == 0:
+                    self._recheck_locals()
             failures = []
             for item_id in sorted(holding.held):
                 if not blame_items:
@@ -135,10 +144,11 @@ class Lender:
 
     def _assign(self) -> list[Assignment]:
         out: list[Assignment] = []
-        if not self._again and not self._fresh:
-            return out
-        for holder, holding in self._holders.items():
-            free = 0 if holding.local and self._others else holding.capacity - len(holding.held)
+        for holder in list(self._hungry):
+            if not self._again and not self._fresh:
+                break
+            holding = self._holders[holder]
+            free = self._free(holding)
             items: list[tuple[int, str]] = []
             while free > 0:
                 item_id = self._next()
@@ -150,9 +160,24 @@ class Lender:
             if items:
                 out.append((holder, items))
                 self._counts["lent"] += len(items)
-            if not self._again and not self._fresh:
-                break
+            if free == 0:
+                del self._hungry[holder]
         return out
+
+    def _free(self, holding: _Holding) -> int:
+        return 0 if holding.local and self._others else holding.capacity - len(holding.held)
+
+    def _recheck(self, holder: Hashable) -> None:
+        """Keep ``_hungry`` true to a holder's room after its load or the local rule changed."""
+        if self._free(self._holders[holder]) > 0:
+            self._hungry.setdefault(holder, None)
+        else:
+            self._hungry.pop(holder, None)
+
+    def _recheck_locals(self) -> None:
+        for holder, holding in self._holders.items():
+            if holding.local:
+                self._recheck(holder)
 
     def _next(self) -> int | None:
         """The next id to lend: lost items first, then new ones; none past a failure."""
@@ -181,6 +206,7 @@ class Lender:
                     accepted.append((item_id, line))
             if accepted:
                 self._counts["done"] += len(accepted)
+                self._recheck(holder)
                 self._cond.notify_all()
         return accepted
 
@@ -202,6 +228,7 @@ class Lender:
         if holding is None or item_id not in holding.held:
             return None
         holding.held.discard(item_id)
+        self._recheck(holder)
         self._cond.notify_all()
         return holding
 

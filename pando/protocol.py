@@ -315,6 +315,8 @@ def pack(pairs: list[tuple[int, str]], limit: int = MAX_FRAME_BYTES // 8) -> lis
     most six bytes, so a group of ``MAX_FRAME_BYTES // 8`` characters stays
     inside a frame, and so does a lone item of :data:`MAX_ITEM_BYTES`.
     """
+    if sum(len(text) for _, text in pairs) + 16 * len(pairs) <= limit:
+        return [pairs]  # the usual case: everything fits one frame
     groups: list[list[tuple[int, str]]] = [[]]
     size = 0
     for pair in pairs:

@@ -90,8 +90,9 @@ class Reorder:
                 break
         lines, failure = self._ready()
         if lines:
-            self._out.write(b"\n".join(lines) + b"\n")
-            self._window.give(len(lines))
+            lines.append("")  # for the last newline
+            self._out.write("\n".join(lines).encode("utf-8", "replace"))
+            self._window.give(len(lines) - 1)
         self._out.flush()
         if failure is not None:
             self._log(describe_failure(failure))
@@ -99,13 +100,13 @@ class Reorder:
             return False
         return self._total is None or self.written < self._total
 
-    def _ready(self) -> tuple[list[bytes], Failure | None]:
+    def _ready(self) -> tuple[list[str], Failure | None]:
         lines = []
         waiting = self._waiting
         while self.written in waiting:
             entry = waiting.pop(self.written)
             if isinstance(entry, Failure):
                 return lines, entry
-            lines.append(entry.encode("utf-8", "replace"))
+            lines.append(entry)
             self.written += 1
         return lines, None

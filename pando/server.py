@@ -45,6 +45,7 @@ class Server:
                 ping_timeout=seconds,
                 compression=None,  # frames are small JSON; deflate costs more CPU than it saves here
                 close_timeout=2,  # a stopped peer must not hold up the end of the run
+                backlog=1024,  # a thousand volunteers joining at once must not see SYNs dropped
                 logger=LOG,
             )
         except OSError as exc:
