@@ -7,7 +7,7 @@ WEB := pando/web
 DEMO_PORT ?= 5000
 PYTEST_ARGS ?=
 
-.PHONY: install web chromium demo test clean
+.PHONY: install web chromium demo test clean bench-quick bench-full bench-paper
 
 install: $(STAMPS)/install web
 
@@ -43,6 +43,10 @@ demo: install
 
 test: install chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Benchmarks live in bench/ (see bench/README.md); these are shortcuts.
+bench-quick bench-full bench-paper: install
+	$(MAKE) -C bench $(@:bench-%=%)
 
 clean:
 	rm -rf $(VENV) $(STAMPS) $(WEB)/node_modules build dist *.egg-info .pytest_cache .hypothesis
