@@ -58,7 +58,6 @@ class Lender:
         self._hungry: dict[Hashable, None] = {}
         self._others = 0  # holders that are not local
         self._stop_after: int | None = None  # set by the first failure
-        self._input_ended = False
         self._closed = False
         self._counts = {"lent": 0, "relent": 0, "done": 0, "failed": 0}
 
@@ -72,17 +71,13 @@ class Lender:
                 self._fresh.append(item_id)
             self._cond.notify_all()
 
-    def end_input(self) -> None:
-        """No more items will be added."""
-        with self._cond:
-            self._input_ended = True
-            self._cond.notify_all()
-
     # -- holders -----------------------------------------------------------
 
     def join(self, holder: Hashable, capacity: int, *, name: str = "", local: bool = False) -> None:
         """A session starts holding items, at most ``capacity`` at a time."""
         with self._cond:
+            if holder in self._holders:  # would silently drop what it holds
+                raise ValueError(f"{holder!r} has already joined")
             self._holders[holder] = _Holding(name or str(holder), max(1, capacity), local)
             if not local:
                 self._others += 1

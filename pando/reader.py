@@ -135,7 +135,6 @@ class Reader:
             error = InputError(f"cannot read the input: {exc}")
             self._stop_early(error, str(error))
         finally:
-            self._lender.end_input()
             self._reorder.end(self.count)
 
     def _stop_early(self, error: status.PandoError, message: str) -> None:

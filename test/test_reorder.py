@@ -23,9 +23,24 @@ from pando.window import Window
 pytestmark = pytest.mark.timeout(120)
 
 WAIT = 10  # seconds; the buffer needs milliseconds
+HUNG_WAIT = 0.5  # once the buffer hung, later examples (Hypothesis shrinking) wait only this long
+_hung = False
 
-# Output lines: any text without a line break (lone surrogates included: they are written as "?").
-line_text = st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=8)
+
+def wait_done(reorder: Reorder) -> bool:
+    """Wait for the buffer to stop; a hang makes later waits short, so a hanging bug fails fast."""
+    global _hung
+    if reorder.done.wait(HUNG_WAIT if _hung else WAIT):
+        return True
+    _hung = True
+    return False
+
+
+# Output lines: any text without a line break, lone surrogates included (they are written as "?").
+line_text = st.lists(
+    st.one_of(st.characters(blacklist_characters="\n"), st.sampled_from(["\ud83d", "\ude00", "\r", "é"])),
+    max_size=8,
+).map("".join)
 
 
 class Output(io.BytesIO):
@@ -94,7 +109,7 @@ def run(
                 time.sleep(0.0005)  # let the thread catch up sometimes, so batching varies
         if start_at == len(messages):
             reorder.start()
-        assert reorder.done.wait(WAIT), f"the reorder buffer did not stop; wrote {out.getvalue()!r}"
+        assert wait_done(reorder), f"the reorder buffer did not stop; wrote {out.getvalue()!r}"
         reorder.join(WAIT)
     finally:
         reorder.stop()  # never leave a thread waiting behind a failed test
