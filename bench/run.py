@@ -1,6 +1,6 @@
 """Run the benchmarks at one size; write one JSON file and a Markdown summary per run.
 
-    python bench/run.py quick|full [--only overhead,frames,scaling,join,churn,memory,collatz,profile]
+    python bench/run.py quick|full [--only overhead,frames,scaling,join,churn,memory,collatz,browser,profile]
                                    [--readme]
 
 Results go to bench/results/ (git-ignored): ``<UTC time>-<size>.json`` holds the
@@ -19,6 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import browser  # noqa: E402
 import churn  # noqa: E402
 import collatz  # noqa: E402
 import frames  # noqa: E402
@@ -40,6 +41,7 @@ SIZES: dict[str, dict[str, Any]] = {
                   "interval_s": 1.2, "resume_after_s": 3.0},
         "memory": {"count": 300_000, "volunteers": 4, "batch": 256, "interval_ms": 1000, "sample_s": 0.25},
         "collatz": {"count": 12, "range": 6000, "reps": 1},
+        "browser": {"first_result": {"reps": 3, "range": 20}, "throughput": {"reps": 3, "count": 12, "range": 2000}},
         "profile": None,
     },
     "full": {
@@ -53,6 +55,7 @@ SIZES: dict[str, dict[str, Any]] = {
                   "interval_s": 1.5, "resume_after_s": 3.0},
         "memory": {"count": 10_000_000, "volunteers": 4, "batch": 256, "interval_ms": 5000, "sample_s": 1.0},
         "collatz": {"count": 40, "range": 10000, "reps": 3},
+        "browser": {"first_result": {"reps": 7, "range": 20}, "throughput": {"reps": 5, "count": 40, "range": 5000}},
         "profile": {"volunteers": 4, "batches": [64, 8, 1], "count": 200_000},
     },
 }
@@ -107,6 +110,8 @@ def summary_markdown(result: dict[str, Any]) -> str:
         parts += ["", "#### 5. Memory", "", memory.markdown(w["memory"])]
     if "collatz" in w:
         parts += ["", "#### 6. Collatz speedup", "", collatz.markdown(w["collatz"])]
+    if "browser" in w:
+        parts += ["", "#### 7. Browser volunteers (Chromium + Pyodide)", "", browser.markdown(w["browser"])]
     if "profile" in w:
         parts += ["", "#### Root profile (py-spy, GIL-holding samples)", ""]
         for key, r in w["profile"].items():
@@ -158,6 +163,8 @@ def main() -> None:
         w["memory"] = memory.run(params["memory"])
     if wanted("collatz"):
         w["collatz"] = collatz.run(params["collatz"])
+    if wanted("browser"):
+        w["browser"] = browser.run(params["browser"])
     if wanted("profile"):
         p = params["profile"]
         counts = {0: p["count"], 1: min(p["count"], 10_000), 8: min(p["count"], 100_000)}
