@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Callable, Iterable
 
 from pando import items, status
 from pando.lender import Failure
@@ -37,14 +37,48 @@ def run_local(fn: PandoFunction, batches: Iterable[list[str]], out: BinaryIO) ->
     return status.OK
 
 
-def start_helper(port: int) -> subprocess.Popen[bytes]:
-    """Start the root's own helper volunteer, connected to ``port`` on loopback."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "pando.local", f"ws://127.0.0.1:{port}/volunteer"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,  # Ctrl-C is for the root, which then stops the helper
-    )
+class Helper:
+    """The root's own helper volunteer process, on ``port`` over loopback; owned by the root."""
+
+    #: Times a helper that died is started again before the root gives up on it.
+    RESTARTS = 3
+
+    def __init__(self, port: int, log: Callable[[str], None]) -> None:
+        self._port = port
+        self._log = log
+        self._restarts = 0
+        self._process: subprocess.Popen[bytes] | None = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pando.local", f"ws://127.0.0.1:{self._port}/volunteer"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C is for the root, which then stops the helper
+        )
+
+    def check(self) -> None:
+        """Start the helper again if it died while the run goes on (its items are lent again)."""
+        if self._process is None or (code := self._process.poll()) is None:
+            return
+        if self._restarts == self.RESTARTS:
+            self._log(f"pando: the root's own helper ended (status {code}) {self.RESTARTS + 1} times; "
+                      "only volunteers compute from now on")
+            self._process = None
+            return
+        self._restarts += 1
+        self._log(f"pando: the root's own helper ended (status {code}); starting it again")
+        self._process = self._start()
+
+    def stop(self) -> None:
+        """Give it a moment to end by itself (it got a bye), then make it."""
+        if self._process is None:
+            return
+        try:
+            self._process.wait(2)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
 
 
 if __name__ == "__main__":

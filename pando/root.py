@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import threading
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterable
@@ -18,7 +17,7 @@ from pando.addresses import volunteer_urls
 from pando.console import Console
 from pando.dispatcher import Dispatcher
 from pando.lender import Lender
-from pando.local import start_helper
+from pando.local import Helper
 from pando.monitor import Monitor, StatusThread
 from pando.reader import Reader
 from pando.reorder import Reorder
@@ -106,7 +105,7 @@ class Root:
         )
         dispatcher = Dispatcher(lender, settings.heartbeat_ms)
         status_thread = StatusThread(monitor, self._console.progress)
-        helper: subprocess.Popen[bytes] | None = None
+        helper: Helper | None = None
         try:
             server.start()
             reorder.start()
@@ -119,8 +118,10 @@ class Root:
             log(f"Monitoring at http://localhost:{server.port}/monitor")
             self._console.qr_code(urls[0])  # the first LAN address, if there is one
             if not settings.start_idle:
-                helper = start_helper(server.port)
-            reorder.done.wait()
+                helper = Helper(server.port, log)
+            while not reorder.done.wait(1.0):
+                if helper is not None:
+                    helper.check()
             code = reorder.status
             if code == status.OK and reader.error is not None:
                 code = reader.error.status
@@ -140,7 +141,7 @@ class Root:
                 session.wait_finished(2)
             server.close()
             if helper is not None:
-                _stop(helper)
+                helper.stop()
         return code
 
 
@@ -149,11 +150,3 @@ def _second_interrupt_exits_at_once() -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, lambda *_: os._exit(status.INTERRUPTED))
 
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Give a child a moment to end by itself, then make it."""
-    try:
-        process.wait(2)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -485,3 +486,18 @@ def test_help_into_a_closed_pipe_is_quiet(procs: Processes) -> None:
 def test_volunteer_usage_errors_exit_2(procs: Processes, args: list[str]) -> None:
     done = procs.run([str(Path(PANDO).with_name("pando-volunteer")), *args])
     assert done.returncode == 2 and b"Traceback" not in done.stderr
+
+
+def test_the_roots_own_helper_is_started_again_if_it_dies(procs: Processes) -> None:
+    root = procs.pando(str(EXAMPLES / "square.py"), "--stdin", stdin=lines(*range(1, 6)))
+    root.port
+    deadline = time.monotonic() + 20
+    while not (helpers := subprocess.run(["pgrep", "-f", "-P", str(root.popen.pid), "pando.local"],
+                                         capture_output=True, text=True).stdout.split()):
+        assert time.monotonic() < deadline, "the helper never started"
+        time.sleep(0.1)
+    time.sleep(1.5)  # it holds an item by now
+    os.kill(int(helpers[0]), signal.SIGKILL)
+    root.wait_for_stderr("the root's own helper ended .*; starting it again")
+    assert root.wait() == 0, root.err
+    assert root.out == squares(range(1, 6))
