@@ -11,7 +11,6 @@ summary also replaces the results section of bench/README.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

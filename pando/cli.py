@@ -61,9 +61,8 @@ import os
 import sys
 from typing import Any
 
-from docopt import DocoptExit, docopt
 
-from pando import __version__, config, debug, status
+from pando import config, debug, status, usage
 from pando.console import Console
 from pando.local import run_local
 from pando.module import ModuleError, load_file
@@ -134,14 +133,9 @@ def _run(args: dict[str, Any]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``pando``; returns the exit status."""
-    try:
-        args = docopt(__doc__, argv=argv, version=__version__)
-    except DocoptExit as exc:
-        print(exc, file=sys.stderr)
-        return status.USAGE
-    except BrokenPipeError:  # `pando --help | head`
-        status.silence_stdout()
-        return status.OK
+    args = usage.parse(__doc__, argv)
+    if isinstance(args, int):
+        return args
     try:
         code = _run(args)
     except (status.PandoError, InputError) as exc:

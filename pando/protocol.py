@@ -12,7 +12,7 @@ item.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Union
 
 from pando import items

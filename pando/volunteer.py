@@ -30,11 +30,10 @@ import sys
 import time
 from urllib.parse import urlsplit, urlunsplit
 
-from docopt import DocoptExit, docopt
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
-from pando import __version__, protocol, status
+from pando import protocol, status, usage
 from pando.workers import Answer, ModuleBroken, Workers
 
 MAX_BACKOFF = 10.0
@@ -172,14 +171,9 @@ def _count(text: str, what: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``pando-volunteer``."""
-    try:
-        args = docopt(__doc__, argv=argv, version=__version__)
-    except DocoptExit as exc:
-        print(exc, file=sys.stderr)
-        return status.USAGE
-    except BrokenPipeError:  # `pando-volunteer --help | head`
-        status.silence_stdout()
-        return status.OK
+    args = usage.parse(__doc__, argv)
+    if isinstance(args, int):
+        return args
     try:
         url = websocket_url(args["URL"])
         workers = _count(args["--workers"], "--workers") if args["--workers"] else os.cpu_count() or 1

@@ -12,11 +12,18 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import IO, Callable, Iterable
+import warnings
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator
 from urllib.parse import quote
+
+import pytest
+
+if TYPE_CHECKING:  # Playwright is imported only where Chromium can run
+    from playwright.sync_api import Browser, BrowserContext, Page
 
 REPO = Path(__file__).resolve().parent.parent
 WEB = REPO / "pando" / "web"
@@ -43,6 +50,60 @@ def chromium_path() -> str | None:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return None
+
+
+def skip_without_browser(what: str) -> None:
+    """Skip the calling test module, loudly, when the browser tests cannot run here."""
+    missing = missing_requirements()
+    if missing:
+        message = f"{what} SKIPPED: {missing}"
+        print(f"\n{'!' * 78}\n{message}\n{'!' * 78}", file=sys.stderr)
+        warnings.warn(message, stacklevel=2)
+        pytest.skip(message, allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, for one test module."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Tabs:
+    """Tabs in browser contexts; page errors (uncaught exceptions) fail the test."""
+
+    def __init__(self, browser: Browser) -> None:
+        self.browser = browser
+        self.contexts: list[BrowserContext] = []
+        self.page_errors: list[str] = []
+
+    def open(self, url: str | None = None, *, new_profile: bool = False, **context_options: Any) -> Page:
+        """A tab: in a fresh context (its own storage) when asked, with context options, or first;
+        else beside the last tab."""
+        if new_profile or context_options or not self.contexts:
+            self.contexts.append(self.browser.new_context(**context_options))
+        page = self.contexts[-1].new_page()
+        page.on("pageerror", lambda error: self.page_errors.append(str(error)))
+        if url is not None:
+            page.goto(url)
+        return page
+
+
+@pytest.fixture
+def tabs(browser: Browser) -> Iterator[Tabs]:
+    tabs = Tabs(browser)
+    try:
+        yield tabs
+    finally:
+        for context in tabs.contexts:
+            context.close()
+    assert not tabs.page_errors, f"uncaught errors on the page: {tabs.page_errors}"
 
 
 def missing_requirements() -> str | None:
@@ -144,13 +205,16 @@ def stop_process(process: subprocess.Popen[bytes], grace: float = 5) -> None:
 
 
 class Root:
-    """A ``pando MODULE --stdin --start-idle --port 0`` child; items are written by the test."""
+    """A ``pando MODULE --stdin --start-idle --port PORT`` child (0: a free port); the test writes the items.
 
-    def __init__(self, module: Path, tmp: Path, *options: str) -> None:
-        self.out_path = tmp / f"{module.stem}.out"
+    A given port lets a test bring a root back on the same port.
+    """
+
+    def __init__(self, module: Path, tmp: Path, *options: str, port: int = 0) -> None:
+        self.out_path = tmp / f"{module.stem}-{time.monotonic_ns()}.out"
         self._out = open(self.out_path, "wb")
         self.process = subprocess.Popen(
-            [*pando_command(), str(module), "--stdin", "--start-idle", "--port", "0", *options],
+            [*pando_command(), str(module), "--stdin", "--start-idle", "--port", str(port), *options],
             stdin=subprocess.PIPE,
             stdout=self._out,
             stderr=subprocess.PIPE,
@@ -232,3 +296,43 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, inter
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+@pytest.fixture
+def start_root(tmp_path: Path) -> Iterator[Callable[..., Root]]:
+    """Start roots (on a free port, or on ``port``); all are stopped at the end of the test."""
+    roots: list[Root] = []
+
+    def start(module: Path, *options: str, port: int = 0) -> Root:
+        root = Root(module, tmp_path, *options, port=port)
+        roots.append(root)
+        return root
+
+    try:
+        yield start
+    finally:
+        for root in roots:
+            root.close()
+
+
+@pytest.fixture
+def start_volunteer(tmp_path: Path) -> Iterator[Callable[..., Volunteer]]:
+    """Start native volunteers; all are stopped at the end of the test."""
+    volunteers: list[Volunteer] = []
+
+    def start(url: str, name: str = "native", workers: int = 1) -> Volunteer:
+        volunteer = Volunteer(url, tmp_path, workers, name=name)
+        volunteers.append(volunteer)
+        return volunteer
+
+    try:
+        yield start
+    finally:
+        for volunteer in volunteers:
+            volunteer.close()
+
+
+def write_module(tmp_path: Path, name: str, source: str) -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(source), encoding="utf-8")
+    return path

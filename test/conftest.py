@@ -13,6 +13,9 @@ from typing import IO, Any
 
 import pytest
 
+# The real-browser fixtures (browser, tabs, start_root, start_volunteer).
+pytest_plugins = ["browser_helpers"]
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PANDO = str(BIN / "pando")

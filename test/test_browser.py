@@ -6,105 +6,19 @@ driven by Playwright, and checks what the root prints and what the page shows.
 """
 from __future__ import annotations
 
-import sys
-import textwrap
 import time
-import warnings
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
-from browser_helpers import CHROMIUM_ARGS, WEB, Root, Volunteer, chromium_path, local_output, missing_requirements, wait_until
+from browser_helpers import WEB, local_output, skip_without_browser, wait_until, write_module
 
-_MISSING = missing_requirements()
-if _MISSING:
-    message = f"BROWSER TESTS SKIPPED: {_MISSING}"
-    print(f"\n{'!' * 78}\n{message}\n{'!' * 78}", file=sys.stderr)
-    warnings.warn(message, stacklevel=1)
-    pytest.skip(message, allow_module_level=True)
+skip_without_browser("BROWSER TESTS")
 
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright  # noqa: E402
+from playwright.sync_api import Page  # noqa: E402
 
 # Pyodide starts in 2.5-6 s per tab here; a run of a few thousand items takes seconds.
 READY_SECONDS = 90
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-class Tabs:
-    """Tabs in browser contexts of their own; page errors (uncaught exceptions) fail the test."""
-
-    def __init__(self, browser: Browser) -> None:
-        self.browser = browser
-        self.contexts: list[BrowserContext] = []
-        self.page_errors: list[str] = []
-
-    def open(self, url: str, new_profile: bool = False) -> Page:
-        """A tab; with ``new_profile`` in a fresh context (its own localStorage), else beside the others."""
-        if new_profile or not self.contexts:
-            self.contexts.append(self.browser.new_context())
-        page = self.contexts[-1].new_page()
-        page.on("pageerror", lambda error: self.page_errors.append(str(error)))
-        page.goto(url)
-        return page
-
-
-@pytest.fixture
-def tabs(browser: Browser) -> Iterator[Tabs]:
-    tabs = Tabs(browser)
-    try:
-        yield tabs
-    finally:
-        for context in tabs.contexts:
-            context.close()
-    assert not tabs.page_errors, f"uncaught errors on the page: {tabs.page_errors}"
-
-
-@pytest.fixture
-def start_root(tmp_path: Path) -> Iterator[Callable[..., Root]]:
-    roots: list[Root] = []
-
-    def start(module: Path, *options: str) -> Root:
-        root = Root(module, tmp_path, *options)
-        roots.append(root)
-        return root
-
-    try:
-        yield start
-    finally:
-        for root in roots:
-            root.close()
-
-
-@pytest.fixture
-def start_volunteer(tmp_path: Path) -> Iterator[Callable[..., Volunteer]]:
-    volunteers: list[Volunteer] = []
-
-    def start(url: str, workers: int = 1) -> Volunteer:
-        volunteer = Volunteer(url, tmp_path, workers)
-        volunteers.append(volunteer)
-        return volunteer
-
-    try:
-        yield start
-    finally:
-        for volunteer in volunteers:
-            volunteer.close()
-
-
-def write_module(tmp_path: Path, name: str, source: str) -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(source), encoding="utf-8")
-    return path
 
 
 def status(page: Page) -> dict[str, Any]:

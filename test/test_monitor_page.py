@@ -10,30 +10,17 @@ more") and checks that it stays light and fits a phone's screen.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import textwrap
 import time
-import warnings
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
-from browser_helpers import (
-    CHROMIUM_ARGS, Lines, Root, Volunteer, chromium_path, clean_env, missing_requirements, pando_command, wait_until,
-)
+from browser_helpers import skip_without_browser, wait_until, write_module
 
-_MISSING = missing_requirements()
-if _MISSING:
-    message = f"MONITORING PAGE TESTS SKIPPED: {_MISSING}"
-    print(f"\n{'!' * 78}\n{message}\n{'!' * 78}", file=sys.stderr)
-    warnings.warn(message, stacklevel=1)
-    pytest.skip(message, allow_module_level=True)
+skip_without_browser("MONITORING PAGE TESTS")
 
-from playwright.sync_api import Browser, BrowserContext, Page, WebSocketRoute, sync_playwright  # noqa: E402
+from playwright.sync_api import Page, WebSocketRoute  # noqa: E402
 
 READY_SECONDS = 90  # Pyodide starts in a few seconds per tab; more on a loaded machine
 EVIL = '<img src=x onerror="window.pwned=1"><b>bold</b> & co'
@@ -52,103 +39,6 @@ REPORTING = """
         pando.report(units=7)
         return x * x
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-class Tabs:
-    """Pages in a browser context of their own; uncaught page errors fail the test."""
-
-    def __init__(self, browser: Browser) -> None:
-        self.browser = browser
-        self.contexts: list[BrowserContext] = []
-        self.page_errors: list[str] = []
-
-    def open(self, url: str | None = None, **context_options: Any) -> Page:
-        context = self.browser.new_context(**context_options)
-        self.contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda error: self.page_errors.append(str(error)))
-        if url is not None:
-            page.goto(url)
-        return page
-
-
-@pytest.fixture
-def tabs(browser: Browser) -> Iterator[Tabs]:
-    tabs = Tabs(browser)
-    try:
-        yield tabs
-    finally:
-        for context in tabs.contexts:
-            context.close()
-    assert not tabs.page_errors, f"uncaught errors on the page: {tabs.page_errors}"
-
-
-class FixedPortRoot(Root):
-    """``pando MODULE --stdin --start-idle --port PORT``: a root that can come back on the same port."""
-
-    def __init__(self, module: Path, tmp: Path, port: int, *options: str) -> None:  # noqa: D107
-        self.out_path = tmp / f"{module.stem}-{port}-{time.monotonic_ns()}.out"
-        self._out = open(self.out_path, "wb")
-        self.process = subprocess.Popen(
-            [*pando_command(), str(module), "--stdin", "--start-idle", "--port", str(port), *options],
-            stdin=subprocess.PIPE,
-            stdout=self._out,
-            stderr=subprocess.PIPE,
-            env=clean_env(tmp),
-            cwd=tmp,
-        )
-        self.stderr = Lines(self.process.stderr)
-        self.stderr.wait_for(lambda text: "Serving volunteer code at" in text, 30, "the root to print its URL")
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}/"
-
-
-@pytest.fixture
-def start_root(tmp_path: Path) -> Iterator[Callable[..., Root]]:
-    roots: list[Root] = []
-
-    def start(module: Path, *options: str, port: int | None = None) -> Root:
-        root = Root(module, tmp_path, *options) if port is None else FixedPortRoot(module, tmp_path, port, *options)
-        roots.append(root)
-        return root
-
-    try:
-        yield start
-    finally:
-        for root in roots:
-            root.close()
-
-
-@pytest.fixture
-def start_volunteer(tmp_path: Path) -> Iterator[Callable[..., Volunteer]]:
-    volunteers: list[Volunteer] = []
-
-    def start(url: str, name: str, workers: int = 1) -> Volunteer:
-        volunteer = Volunteer(url, tmp_path, workers, name=name)
-        volunteers.append(volunteer)
-        return volunteer
-
-    try:
-        yield start
-    finally:
-        for volunteer in volunteers:
-            volunteer.close()
-
-
-def write_module(tmp_path: Path, name: str, source: str) -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(source), encoding="utf-8")
-    return path
 
 
 def rows(monitor: Page) -> dict[str, dict[str, Any]]:
@@ -194,12 +84,12 @@ def test_the_page_follows_a_tab_and_a_native_volunteer_and_escapes_names(
     root = start_root(module, "--reporting-interval", "0.5")
     root.stderr.wait_for(lambda text: f":{root.port}/monitor" in text, 10, "the page's address at start-up")
 
-    monitor = tabs.open(root.url + "monitor")
+    monitor = tabs.open(root.url + "monitor", new_profile=True)
     wait_until(lambda: connection(monitor) == "live", 15, "the page to connect to the root")
     assert monitor.title() == "Pando monitor"
 
     # A tab with an HTML device name, and a native volunteer, join.
-    tab = tabs.open(root.page_url(EVIL, 1))
+    tab = tabs.open(root.page_url(EVIL, 1), new_profile=True)
     native = start_volunteer(f"http://127.0.0.1:{root.port}", name="native one")
     wait_until(lambda: {EVIL, "native one"} <= rows(monitor).keys(), 30, "both volunteers to be listed")
     wait_until(lambda: tab_ready(tab) >= 1, READY_SECONDS, "the tab's Pyodide worker to be ready")
@@ -279,7 +169,7 @@ def test_a_tab_sums_what_its_workers_report_with_pando_report(tmp_path, tabs, st
         """,
     )
     root = start_root(module, "--reporting-interval", "1")
-    tab = tabs.open(root.page_url("units tab", 2))
+    tab = tabs.open(root.page_url("units tab", 2), new_profile=True)
     wait_until(lambda: tab_ready(tab) >= 2, READY_SECONDS, "the tab's two Pyodide workers to be ready")
     root.feed([str(n) for n in range(8000)], close=False)
 
@@ -304,7 +194,7 @@ def test_the_page_says_when_the_root_is_gone_and_reconnects_when_it_returns(
     module = write_module(tmp_path, "reporting.py", REPORTING)
     first = start_root(module, "--reporting-interval", "0.5")
     port = first.port
-    monitor = tabs.open(first.url + "monitor")
+    monitor = tabs.open(first.url + "monitor", new_profile=True)
     volunteer = start_volunteer(f"http://127.0.0.1:{port}", name="first run")
     wait_until(lambda: "first run" in rows(monitor), 20, "the volunteer to be listed")
     wait_until(lambda: monitor.evaluate("pandoMonitor.history.total.length") >= 3, 10, "a few statuses")
