@@ -46,40 +46,20 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "test"))
 
+from browser_helpers import CHROMIUM_ARGS, chromium_path  # noqa: E402
+from browser_helpers import missing_requirements as missing  # noqa: E402
 from common import (EXAMPLES, PYTHON, REPO, LineClock, Procs, fmt, log, ratio, stderr_collector, summary,  # noqa: E402
                     table, wait_for, wait_port, wait_volunteers)
 
 MODULE = EXAMPLES / "collatz.py"
 PYODIDE = REPO / "pando" / "web" / "node_modules" / "pyodide"
 PORTS = (19800, 19899)
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 READY_TIMEOUT = 120  # a Pyodide worker starts in 2.5–6 s here; much more on a loaded machine
 PHASES = ["cold", "warm_tab", "warm_restart"]
 PHASE_NAMES = {"cold": "cold (fresh profile)", "warm_tab": "warm, tab reopened",
                "warm_restart": "warm, browser restarted"}
-
-
-def chromium_path() -> str | None:
-    for candidate in (os.environ.get("PANDO_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
-                      shutil.which("chromium-browser")):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-def missing() -> str | None:
-    """Why the browser workload cannot run here, or None."""
-    if chromium_path() is None:
-        return "Chromium is not installed (no /usr/bin/chromium; apt-get install chromium)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "Playwright's Python package is missing (pip install playwright)"
-    if not (PYODIDE / "pyodide.mjs").is_file():
-        return "Pyodide is not installed in pando/web/node_modules (npm ci in pando/web, or make)"
-    return None
 
 
 _next_port = [PORTS[0] + os.getpid() % (PORTS[1] - PORTS[0] + 1)]

@@ -56,7 +56,7 @@ def skip_without_browser(what: str) -> None:
     """Skip the calling test module, loudly, when the browser tests cannot run here."""
     missing = missing_requirements()
     if missing:
-        message = f"{what} SKIPPED: {missing}"
+        message = f"{what} SKIPPED, the browser side is NOT tested on this machine: {missing}"
         print(f"\n{'!' * 78}\n{message}\n{'!' * 78}", file=sys.stderr)
         warnings.warn(message, stacklevel=2)
         pytest.skip(message, allow_module_level=True)
@@ -107,17 +107,15 @@ def tabs(browser: Browser) -> Iterator[Tabs]:
 
 
 def missing_requirements() -> str | None:
-    """Why the browser tests cannot run here, or None if they can."""
+    """Why Chromium cannot run Pando's page here (tests, benchmarks), or None if it can."""
     if chromium_path() is None:
-        return ("Chromium is not installed (no /usr/bin/chromium): `apt-get install -y chromium` "
-                "(`make test` does it) — the browser volunteer is NOT tested on this machine")
+        return "Chromium is not installed (no /usr/bin/chromium): `apt-get install -y chromium` (`make test` does it)"
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        return "Playwright's Python package is missing (pip install playwright) — the browser volunteer is NOT tested"
+        return "Playwright's Python package is missing (pip install playwright)"
     if not (PYODIDE / "pyodide.mjs").is_file():
-        return ("Pyodide is not installed in pando/web/node_modules (run `npm ci` in pando/web, or `make`) "
-                "— the browser volunteer is NOT tested")
+        return "Pyodide is not installed in pando/web/node_modules (run `npm ci` in pando/web, or `make`)"
     return None
 
 
