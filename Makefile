@@ -42,6 +42,7 @@ demo: install
 	status=$$?; wait; exit $$status
 
 test: install chromium
+	$(BIN)/python -m mypy pando
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Benchmarks live in bench/ (see bench/README.md); these are shortcuts.

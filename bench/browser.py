@@ -2,7 +2,7 @@
 
 Headless Chromium (Debian's /usr/bin/chromium, driven by Playwright) opens the
 volunteer page of a real ``pando examples/collatz.py --stdin --start-idle``
-root with one Pyodide worker (``#device=NAME;workers=1;``).
+root with one Pyodide worker (``#key=K;device=NAME;workers=1;``, K the join key the root prints).
 
 * **First result**: one small item (a range of a few integers) is written to
   the root, then a tab opens the page; time = ``page.goto`` called → the root
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -85,8 +86,17 @@ def collatz_items(count: int, size: int) -> bytes:
                           capture_output=True, check=True).stdout
 
 
-def page_url(port: int, device: str, workers: int = 1) -> str:
-    return f"http://127.0.0.1:{port}/#device={quote(device, safe='')};workers={workers};"
+_KEY = re.compile(r"Serving volunteer code at http://\S+/#key=([A-Za-z0-9_-]+);")
+
+
+def join_key(errors: list[str]) -> str:
+    """The run's join key, from the URLs the root prints on stderr at start-up."""
+    wait_for(lambda: any(_KEY.search(line) for line in errors), 20, "the root to print its URL")
+    return next(match.group(1) for line in errors if (match := _KEY.search(line)))
+
+
+def page_url(port: int, key: str, device: str, workers: int = 1) -> str:
+    return f"http://127.0.0.1:{port}/#key={key};device={quote(device, safe='')};workers={workers};"
 
 
 PAGE_STATUS = """() => ({
@@ -166,6 +176,7 @@ def first_result_rep(playwright: Any, rep: int, item: bytes, scratch: Path,
         root = procs.pando(MODULE, "--stdin", "--start-idle", "--heartbeat", "5000", port=port)
         errors = stderr_collector(root)
         wait_port(port)
+        key = join_key(errors)
         clock = LineClock(root.stdout, keep=True)
         browser.start()
         for phase in PHASES:
@@ -177,7 +188,7 @@ def first_result_rep(playwright: Any, rep: int, item: bytes, scratch: Path,
             root.stdin.write(item)
             root.stdin.flush()
             start = time.monotonic()
-            page = browser.open(page_url(port, f"first-{phase}"))
+            page = browser.open(page_url(port, key, f"first-{phase}"))
             loaded = time.monotonic() - start  # page.goto returns at the load event
             try:
                 wait_for(lambda: clock.count > before or root.poll() is not None, READY_TIMEOUT,
@@ -217,21 +228,23 @@ def throughput_one(kind: str, data: bytes, count: int, browser: Browser | None) 
         extra: dict[str, Any] = {}
         if kind == "local":
             root = procs.pando(MODULE, "--stdin", "--local", port=0)
+            errors = stderr_collector(root)
         else:
             port = free_port()
             root = procs.pando(MODULE, "--stdin", "--start-idle", "--heartbeat", "5000", port=port)
+            errors = stderr_collector(root)
             wait_port(port)
+            key = join_key(errors)
             if kind == "native":
                 volunteer = procs.volunteer(port, 1, "cpython")
                 wait_volunteers([volunteer], 1)
             else:
                 assert browser is not None
                 started = time.monotonic()
-                page = browser.open(page_url(port, "pyodide"))
+                page = browser.open(page_url(port, key, "pyodide"))
                 wait_for(lambda: page_status(page)["ready"] >= 1, READY_TIMEOUT, "a Pyodide worker", 0.1)
                 extra["tab_ready_s"] = time.monotonic() - started
                 time.sleep(0.3)  # let the page's hello/ready reach the root
-        errors = stderr_collector(root)
         clock = LineClock(root.stdout, keep=True)
         start = time.monotonic()
         threading.Thread(target=lambda: (root.stdin.write(data), root.stdin.close()), daemon=True).start()

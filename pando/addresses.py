@@ -24,6 +24,10 @@ def lan_ipv4() -> list[str]:
     return found
 
 
-def volunteer_urls(port: int) -> list[str]:
-    """The page's URL on each LAN address, then on localhost."""
-    return [f"http://{address}:{port}" for address in lan_ipv4()] + [f"http://localhost:{port}"]
+def volunteer_urls(bind: str, port: int) -> list[str]:
+    """The page's URLs: on each LAN address then on localhost when listening everywhere (``bind``
+    empty), else on the one address listened on."""
+    if bind in ("", "0.0.0.0"):
+        return [f"http://{address}:{port}" for address in lan_ipv4()] + [f"http://localhost:{port}"]
+    host = f"[{bind}]" if ":" in bind else bind
+    return [f"http://{host}:{port}"]

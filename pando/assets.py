@@ -4,17 +4,20 @@
 Only files under ``pando/web/`` (and the named helper files) are ever served.
 Answers carry an ETag and ``Cache-Control: no-cache``, so a returning tab
 revalidates with one small request instead of downloading Pyodide again.
+Each file is read once per run and then served from that one copy, however
+many clients ask for it at once.
 """
 from __future__ import annotations
 
 import email.utils
+import functools
 import mimetypes
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
+from websockets.http11 import Request
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -38,13 +41,22 @@ _TYPES = {
 }
 
 
-def _response(status: HTTPStatus, headers: list[tuple[str, str]], body: bytes = b"") -> Response:
-    headers = [("Date", email.utils.formatdate(usegmt=True)), ("Content-Length", str(len(body))), *headers]
-    return Response(status.value, status.phrase, Headers(headers), body)
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP response to a plain GET: the head to send, then the body (shared, never copied)."""
+
+    status: HTTPStatus
+    headers: tuple[tuple[str, str], ...]
+    body: bytes = b""
+
+    def head(self) -> bytes:
+        lines = [f"HTTP/1.1 {self.status.value} {self.status.phrase}", f"Date: {email.utils.formatdate(usegmt=True)}",
+                 f"Content-Length: {len(self.body)}", "Connection: close",
+                 *(f"{name}: {value}" for name, value in self.headers)]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def _not_found() -> Response:
-    return _response(HTTPStatus.NOT_FOUND, [("Content-Type", "text/plain; charset=utf-8")], b"not found\n")
+_NOT_FOUND = Answer(HTTPStatus.NOT_FOUND, (("Content-Type", "text/plain; charset=utf-8"),), b"not found\n")
 
 
 def _find(path: str) -> Path | None:
@@ -62,19 +74,25 @@ def _find(path: str) -> Path | None:
     return candidate
 
 
-def serve_file(request: Request) -> Response:
-    """Answer a GET for a static file."""
-    file = _find(unquote(urlsplit(request.path).path))
-    if file is None:
-        return _not_found()
+@functools.lru_cache(maxsize=None)  # a run serves a few dozen files, and they do not change under it
+def _load(file: Path) -> tuple[str, bytes] | None:
+    """A file's ETag and bytes, read once; None if it cannot be read."""
     try:
         stat = file.stat()
-        etag = f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"'
-        common = [("ETag", etag), ("Cache-Control", "no-cache")]
-        if request.headers.get("If-None-Match") == etag:
-            return _response(HTTPStatus.NOT_MODIFIED, common)
-        body = file.read_bytes()
+        return f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"', file.read_bytes()
     except OSError:
-        return _not_found()
+        return None
+
+
+def answer(request: Request) -> Answer:
+    """The answer to a plain GET for a static file."""
+    file = _find(unquote(urlsplit(request.path).path))
+    loaded = _load(file) if file is not None else None
+    if file is None or loaded is None:
+        return _NOT_FOUND
+    etag, body = loaded
+    common = (("ETag", etag), ("Cache-Control", "no-cache"))
+    if request.headers.get("If-None-Match") == etag:
+        return Answer(HTTPStatus.NOT_MODIFIED, common)
     kind = _TYPES.get(file.suffix) or mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-    return _response(HTTPStatus.OK, [("Content-Type", kind), *common], body)
+    return Answer(HTTPStatus.OK, (("Content-Type", kind), *common), body)

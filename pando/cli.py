@@ -8,7 +8,13 @@ MODULE is a Python file that binds a function to the key '/pando/1.0.0',
 most simply with the @pando.function decorator. Each ITEM, or with --stdin
 each line of standard input, is lent to a volunteer: a browser tab that opened
 one of the printed URLs, or a `pando-volunteer URL` process. Results are
-printed on standard output, one line per item, in input order.
+printed on standard output, one line per item, in input order; nothing else
+is (what the module prints goes to stderr).
+
+Only invited volunteers join: the printed URLs carry this user's join key
+after #key= (kept in $HOME/.pando/join-key, made on first use). Anyone with
+that URL can join and sees the module and the items; keep it among people and
+machines you trust.
 
 Options:
   --stdin           Read the items from standard input, one per line.
@@ -18,6 +24,10 @@ Options:
                     machine computes while no volunteer is connected.
   --port=PORT       Port of the volunteer page and WebSocket endpoint
                     (default: 5000; 0 picks a free one).
+  --bind=ADDR       Address to listen on, such as 127.0.0.1 for this
+                    machine only (default: every interface).
+  --join-key=KEY    Join key for this run instead of the saved one: 16 to
+                    128 characters among A-Z a-z 0-9 _ -.
   --batch-size=B    Items a volunteer may hold per worker at a time
                     (default: 1). More hides network latency.
   --heartbeat=MS    Heartbeat interval in milliseconds (default: 30000). A
@@ -45,34 +55,38 @@ Monitoring: the printed http://HOST:PORT/monitor page shows volunteers and
 throughput live. On a terminal, stderr also shows a QR code of the join URL
 (for phones) and a progress line.
 PANDO_DEBUG=monitoring writes a JSON status per interval on stderr; other
-topics: lender, session, websockets, all (see docs/monitoring.md).
+topics: lender, session, websockets, threads, all (see docs/monitoring.md).
 
 Defaults for any option can be set in $HOME/.pando/config.json, for example
 {"port": 6000, "batch-size": 4, "start-idle": true}; the command line wins.
 
-Exit status: 0 all results written; 1 the function failed on an item (it,
-its value and the traceback are on stderr; every earlier result is written);
-2 bad command line, config, module or port; 3 an input line that is not
-UTF-8 or is longer than 8 MiB; 130 interrupted; 141 stdout was closed.
+Exit status: 0 all results written; 1 the run failed: the function failed
+on an item (it, its value and the traceback are on stderr; every earlier
+result is written), results could not be written, nothing could compute (the
+root's helper keeps dying and no volunteer is connected), or an internal
+error; 2 bad command line, config, module, join key or port; 3 an input line
+that is not UTF-8 or is longer than 8 MiB; 130 interrupted; 141 stdout was
+closed.
 """
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, BinaryIO
 
 
-from pando import config, debug, status, usage
+from pando import access, config, debug, status, stdout, usage
 from pando.console import Console
 from pando.local import run_local
 from pando.module import ModuleError, load_file
 from pando.reader import InputError, argv_batches, stdin_unbuffered, stream_batches
 from pando.root import Root, Settings
+from pando.server import raise_file_limit
 
 # Built-in defaults, under the config file, under the command line.
-DEFAULTS: dict[str, Any] = {"port": 5000, "batch-size": 1, "heartbeat": 30_000, "seed": None,
-                            "reporting-interval": 3.0, "start-idle": False, "stdin": False, "local": False,
-                            "quiet": False, "global-monitoring": False}
+DEFAULTS: dict[str, Any] = {"port": 5000, "bind": "", "join-key": None, "batch-size": 1, "heartbeat": 30_000,
+                            "seed": None, "reporting-interval": 3.0, "start-idle": False, "stdin": False,
+                            "local": False, "quiet": False, "global-monitoring": False}
 # Options with a value: how to read it, and its bounds (both inclusive).
 _VALUES: dict[str, tuple[type, float, float]] = {
     "port": (int, 0, 65535),
@@ -89,8 +103,8 @@ def _option(args: dict[str, Any], configured: dict[str, Any], key: str) -> Any:
         given = configured.get(key, DEFAULTS[key])
         if key not in _VALUES or given is None:
             return given
-    elif given is True:
-        return True
+    elif given is True or key not in _VALUES:  # a flag, or a text option
+        return given
     kind, low, high = _VALUES[key]
     try:
         value = kind(given)
@@ -111,24 +125,50 @@ def _run(args: dict[str, Any]) -> int:
     module_path = args["MODULE"]
     if options["stdin"] and args["ITEM"]:
         raise status.PandoError("give items on the command line or with --stdin, not both")
+    key = options["join-key"]
+    if key is not None:
+        access.check_key(key, "--join-key")
+    elif not options["local"]:
+        key = access.user_key()
+    out = stdout.claim()  # before the module runs a line: its prints must never reach the results
     try:
         source, fn = load_file(module_path)
     except ModuleError as exc:
         raise status.PandoError(str(exc)) from None
     batches = stream_batches(stdin_unbuffered()) if options["stdin"] else argv_batches(args["ITEM"])
-    out = sys.stdout.buffer
-    if options["local"]:
-        return run_local(fn, batches, out)
-    settings = Settings(
-        port=options["port"],
-        batch_size=options["batch-size"],
-        heartbeat_ms=options["heartbeat"],
-        start_idle=options["start-idle"],
-        seed=options["seed"],
-        reporting_interval=options["reporting-interval"],
-    )
-    total = None if options["stdin"] else len(args["ITEM"])
-    return Root(settings, os.path.basename(module_path), source, batches, total, out, console).run()
+    try:
+        if options["local"]:
+            code = run_local(fn, batches, out)
+        else:
+            raise_file_limit()
+            settings = Settings(
+                port=options["port"],
+                bind=options["bind"],
+                join_key=key,
+                batch_size=options["batch-size"],
+                heartbeat_ms=options["heartbeat"],
+                start_idle=options["start-idle"],
+                seed=options["seed"],
+                reporting_interval=options["reporting-interval"],
+            )
+            total = None if options["stdin"] else len(args["ITEM"])
+            code = Root(settings, os.path.basename(module_path), source, batches, total, out, console).run()
+    except BrokenPipeError:
+        code = status.BROKEN_PIPE
+    return _close(out, code)
+
+
+def _close(out: BinaryIO, code: int) -> int:
+    """Close the results' stream; a last write that fails there still fails the run."""
+    try:
+        out.close()
+    except BrokenPipeError:
+        return code if code != status.OK else status.BROKEN_PIPE
+    except OSError as exc:
+        if code == status.OK:
+            print(f"pando: cannot write results: {exc.strerror or exc}", file=sys.stderr)
+            return status.FAILED
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,10 +184,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pando: interrupted", file=sys.stderr)
         code = status.INTERRUPTED
-    except BrokenPipeError:
-        code = status.BROKEN_PIPE
-    if code == status.BROKEN_PIPE:
-        status.silence_stdout()
     return code
 
 

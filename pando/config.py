@@ -11,6 +11,8 @@ from pando.status import PandoError
 #: Keys this version understands, with the JSON type each must have.
 KEYS: dict[str, type] = {
     "port": int,
+    "bind": str,
+    "join-key": str,
     "batch-size": int,
     "heartbeat": int,
     "seed": int,
@@ -21,7 +23,7 @@ KEYS: dict[str, type] = {
     "quiet": bool,
     "global-monitoring": bool,
 }
-_JSON_NAMES = {int: "integer", float: "number", bool: "boolean"}
+_JSON_NAMES = {int: "integer", float: "number", bool: "boolean", str: "string"}
 
 #: Keys of the original tool for options this version does not have yet:
 #: accepted, with a warning, so an existing config file keeps working.
@@ -46,6 +48,8 @@ def load(file: Path | None = None) -> tuple[dict[str, Any], list[str]]:
         data = json.loads(text)
     except ValueError as exc:
         raise PandoError(f"{file} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise PandoError(f"{file} is not a config: its JSON is nested too deeply") from None
     if not isinstance(data, dict):
         raise PandoError(f"{file} must hold a JSON object of option names and values")
     options: dict[str, Any] = {}

@@ -16,6 +16,7 @@ TOPICS = {
     "lender": "pando.lender",
     "session": "pando.session",
     "websockets": "pando.websockets",
+    "threads": "pando.threads",
 }
 
 

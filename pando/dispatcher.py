@@ -19,7 +19,7 @@ LOG = logging.getLogger("pando.lender")
 class Dispatcher:
     """Lends items to sessions as soon as both exist; owned and stopped by the root."""
 
-    def __init__(self, lender: Lender, heartbeat_ms: int) -> None:
+    def __init__(self, lender: Lender[Session], heartbeat_ms: int) -> None:
         self._lender = lender
         self._silence_limit = 1.5 * heartbeat_ms / 1000
         self._sweep_every = heartbeat_ms / 4000
@@ -38,7 +38,6 @@ class Dispatcher:
     def _run(self) -> None:
         next_sweep = time.monotonic() + self._sweep_every
         while not self._stopping.is_set():
-            session: Session
             for session, items in self._lender.wait_assign(max(0.0, next_sweep - time.monotonic())):
                 if LOG.isEnabledFor(logging.DEBUG):
                     LOG.debug("lent %d item(s) to %s: ids %s", len(items), session, [i for i, _ in items])

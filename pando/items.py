@@ -54,6 +54,13 @@ def format(result: Any) -> str:  # noqa: A001 - the module's verb, used as items
             raise ResultError(f"result of type {type(result).__name__} cannot be written as JSON: {exc}") from None
     if "\n" in line or "\r" in line:
         raise ResultError("result contains a line break; return a single line (or a value written as JSON)")
-    if len(line) > MAX_ITEM_BYTES // 4 and len(line.encode("utf-8")) > MAX_ITEM_BYTES:
+    if line.isascii():
+        size = len(line)
+    else:
+        try:
+            size = len(line.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise ResultError(f"result is not valid Unicode text ({exc.reason} at character {exc.start})") from None
+    if size > MAX_ITEM_BYTES:
         raise ResultError(f"result is larger than {MAX_ITEM_BYTES} bytes")
     return line

@@ -18,7 +18,7 @@ import heapq
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Hashable, Iterable
+from typing import Generic, Hashable, Iterable, TypeVar
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,11 @@ class _Holding:
     held: set[int] = field(default_factory=set)
 
 
-Assignment = tuple[Hashable, list[tuple[int, str]]]
+#: A holder: anything hashable (the root's sessions; plain values in tests).
+H = TypeVar("H", bound=Hashable)
 
 
-class Lender:
+class Lender(Generic[H]):
     """Thread-safe lending state for one run."""
 
     def __init__(self, max_losses: int = 3) -> None:
@@ -52,10 +53,10 @@ class Lender:
         self._fresh: deque[int] = deque()  # never lent, in input order
         self._again: list[int] = []  # heap of ids whose holder was lost
         self._losses: dict[int, int] = {}
-        self._holders: dict[Hashable, _Holding] = {}
+        self._holders: dict[H, _Holding] = {}
         # Holders with room for more, in the order they got room: assigning
         # walks only these, not every holder, once per result.
-        self._hungry: dict[Hashable, None] = {}
+        self._hungry: dict[H, None] = {}
         self._others = 0  # holders that are not local
         self._stop_after: int | None = None  # set by the first failure
         self._closed = False
@@ -73,7 +74,7 @@ class Lender:
 
     # -- holders -----------------------------------------------------------
 
-    def join(self, holder: Hashable, capacity: int, *, name: str = "", local: bool = False) -> None:
+    def join(self, holder: H, capacity: int, *, name: str = "", local: bool = False) -> None:
         """A session starts holding items, at most ``capacity`` at a time."""
         with self._cond:
             if holder in self._holders:  # would silently drop what it holds
@@ -86,7 +87,7 @@ class Lender:
             self._recheck(holder)
             self._cond.notify_all()
 
-    def leave(self, holder: Hashable, *, blame_items: bool = True) -> list[Failure]:
+    def leave(self, holder: H, *, blame_items: bool = True) -> list[Failure]:
         """A session is gone: lend its items again; return those that ran out of holders.
 
         ``blame_items`` False (the session broke the protocol, say) lends the
@@ -110,19 +111,24 @@ class Lender:
             self._cond.notify_all()
             return failures
 
-    def holders(self) -> list[Hashable]:
+    def volunteers(self) -> int:
+        """How many holders are not the root's own helper."""
+        with self._cond:
+            return self._others
+
+    def holders(self) -> list[H]:
         """The sessions holding (or able to hold) items now."""
         with self._cond:
             return list(self._holders)
 
     # -- the dispatcher's side ---------------------------------------------
 
-    def assign(self) -> list[Assignment]:
+    def assign(self) -> list[tuple[H, list[tuple[int, str]]]]:
         """Fill every holder's free capacity; return what each one got (maybe nothing)."""
         with self._cond:
             return self._assign()
 
-    def wait_assign(self, timeout: float) -> list[Assignment]:
+    def wait_assign(self, timeout: float) -> list[tuple[H, list[tuple[int, str]]]]:
         """Like :meth:`assign`, but wait up to ``timeout`` seconds for something to lend."""
         with self._cond:
             assignments = self._assign()
@@ -137,8 +143,8 @@ class Lender:
             self._closed = True
             self._cond.notify_all()
 
-    def _assign(self) -> list[Assignment]:
-        out: list[Assignment] = []
+    def _assign(self) -> list[tuple[H, list[tuple[int, str]]]]:
+        out: list[tuple[H, list[tuple[int, str]]]] = []
         for holder in list(self._hungry):
             if not self._again and not self._fresh:
                 break
@@ -162,7 +168,7 @@ class Lender:
     def _free(self, holding: _Holding) -> int:
         return 0 if holding.local and self._others else holding.capacity - len(holding.held)
 
-    def _recheck(self, holder: Hashable) -> None:
+    def _recheck(self, holder: H) -> None:
         """Keep ``_hungry`` true to a holder's room after its load or the local rule changed."""
         if self._free(self._holders[holder]) > 0:
             self._hungry.setdefault(holder, None)
@@ -185,9 +191,9 @@ class Lender:
 
     # -- sessions reporting ------------------------------------------------
 
-    def complete(self, holder: Hashable, results: Iterable[tuple[int, str]]) -> list[tuple[int, str]]:
+    def complete(self, holder: H, results: Iterable[tuple[int, str]]) -> list[tuple[int, str]]:
         """Results from a session; return the ones accepted (held by it, not done before)."""
-        accepted = []
+        accepted: list[tuple[int, str]] = []
         with self._cond:
             holding = self._holders.get(holder)
             if holding is None:
@@ -205,19 +211,19 @@ class Lender:
                 self._cond.notify_all()
         return accepted
 
-    def fail(self, holder: Hashable, item_id: int, details: str) -> Failure | None:
+    def fail(self, holder: H, item_id: int, details: str) -> Failure | None:
         """The function failed on an item: nothing after it is lent any more."""
         with self._cond:
             holding = self._release(holder, item_id)
             return None if holding is None else self._failed(item_id, details, holding.name)
 
-    def lost(self, holder: Hashable, item_id: int, reason: str) -> Failure | None:
+    def lost(self, holder: H, item_id: int, reason: str) -> Failure | None:
         """A session lost one item's computation (a worker died): lend it again, or fail it."""
         with self._cond:
             holding = self._release(holder, item_id)
             return None if holding is None else self._lost(item_id, holding, reason)
 
-    def _release(self, holder: Hashable, item_id: int) -> _Holding | None:
+    def _release(self, holder: H, item_id: int) -> _Holding | None:
         """Take an item from the session holding it; None if that session does not hold it."""
         holding = self._holders.get(holder)
         if holding is None or item_id not in holding.held:
@@ -251,7 +257,7 @@ class Lender:
 
     # -- views -------------------------------------------------------------
 
-    def held(self, holder: Hashable) -> set[int]:
+    def held(self, holder: H) -> set[int]:
         """A copy of the ids a session holds."""
         with self._cond:
             holding = self._holders.get(holder)
@@ -267,7 +273,7 @@ class Lender:
         with self._cond:
             return dict(self._counts)
 
-    def held_counts(self) -> dict[Hashable, int]:
+    def held_counts(self) -> dict[H, int]:
         """How many items each session holds now."""
         with self._cond:
             return {holder: len(holding.held) for holder, holding in self._holders.items()}

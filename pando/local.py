@@ -1,18 +1,22 @@
 """Computing on the root's own machine.
 
 ``--local`` runs the module in this process on one item after another, with no
-server at all. Without ``--start-idle``, the root instead starts
-``python -m pando.local URL``: an ordinary volunteer of one worker that says it
-is the root's own helper, so the lender gives it items only while no other
-volunteer is connected, and its function never runs on the dispatcher's thread.
+server at all. Without ``--start-idle``, the root instead starts a helper
+process: an ordinary volunteer of one worker that says it is the root's own
+helper (and proves it with a secret of its own), so the lender gives it items
+only while no other volunteer is connected, and its function never runs on the
+dispatcher's thread.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
 from pando import items, status
+from pando.access import Access
 from pando.lender import Failure
 from pando.module import PandoFunction
 from pando.reorder import describe_failure
@@ -30,11 +34,21 @@ def run_local(fn: PandoFunction, batches: Iterable[list[str]], out: BinaryIO) ->
             if answer[0] != "ok":
                 out.flush()
                 print(describe_failure(Failure(position, text, answer[3] or answer[2])), file=sys.stderr)
-                return status.ITEM_FAILED
-            out.write(answer[2].encode("utf-8") + b"\n")
-            out.flush()  # results appear as they come, as they do from volunteers
+                return status.FAILED
+            try:
+                out.write(answer[2].encode("utf-8") + b"\n")
+                out.flush()  # results appear as they come, as they do from volunteers
+            except BrokenPipeError:
+                raise
+            except OSError as exc:
+                print(f"pando: cannot write results: {exc.strerror or exc}", file=sys.stderr)
+                return status.FAILED
             position += 1
     return status.OK
+
+
+#: The directory holding this ``pando`` package: the helper imports exactly it.
+_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
 
 class Helper:
@@ -43,19 +57,30 @@ class Helper:
     #: Times a helper that died is started again before the root gives up on it.
     RESTARTS = 3
 
-    def __init__(self, port: int, log: Callable[[str], None]) -> None:
+    def __init__(self, port: int, access: Access, log: Callable[[str], None]) -> None:
         self._port = port
+        self._access = access
         self._log = log
         self._restarts = 0
+        #: True once the helper died more often than it is restarted.
+        self.gave_up = False
         self._process: subprocess.Popen[bytes] | None = self._start()
 
     def _start(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "pando.local", f"ws://127.0.0.1:{self._port}/volunteer"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+        # -P and an explicit path: a `pando` folder in the working directory is never imported instead.
+        entry = f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); from pando.local import main; sys.exit(main())"
+        process = subprocess.Popen(
+            [sys.executable, "-P", "-c", entry],
+            stdin=subprocess.PIPE,
+            stdout=sys.stderr.fileno(),  # the module's prints, like the root's own
             start_new_session=True,  # Ctrl-C is for the root, which then stops the helper
         )
+        assert process.stdin is not None
+        # The secret goes through a pipe: a command line is visible to every user of the machine.
+        url = f"ws://127.0.0.1:{self._port}/volunteer"
+        process.stdin.write(json.dumps({"url": url, "secret": self._access.helper_secret}).encode() + b"\n")
+        process.stdin.close()
+        return process
 
     def check(self) -> None:
         """Start the helper again if it died while the run goes on (its items are lent again)."""
@@ -65,6 +90,7 @@ class Helper:
             self._log(f"pando: the root's own helper ended (status {code}) {self.RESTARTS + 1} times; "
                       "only volunteers compute from now on")
             self._process = None
+            self.gave_up = True
             return
         self._restarts += 1
         self._log(f"pando: the root's own helper ended (status {code}); starting it again")
@@ -81,5 +107,8 @@ class Helper:
             self._process.wait()
 
 
-if __name__ == "__main__":
-    sys.exit(Volunteer(sys.argv[1], workers=1, name="root", role="local", quiet=True, retry=False).run())
+def main() -> int:
+    """The helper process: its URL and secret come on stdin."""
+    given = json.loads(sys.stdin.readline())
+    helper = Volunteer(given["url"], given["secret"], workers=1, name="root", role="local", quiet=True, retry=False)
+    return helper.run()

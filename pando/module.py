@@ -8,12 +8,14 @@ function. This file uses the standard library only: it also runs in Pyodide.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import os
 import sys
 import threading
 import traceback
 import types
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, NoReturn
 
 from pando import items
 
@@ -95,7 +97,10 @@ def load(source: str, filename: str) -> PandoFunction:
     except SyntaxError as exc:
         raise ModuleError(f"{filename}:{exc.lineno}: syntax error: {exc.msg}") from None
     try:
-        exec(code, module.__dict__)
+        with exits_refused():
+            exec(code, module.__dict__)
+    except SystemExit as exc:
+        raise ModuleError(f"{filename}: exited (status {exc.code!r}) while loading; a module must not exit") from None
     except Exception:
         raise ModuleError(f"{filename}: failed while loading:\n{traceback.format_exc().rstrip()}") from None
     fn = module.__dict__.get(PROTOCOL_KEY)
@@ -149,11 +154,31 @@ def call(fn: PandoFunction, value: Any) -> tuple[Any, Any]:
             called.set()
 
     try:
-        fn(value, callback)
-    except Exception as exc:
+        with exits_refused():
+            fn(value, callback)
+    except (Exception, SystemExit) as exc:  # an exit inside the function is that item's error
         return exc, None
     called.wait()
     return outcome[0]
+
+
+@contextlib.contextmanager
+def exits_refused() -> Iterator[None]:
+    """While user code runs, ``os._exit`` raises SystemExit instead of ending the process at once.
+
+    A runner then reports an exit at import as a broken module, and one inside
+    the function as that item's error, instead of vanishing without a word.
+    """
+    real = os._exit
+
+    def refuse(status: int) -> NoReturn:
+        raise SystemExit(status)
+
+    os._exit = refuse
+    try:
+        yield
+    finally:
+        os._exit = real
 
 
 def answer(item_id: int, err: Any, result: Any) -> Answer:

@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection
 
 from pando import protocol
+from pando.access import refuse
 
 #: The JSON log: one status object per line, when PANDO_DEBUG names "monitoring".
 LOG = logging.getLogger("pando.monitoring")
@@ -82,7 +83,7 @@ class Monitor:
         self,
         interval: float,
         counts: Callable[[], dict[str, int]],
-        held: Callable[[], dict[Hashable, int]],
+        held: Callable[[], dict[Any, int]],
         total: int | None,
     ) -> None:
         self.interval = interval
@@ -188,18 +189,27 @@ class Monitor:
         """Send a fresh status to the log (all devices) and the page's viewers (the busiest)."""
         status = self.status()
         if LOG.isEnabledFor(logging.DEBUG):
-            LOG.debug(json.dumps(status))
+            LOG.debug(json.dumps(status, allow_nan=False))
         devices = status["devices"]
         status.update(type="status", devices=devices[:FEED_DEVICES], more_devices=max(0, len(devices) - FEED_DEVICES))
-        text = json.dumps(status)
+        text = json.dumps(status, allow_nan=False)  # the page's JSON.parse takes no NaN
         with self._lock:
             self._latest_feed = text
             viewers = list(self._viewers)
         for viewer in viewers:
             viewer.put(text)
 
-    def serve_viewer(self, connection: ServerConnection) -> None:
-        """One monitoring page's WebSocket: a status every interval until either side stops."""
+    def serve_viewer(self, connection: ServerConnection, admits: Callable[[str], bool]) -> None:
+        """One monitoring page's WebSocket: once it showed the join key (``admits`` it), a status
+        every interval until either side stops."""
+        try:
+            frame = protocol.decode(connection.recv(timeout=protocol.GREETING_SECONDS), protocol.FROM_VIEWER)
+        except (protocol.ProtocolError, TimeoutError, ConnectionClosed):
+            return
+        assert isinstance(frame, protocol.Watch)
+        if not admits(frame.key):
+            refuse(connection, "wrong or missing join key: open the monitoring URL the root printed, with its #key=...")
+            return
         viewer: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         with self._lock:
             if self._closed:

@@ -13,19 +13,42 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from pando import items
 
 #: Bumped on any incompatible change; a volunteer speaking another version is
-#: refused with a ``bye`` frame that says why.
-VERSION = 1
+#: refused with a ``bye`` frame that says why. Version 2 added the join key.
+VERSION = 2
 
 #: Path of the WebSocket endpoint on the root's port.
 VOLUNTEER_PATH = "/volunteer"
 
+#: Path of the monitoring page's WebSocket feed.
+MONITOR_PATH = "/monitor"
+
 #: Largest frame either side accepts. A larger one closes that session.
 MAX_FRAME_BYTES = 64 * 1024 * 1024
+
+#: Largest frame the root accepts before a peer proved it was invited (its
+#: hello, or a monitoring page's watch frame): small, so that anyone who can
+#: reach the port costs the root next to nothing.
+MAX_GREETING_BYTES = 4096
+
+#: Seconds a peer has to send that first frame before it is dropped.
+GREETING_SECONDS = 10.0
+
+#: Most workers a volunteer may declare.
+MAX_WORKERS = 1024
+
+#: Longest device name kept, in characters.
+MAX_NAME = 200
+
+#: Largest integer a frame may carry (ids, counts): JSON's exact range.
+MAX_INT = 2**53
+
+#: Shortest interval a report may cover, in seconds: rates stay finite.
+MIN_INTERVAL = 0.001
 
 #: Largest single item or result (UTF-8 bytes). Frames are packed so that one
 #: such item always fits, even if JSON escaping makes it six times longer.
@@ -46,12 +69,25 @@ class Hello:
 
     name: str
     workers: int
+    key: str
     role: str = "volunteer"
     protocol: int = VERSION
     type = "hello"
 
     def payload(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "name": self.name, "workers": self.workers, "role": self.role}
+        return {"protocol": self.protocol, "name": self.name, "workers": self.workers, "role": self.role,
+                "key": self.key}
+
+
+@dataclass(frozen=True)
+class Watch:
+    """Monitoring page → root, first frame on the feed: the join key."""
+
+    key: str
+    type = "watch"
+
+    def payload(self) -> dict[str, Any]:
+        return {"key": self.key}
 
 
 @dataclass(frozen=True)
@@ -171,11 +207,12 @@ class Bye:
         return out
 
 
-Frame = Union[Hello, Module, Lend, Result, Error, Report, Heartbeat, Bye]
+Frame = Union[Hello, Watch, Module, Lend, Result, Error, Report, Heartbeat, Bye]
 
 #: Frames each side may receive.
 FROM_VOLUNTEER = ("hello", "result", "error", "report", "heartbeat")
 FROM_ROOT = ("module", "lend", "heartbeat", "bye")
+FROM_VIEWER = ("watch",)
 
 _HEARTBEAT = Heartbeat()
 
@@ -196,9 +233,11 @@ def decode(text: str | bytes, allowed: tuple[str, ...]) -> Frame:
     if isinstance(text, bytes):
         raise ProtocolError("binary frame; the protocol uses text frames")
     try:
-        body = json.loads(text)
+        body = json.loads(text, parse_constant=_no_constant)
     except ValueError as exc:
         raise ProtocolError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("JSON nested too deeply") from None
     if not isinstance(body, dict):
         raise ProtocolError("a frame must be a JSON object")
     kind = body.get("type")
@@ -210,6 +249,11 @@ def decode(text: str | bytes, allowed: tuple[str, ...]) -> Frame:
         raise ProtocolError(f"malformed {kind} frame: {exc}") from None
 
 
+def _no_constant(name: str) -> None:
+    # NaN and Infinity are not JSON; Python's parser accepts them unless told not to.
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _str(body: dict[str, Any], key: str, default: str | None = None) -> str:
     value = body.get(key, default)
     if not isinstance(value, str):
@@ -217,19 +261,18 @@ def _str(body: dict[str, Any], key: str, default: str | None = None) -> str:
     return value
 
 
-def _int(body: dict[str, Any], key: str, minimum: int = 0) -> int:
+def _int(body: dict[str, Any], key: str, minimum: int = 0, maximum: int = MAX_INT) -> int:
     value = body[key]
-    if type(value) is not int or value < minimum:
-        raise ValueError(f"{key!r} must be an integer >= {minimum}")
+    if type(value) is not int or not minimum <= value <= maximum:
+        raise ValueError(f"{key!r} must be an integer from {minimum} to {maximum}")
     return value
 
 
-def _number(body: dict[str, Any], key: str, default: float | None = None, positive: bool = False) -> float:
+def _number(body: dict[str, Any], key: str, default: float | None = None, minimum: float = 0.0) -> float:
+    """A finite number >= ``minimum`` (and > 0 when ``minimum`` is above 0)."""
     value = body.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-        raise ValueError(f"{key!r} must be a non-negative number")
-    if positive and value == 0:
-        raise ValueError(f"{key!r} must be more than 0")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not minimum <= value <= MAX_INT:
+        raise ValueError(f"{key!r} must be a number from {minimum:g} to {MAX_INT}")
     return value
 
 
@@ -247,22 +290,37 @@ def _pairs(value: Any, key: str, one_line: bool = False) -> list[tuple[int, str]
             not isinstance(pair, list)
             or len(pair) != 2
             or type(pair[0]) is not int
-            or pair[0] < 0
+            or not 0 <= pair[0] <= MAX_INT
             or not isinstance(pair[1], str)
         ):
             raise ValueError(f"{key!r} must hold [id, text] pairs")
-        if one_line and ("\n" in pair[1] or "\r" in pair[1]):
-            raise ValueError(f"{key!r} text must not hold a line break")
+        if one_line:
+            _one_line(pair[1], key)
         pairs.append((pair[0], pair[1]))
     return pairs
 
 
+def _one_line(text: str, key: str) -> None:
+    """A result line: no line break, and UTF-8 text (JSON escapes can smuggle in lone surrogates)."""
+    if "\n" in text or "\r" in text:
+        raise ValueError(f"{key!r} text must not hold a line break")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{key!r} text is not valid Unicode") from None
+
+
 def _parse_hello(body: dict[str, Any]) -> Hello:
+    version = _int(body, "protocol")
+    if version != VERSION:  # the rest may not parse; the root answers with a clear refusal
+        return Hello(name="", workers=1, key="", protocol=version)
     role = _str(body, "role", "volunteer")
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
     name = _str(body, "name", "")
-    return Hello(name=name[:200], workers=_int(body, "workers", 1), role=role, protocol=_int(body, "protocol"))
+    return Hello(name=name[:MAX_NAME], workers=_int(body, "workers", 1, MAX_WORKERS), key=_str(body, "key", ""),
+                 role=role, protocol=version)
 
 
 def _parse_error(body: dict[str, Any]) -> Error:
@@ -282,13 +340,13 @@ def _parse_module(body: dict[str, Any]) -> Module:
         source=_str(body, "source"),
         heartbeat_ms=_int(body, "heartbeat", 1),
         batch_size=_int(body, "batch_size", 1),
-        reporting_interval=_number(body, "reporting_interval", 3.0, positive=True),
+        reporting_interval=_number(body, "reporting_interval", 3.0, minimum=MIN_INTERVAL),
     )
 
 
 def _parse_report(body: dict[str, Any]) -> Report:
     return Report(
-        interval=_number(body, "interval"),
+        interval=_number(body, "interval", minimum=MIN_INTERVAL),
         items=_int(body, "items"),
         cpu_time=_number(body, "cpu_time"),
         data_transfer_time=_number(body, "data_transfer_time", 0.0),
@@ -296,8 +354,9 @@ def _parse_report(body: dict[str, Any]) -> Report:
     )
 
 
-_PARSERS = {
+_PARSERS: dict[str, Callable[[dict[str, Any]], Frame]] = {
     "hello": _parse_hello,
+    "watch": lambda body: Watch(_str(body, "key")),
     "module": _parse_module,
     "lend": lambda body: Lend(_pairs(body["items"], "items")),
     "result": lambda body: Result(_pairs(body["results"], "results", one_line=True)),
@@ -328,8 +387,14 @@ def pack(pairs: list[tuple[int, str]], limit: int = MAX_FRAME_BYTES // 8) -> lis
     return groups
 
 
+def frame_limit(capacity: int) -> int:
+    """Largest frame an invited volunteer holding ``capacity`` items can need: its results, escaped."""
+    return min(MAX_FRAME_BYTES, MAX_GREETING_BYTES + capacity * (6 * MAX_ITEM_BYTES + 64))
+
+
 __all__ = [
-    "VERSION", "VOLUNTEER_PATH", "MAX_FRAME_BYTES", "MAX_ITEM_BYTES", "ROLES", "ProtocolError",
-    "Hello", "Module", "Lend", "Result", "Error", "Report", "Heartbeat", "Bye", "Frame",
-    "FROM_VOLUNTEER", "FROM_ROOT", "encode", "decode", "pack",
+    "VERSION", "VOLUNTEER_PATH", "MONITOR_PATH", "MAX_FRAME_BYTES", "MAX_GREETING_BYTES", "GREETING_SECONDS", "MAX_ITEM_BYTES",
+    "MAX_WORKERS", "MAX_NAME", "MAX_INT", "MIN_INTERVAL", "ROLES", "ProtocolError",
+    "Hello", "Watch", "Module", "Lend", "Result", "Error", "Report", "Heartbeat", "Bye", "Frame",
+    "FROM_VOLUNTEER", "FROM_ROOT", "FROM_VIEWER", "encode", "decode", "pack", "frame_limit",
 ]

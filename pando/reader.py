@@ -124,9 +124,11 @@ class Reader:
         self._thread.start()
 
     def _run(self) -> None:
+        # Any other exception is a bug: it escapes to the run's supervisor, and
+        # the end of the input is never announced, so it cannot pass for one.
         try:
             for batch in self._batches:
-                self._window.take(len(batch))
+                self._window.take(len(batch), sum(map(len, batch)))
                 self._lender.add(zip(range(self.count, self.count + len(batch)), batch))
                 self.count += len(batch)
         except InputError as exc:
@@ -134,8 +136,7 @@ class Reader:
         except OSError as exc:
             error = InputError(f"cannot read the input: {exc}")
             self._stop_early(error, str(error))
-        finally:
-            self._reorder.end(self.count)
+        self._reorder.end(self.count)
 
     def _stop_early(self, error: status.PandoError, message: str) -> None:
         self.error = error

@@ -14,7 +14,11 @@ from typing import BinaryIO, Callable, Union
 
 from pando import status
 from pando.lender import Failure
+from pando.printable import printable
 from pando.window import Window
+
+#: Longest failure text shown (a traceback), in characters.
+MAX_DETAILS = 20_000
 
 _Message = Union[list[tuple[int, Union[str, Failure]]], int, None]
 
@@ -23,7 +27,9 @@ def describe_failure(failure: Failure) -> str:
     """The stderr text for a failed item: its position, value, holder and details."""
     value = failure.value if len(failure.value) <= 200 else failure.value[:200] + "…"
     where = f" on {failure.holder}" if failure.holder else ""
-    details = "\n".join("  " + line for line in failure.details.splitlines())
+    # The details may come from a volunteer: no escape sequences reach the terminal.
+    text = printable(failure.details, MAX_DETAILS, multiline=True)
+    details = "\n".join("  " + line for line in text.splitlines())
     return f"pando: item {failure.id + 1} (value {value!r}) failed{where}:\n{details}"
 
 
@@ -36,6 +42,7 @@ class Reorder:
         self._log = log or (lambda text: print(text, file=sys.stderr, flush=True))
         self._queue: queue.SimpleQueue[_Message] = queue.SimpleQueue()
         self._waiting: dict[int, Union[str, Failure]] = {}
+        self._waiting_bytes = 0  # the text of the results in _waiting
         self._total: int | None = None
         self.written = 0
         #: Set when the thread has stopped; :attr:`status` then says why.
@@ -71,8 +78,10 @@ class Reorder:
                 pass
         except BrokenPipeError:
             self.status = status.BROKEN_PIPE
-        finally:
-            self.done.set()
+        except OSError as exc:  # a full disk, a device that refuses: the results are not all written
+            self._log(f"pando: cannot write results: {exc.strerror or exc}")
+            self.status = status.FAILED
+        self.done.set()  # not on a crash: the supervisor ends the run then
 
     def _step(self) -> bool:
         """Take every queued message, write what is ready; False when finished."""
@@ -83,25 +92,32 @@ class Reorder:
             if isinstance(message, int):
                 self._total = message
             else:
-                self._waiting.update(message)
+                for item_id, entry in message:
+                    self._waiting[item_id] = entry
+                    if isinstance(entry, str):
+                        self._waiting_bytes += len(entry)
             try:
                 message = self._queue.get_nowait()
             except queue.Empty:
                 break
         lines, failure = self._ready()
         if lines:
+            for line in lines:
+                self._waiting_bytes -= len(line)
             lines.append("")  # for the last newline
-            self._out.write("\n".join(lines).encode("utf-8", "replace"))
+            # Strict: every line was checked to be UTF-8 text where it was made.
+            self._out.write("\n".join(lines).encode("utf-8"))
             self._window.give(len(lines) - 1)
+        self._window.waiting(self._waiting_bytes)
         self._out.flush()
         if failure is not None:
             self._log(describe_failure(failure))
-            self.status = status.ITEM_FAILED
+            self.status = status.FAILED
             return False
         return self._total is None or self.written < self._total
 
     def _ready(self) -> tuple[list[str], Failure | None]:
-        lines = []
+        lines: list[str] = []
         waiting = self._waiting
         while self.written in waiting:
             entry = waiting.pop(self.written)

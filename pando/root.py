@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterable
 
 from pando import protocol, status
+from pando.access import Access, fragment
 from pando.addresses import volunteer_urls
 from pando.console import Console
 from pando.dispatcher import Dispatcher
@@ -23,18 +24,23 @@ from pando.reader import Reader
 from pando.reorder import Reorder
 from pando.server import Server
 from pando.session import Job, Session
+from pando.supervisor import Supervisor
 from pando.window import Window
 
-#: Items read but not yet written, at most (plus one batch). Beyond it the
-#: reader waits: memory stays flat on an endless input.
+#: Items read but not yet written, at most (plus one batch), and their bytes
+#: with the results waiting for an earlier one. Beyond either the reader
+#: waits: memory stays flat on an endless input.
 WINDOW_ITEMS = 50_000
+WINDOW_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class Settings:
     """The options that shape a distributed run."""
 
+    join_key: str
     port: int = 5000
+    bind: str = ""
     batch_size: int = 1
     heartbeat_ms: int = 30_000
     start_idle: bool = False
@@ -79,10 +85,15 @@ class Root:
 
     def run(self) -> int:
         """Run to the end; return the exit status. Raises PandoError if it cannot start."""
+        with Supervisor(self._console.log) as supervisor:
+            return self._run(supervisor)
+
+    def _run(self, supervisor: Supervisor) -> int:
         settings = self._settings
         log = self._console.log
-        window = Window(WINDOW_ITEMS)
-        lender = Lender()
+        access = Access(settings.join_key)
+        window = Window(WINDOW_ITEMS, WINDOW_BYTES)
+        lender: Lender[Session] = Lender()
         reorder = Reorder(self._out, window, log)
         reader = Reader(self._batches, lender, window, reorder, log)
         monitor = Monitor(
@@ -93,15 +104,19 @@ class Root:
         )
         job = Job(
             self._filename, self._source, settings.heartbeat_ms, settings.batch_size, settings.reporting_interval,
-            lender, reorder, monitor, _id_maker(settings.seed), log,
+            lender, reorder, monitor, _id_maker(settings.seed), log, access,
         )
         server = Server(
+            settings.bind,
             settings.port,
             {
-                protocol.VOLUNTEER_PATH: lambda connection: Session(connection, job).serve(),
-                "/monitor": monitor.serve_viewer,
+                protocol.VOLUNTEER_PATH: supervisor.guard(lambda connection: Session(connection, job).serve()),
+                protocol.MONITOR_PATH: supervisor.guard(
+                    lambda connection: monitor.serve_viewer(connection, lambda key: access.admits(key, "viewer"))
+                ),
             },
             settings.heartbeat_ms,
+            log,
         )
         dispatcher = Dispatcher(lender, settings.heartbeat_ms)
         status_thread = StatusThread(monitor, self._console.progress)
@@ -112,24 +127,30 @@ class Root:
             dispatcher.start()
             reader.start()
             status_thread.start()
-            urls = volunteer_urls(server.port)
+            key = fragment(settings.join_key)
+            urls = [f"{url}/{key}" for url in volunteer_urls(settings.bind, server.port)]
             for url in urls:
                 log(f"Serving volunteer code at {url}")
-            log(f"Monitoring at http://localhost:{server.port}/monitor")
+            log(f"Monitoring at {volunteer_urls(settings.bind, server.port)[-1]}/monitor{key}")
             self._console.qr_code(urls[0])  # the first LAN address, if there is one
             if not settings.start_idle:
-                helper = Helper(server.port, log)
-            while not reorder.done.wait(1.0):
+                helper = Helper(server.port, access, log)
+            while not reorder.done.wait(0.5) and not supervisor.failed.is_set():
                 if helper is not None:
                     helper.check()
-            code = reorder.status
+                    if helper.gave_up and not lender.volunteers():
+                        log("pando: the root's own helper cannot compute and no volunteer is connected; "
+                            "stopping (with --start-idle the run waits for volunteers instead)")
+                        supervisor.failed.set()
+            code = status.FAILED if supervisor.failed.is_set() else reorder.status
             if code == status.OK and reader.error is not None:
                 code = reader.error.status
         except KeyboardInterrupt:
             log("pando: interrupted")
-            reorder.stop()
             code = status.INTERRUPTED
         finally:
+            reorder.stop()  # no more writes once the run is over, whatever ended it
+            reorder.join(5)
             _second_interrupt_exits_at_once()
             status_thread.stop()
             self._console.clear()

@@ -1,78 +1,223 @@
 """The root's server: one port, plain HTTP for the page and a WebSocket per volunteer.
 
 It is ``websockets``' threaded server: a thread per connection and blocking
-sockets. ``process_request`` answers plain GETs from :mod:`pando.assets`; an
-upgrade request on the volunteer path becomes a :class:`~pando.session.Session`.
+sockets. A plain GET is answered straight from :mod:`pando.assets`; an upgrade
+request on a known path, from no foreign page, becomes a WebSocket whose
+handler runs in the connection's thread.
+
+Nothing here trusts the peer: connections are capped below the file
+descriptor limit, a download that stops moving is dropped, and the accept
+loop, which ``websockets`` ends on any accept error (out of descriptors, say),
+is started again on the same listening socket.
 """
 from __future__ import annotations
 
 import errno
 import logging
+import resource
+import select
+import socket
 import threading
-from typing import Callable
+import time
+from http import HTTPStatus
+from typing import Any, Callable
 
-from websockets.http11 import Request, Response
+from websockets.http11 import SERVER, Request, Response
+from websockets.sync.server import Server as WebSocketServer
 from websockets.sync.server import ServerConnection, serve
 
-from pando import protocol, status
-from pando.assets import serve_file
+from pando import access, assets, protocol, status
 
 #: websockets' own log; silent unless PANDO_DEBUG asks for it.
 LOG = logging.getLogger("pando.websockets")
 
-
 Handler = Callable[[ServerConnection], None]
+
+#: Most connections at once, whatever the descriptor limit allows.
+MAX_CONNECTIONS = 4096
+#: Descriptors one connection costs (its socket, websockets' wake-up pair, a poller).
+FDS_PER_CONNECTION = 4
+#: Descriptors kept for everything else (the helper, worker pipes, files).
+FDS_RESERVED = 64
+#: A download that moves no byte for this long is dropped.
+STALL_SECONDS = 30.0
+#: Pause before the accept loop starts again after it died.
+RESTART_PAUSE = 0.5
+
+
+def raise_file_limit() -> int:
+    """Raise the soft limit on open files to the hard limit; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # some systems cap it lower than they say: keep the soft limit
+    return soft
+
+
+def connection_cap() -> int:
+    """How many connections the root may hold without running out of descriptors."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(1, min(MAX_CONNECTIONS, (soft - FDS_RESERVED) // FDS_PER_CONNECTION))
+
+
+class _Connection(ServerConnection):
+    """A connection that answers a plain GET itself, from the one cached copy of the file."""
+
+    def handshake(
+        self,
+        process_request: Any = None,
+        process_response: Any = None,
+        server_header: str | None = SERVER,
+        timeout: float | None = None,
+    ) -> None:
+        if not self.request_rcvd.wait(timeout):
+            raise TimeoutError("no request in time")
+        if self.request is not None and not _is_upgrade(self.request):
+            answer = assets.answer(self.request)
+            try:
+                _send(self.socket, memoryview(answer.head()))
+                _send(self.socket, memoryview(answer.body))
+            except (OSError, TimeoutError):
+                pass  # the client left or stalled; the server closes the socket either way
+            return  # still CONNECTING: the server closes the connection now
+        super().handshake(process_request, process_response, server_header, timeout)
+
+
+def _send(sock: socket.socket, data: memoryview) -> None:
+    """Send all of ``data`` without blocking for long: a reader that stalls for STALL_SECONDS is dropped."""
+    while data:
+        if not select.select([], [sock], [], STALL_SECONDS)[1]:
+            raise TimeoutError("the client stopped reading")
+        try:
+            sent = sock.send(data[: 1 << 18], socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            continue
+        data = data[sent:]
+
+
+def _is_upgrade(request: Request) -> bool:
+    return request.headers.get("Upgrade", "").lower() == "websocket"
 
 
 class Server:
-    """Listens on ``port`` (0: any free port) on every interface, from its own thread.
+    """Listens on ``bind`` (all interfaces if empty) and ``port`` (0: any free port), from its own thread.
 
     ``websockets`` maps WebSocket paths (the volunteer endpoint, the monitoring
     feed) to the function that runs each such connection in its own thread.
     """
 
-    def __init__(self, port: int, websockets: dict[str, Handler], heartbeat_ms: int) -> None:
+    def __init__(
+        self, bind: str, port: int, websockets: dict[str, Handler], heartbeat_ms: int, log: Callable[[str], None]
+    ) -> None:
         self._websockets = websockets
-        seconds = heartbeat_ms / 1000
+        self._heartbeat = heartbeat_ms / 1000
+        self._log = log
+        self._cap = connection_cap()
+        self._active = 0
+        self._refusing = False  # said once per crowd, not once per connection
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
         try:
-            self._server = serve(
-                self._handle,
-                host="",
-                port=port,
-                process_request=self._route,
-                max_size=protocol.MAX_FRAME_BYTES,
-                ping_interval=seconds,
-                ping_timeout=seconds,
-                compression=None,  # frames are small JSON; deflate costs more CPU than it saves here
-                close_timeout=2,  # a stopped peer must not hold up the end of the run
-                backlog=1024,  # a thousand volunteers joining at once must not see SYNs dropped
-                logger=LOG,
-            )
+            family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+            self._socket = socket.create_server((bind, port), family=family, backlog=1024)  # a crowd joining at once
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise status.PandoError(f"port {port} is already in use; choose another with --port") from None
-            raise status.PandoError(f"cannot listen on port {port}: {exc.strerror}") from None
-        self.port: int = self._server.socket.getsockname()[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="server", daemon=True)
+            where = f"{bind or '*'}:{port}"
+            raise status.PandoError(f"cannot listen on {where}: {exc.strerror}") from None
+        self.port: int = self._socket.getsockname()[1]
+        # Every websockets server made on the socket: one more each time the accept loop died.
+        self._servers: list[WebSocketServer] = []
+        self._thread = threading.Thread(target=self._serve, name="server", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def close(self) -> None:
         """Close every connection, stop listening and wait for the server thread."""
+        self._closing.set()
         if self._thread.ident is None:  # never started: only the socket is open
-            self._server.socket.close()
+            self._socket.close()
             return
-        self._server.shutdown()
+        with self._lock:
+            servers = list(self._servers)
+        for server in servers:
+            server.shutdown()
         self._thread.join()
 
-    def _route(self, connection: ServerConnection, request: Request) -> Response | None:
-        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
-        if upgrade and _path(request) in self._websockets:
-            return None  # go on with the WebSocket handshake
-        return serve_file(request)
+    def _new_server(self) -> WebSocketServer:
+        server = serve(
+            self._route_websocket,
+            sock=self._socket,
+            process_request=self._check_upgrade,
+            create_connection=_Connection,
+            # Until a peer proves it was invited, a frame is a few KiB at most;
+            # a session raises its own limit after the hello.
+            max_size=protocol.MAX_GREETING_BYTES,
+            ping_interval=self._heartbeat,
+            ping_timeout=self._heartbeat,
+            open_timeout=10,
+            compression=None,  # frames are small JSON; deflate costs more CPU than it saves here
+            close_timeout=2,  # a stopped peer must not hold up the end of the run
+            logger=LOG,
+        )
+        accept = server.handler
+        server.handler = lambda sock, address: self._counted(accept, sock, address)
+        return server
 
-    def _handle(self, connection: ServerConnection) -> None:
+    def _serve(self) -> None:
+        while not self._closing.is_set():
+            with self._lock:
+                if self._closing.is_set():
+                    return
+                server = self._new_server()
+                self._servers.append(server)
+            server.serve_forever()
+            if self._closing.is_set():
+                return
+            # websockets gives up on the first accept error: say so, and listen again.
+            self._log("pando: the server stopped accepting connections (out of file descriptors?); "
+                      "listening again")
+            time.sleep(RESTART_PAUSE)
+
+    def _counted(self, accept: Callable[[socket.socket, Any], None], sock: socket.socket, address: Any) -> None:
+        """Run one connection, unless there are too many: then it is closed at once."""
+        with self._lock:
+            admitted = self._active < self._cap
+            if admitted:
+                self._active += 1
+                self._refusing = False
+            else:
+                tell, self._refusing = not self._refusing, True
+        if not admitted:
+            if tell:
+                self._log(f"pando: {self._cap} connections at once, the most this root takes; "
+                          "refusing more until some end")
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # websockets then sees no request and cleans up at once
+            except OSError:
+                pass  # the peer is gone already
+        try:
+            accept(sock, address)
+        finally:
+            if admitted:
+                with self._lock:
+                    self._active -= 1
+
+    def _check_upgrade(self, connection: ServerConnection, request: Request) -> Response | None:
+        if _path(request) not in self._websockets:
+            return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        if not access.same_origin(request):
+            return connection.respond(HTTPStatus.FORBIDDEN, "pages from other sites may not connect\n")
+        return None  # go on with the WebSocket handshake
+
+    def _route_websocket(self, connection: ServerConnection) -> None:
         assert connection.request is not None  # the handshake is done
         self._websockets[_path(connection.request)](connection)
 

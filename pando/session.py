@@ -19,12 +19,17 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection
 
 from pando import protocol
+from pando.access import Access, refuse
 from pando.lender import Lender
 from pando.monitor import Monitor
-from pando.reorder import Reorder
+from pando.printable import printable
+from pando.reorder import MAX_DETAILS, Reorder
 
 _HEARTBEAT = protocol.encode(protocol.Heartbeat())
 LOG = logging.getLogger("pando.session")
+
+_NO_KEY = ("wrong or missing join key: open the URL the root printed, with its #key=...; "
+           "for pando-volunteer, pass that URL as printed")
 
 
 @dataclass(frozen=True)
@@ -36,11 +41,12 @@ class Job:
     heartbeat_ms: int
     batch_size: int
     reporting_interval: float
-    lender: Lender
+    lender: Lender[Session]
     reorder: Reorder
     monitor: Monitor
     new_id: Callable[[], str]
     log: Callable[[str], None]
+    access: Access
 
 
 class _Close:
@@ -114,7 +120,7 @@ class Session:
                 if closing is not None:
                     break
         except protocol.ProtocolError as exc:
-            job.log(f"pando: {self.label} sent a bad frame ({exc}); closing its session")
+            job.log(f"pando: {self.label} sent a bad frame ({printable(str(exc))}); closing its session")
             closing = _Close(1008, "bad frame")
         except ConnectionClosed:
             pass
@@ -132,25 +138,37 @@ class Session:
                 self._connection.close(closing.code, closing.reason)
 
     def _handshake(self) -> protocol.Hello | None:
+        """The hello, if the peer was invited; then the session may hold ``workers × batch`` items."""
         job = self._job
-        frame = protocol.decode(self._connection.recv(timeout=job.heartbeat_ms / 1000), protocol.FROM_VOLUNTEER)
+        wait = min(protocol.GREETING_SECONDS, job.heartbeat_ms / 1000)
+        frame = protocol.decode(self._connection.recv(timeout=wait), protocol.FROM_VOLUNTEER)
         if not isinstance(frame, protocol.Hello):
             raise protocol.ProtocolError("the first frame must be hello")
         if frame.protocol != protocol.VERSION:
-            message = f"this root speaks Pando protocol {protocol.VERSION}, not {frame.protocol}; update the volunteer"
-            self._connection.send(protocol.encode(protocol.Bye("refused", message)))
-            self._connection.close(1002, "protocol version")
+            self._refuse(f"this root speaks Pando protocol {protocol.VERSION}, not {frame.protocol}; "
+                         "update the volunteer")
             return None
+        if not job.access.admits(frame.key, frame.role):
+            self._refuse(_NO_KEY)
+            return None
+        self._connection.protocol.max_message_size = protocol.frame_limit(frame.workers * job.batch_size)
         self.id = job.new_id()
         if frame.role == "local":
             self.label = f"the root's own helper {self.id}"
         else:
-            self.label = f"volunteer {self.id}" + (f" ({frame.name})" if frame.name else "")
+            name = printable(frame.name, protocol.MAX_NAME)
+            frame = protocol.Hello(name, frame.workers, "", frame.role, frame.protocol)
+            self.label = f"volunteer {self.id}" + (f" ({name})" if name else "")
         module = protocol.Module(
             self.id, job.filename, job.source, job.heartbeat_ms, job.batch_size, job.reporting_interval
         )
         self._connection.send(protocol.encode(module))
         return frame
+
+    def _refuse(self, message: str) -> None:
+        """Tell an uninvited peer why, and nothing else."""
+        LOG.debug("refused a peer: %s", message)
+        refuse(self._connection, message)
 
     def _handle(self, frame: protocol.Frame) -> _Close | None:
         job = self._job
@@ -165,8 +183,8 @@ class Session:
             self._outbox.put(_HEARTBEAT)
         elif isinstance(frame, protocol.Error):
             if frame.id is None:
-                details = f"\n{frame.traceback}" if frame.traceback else ""
-                job.log(f"pando: {self.label} cannot run the module: {frame.message}{details}")
+                details = f"\n{printable(frame.traceback, MAX_DETAILS, multiline=True)}" if frame.traceback else ""
+                job.log(f"pando: {self.label} cannot run the module: {printable(frame.message, 2000)}{details}")
                 return _Close(1000, "cannot run the module")
             if frame.lost:
                 failure = job.lender.lost(self, frame.id, frame.message)

@@ -6,7 +6,7 @@ from typing import Any
 
 from docopt import DocoptExit, docopt
 
-from pando import __version__, status
+from pando import __version__, status, stdout
 
 
 def parse(doc: str, argv: list[str] | None) -> dict[str, Any] | int:
@@ -20,5 +20,5 @@ def parse(doc: str, argv: list[str] | None) -> dict[str, Any] | int:
         print(exc, file=sys.stderr)
         return status.USAGE
     except BrokenPipeError:  # `pando --help | head -1`
-        status.silence_stdout()
+        stdout.silence(sys.stdout.fileno())
         return status.OK

@@ -4,10 +4,11 @@ Usage:
   pando-volunteer URL [--workers=N] [--name=NAME]
   pando-volunteer (-h | --help | --version)
 
-Connects to the root at URL (http://HOST:PORT as printed by pando, or
-ws://HOST:PORT/volunteer), receives the Python module to run, and computes the
-items it is lent with N worker processes. When the connection drops it retries
-with back-off, until the root says the job is over.
+Connects to the root at URL, exactly as pando printed it
+(http://HOST:PORT/#key=KEY; the join key after #key= is what lets this
+volunteer in), receives the Python module to run, and computes the items it
+is lent with N worker processes. When the connection drops it retries with
+back-off, until the root says the job is over.
 
 The module comes from the root and runs with your rights on this machine: only
 join roots you trust.
@@ -18,8 +19,11 @@ Options:
   -h --help     Show this text.
   --version     Show the version.
 
+Whatever the module prints goes to stderr; stdout stays empty.
+
 Exit status: 0 when the job is over, 1 if the module cannot run here, 2 for a
-bad command line or a root that refuses this volunteer, 130 on Ctrl-C.
+bad command line or URL, or a root that refuses this volunteer (wrong join
+key, other protocol version), 130 on Ctrl-C.
 """
 from __future__ import annotations
 
@@ -27,37 +31,46 @@ import os
 import random
 import socket
 import sys
+import threading
 import time
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
-from pando import protocol, status, usage
+from pando import protocol, status, stdout, usage
+from pando.access import KEY_PATTERN
+from pando.printable import printable
 from pando.workers import Answer, ModuleBroken, Workers
 
 MAX_BACKOFF = 10.0
 
 
-def websocket_url(url: str) -> str:
-    """``http://h:p`` → ``ws://h:p/volunteer``; ``ws://`` URLs pass unchanged."""
+def parse_url(url: str) -> tuple[str, str]:
+    """A root's URL as printed (``http://h:p/#key=K;``) → its WebSocket URL and the join key."""
     if "://" not in url:
         url = "http://" + url
     parts = urlsplit(url)
     scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
     if scheme is None or not parts.netloc:
-        raise status.PandoError(f"not a root URL: {url!r} (expected http://HOST:PORT)")
+        raise status.PandoError(f"not a root URL: {printable(url)!r} (expected http://HOST:PORT/#key=KEY;)")
+    settings = dict(part.partition("=")[::2] for part in parts.fragment.split(";") if "=" in part)
+    key = unquote(settings.get("key", "").strip())
+    if not KEY_PATTERN.fullmatch(key):
+        raise status.PandoError("the URL lacks the root's join key (#key=...): pass the URL exactly as pando printed it")
     path = parts.path if parts.path not in ("", "/") else protocol.VOLUNTEER_PATH
-    return urlunsplit((scheme, parts.netloc, path, "", ""))
+    return urlunsplit((scheme, parts.netloc, path, "", "")), key
 
 
 class Volunteer:
     """Connects, computes, reconnects: the life of one native volunteer."""
 
     def __init__(
-        self, url: str, workers: int, name: str, role: str = "volunteer", quiet: bool = False, retry: bool = True
+        self, url: str, key: str, workers: int, name: str, role: str = "volunteer", quiet: bool = False,
+        retry: bool = True,
     ) -> None:
         self._url = url
+        self._key = key
         self._retry = retry
         self._workers = workers
         self._name = name
@@ -95,28 +108,33 @@ class Volunteer:
         with connect(
             self._url, max_size=protocol.MAX_FRAME_BYTES, compression=None, proxy=None, open_timeout=10
         ) as ws:
-            ws.send(protocol.encode(protocol.Hello(self._name, self._workers, self._role)))
+            ws.send(protocol.encode(protocol.Hello(self._name, self._workers, self._key, self._role)))
             frame = protocol.decode(ws.recv(timeout=30), protocol.FROM_ROOT)
             if isinstance(frame, protocol.Bye):
                 return self._bye(frame)
             if not isinstance(frame, protocol.Module):
                 raise protocol.ProtocolError(f"expected the module, got {frame.type}")
-            self.log(f"joined as {frame.id}; computing {frame.filename} with {self._workers} worker(s)")
+            self.log(f"joined as {printable(frame.id)}; computing {printable(frame.filename)} "
+                     f"with {self._workers} worker(s)")
+            # Heartbeats from their own thread: starting workers (or a new one
+            # after a crash) can take longer than the root waits in silence.
+            ended = threading.Event()
+            beats = threading.Thread(target=_beat, args=(ws, frame.heartbeat_ms / 3000, ended), daemon=True)
+            beats.start()
             try:
                 workers = Workers(
                     self._workers,
                     frame.source,
                     frame.filename,
                     on_answers=lambda answers: _send_answers(ws, answers),
-                    on_idle=lambda: _send(ws, protocol.Heartbeat()),
-                    idle_seconds=frame.heartbeat_ms / 3000,
                     on_report=lambda figures: _send(ws, protocol.Report(**figures)),
                     report_seconds=frame.reporting_interval,
                 )
             except ModuleBroken as exc:
+                ended.set()
                 ws.send(protocol.encode(protocol.Error(message=str(exc))))
                 print(f"pando-volunteer: cannot run the module: {exc}", file=sys.stderr, flush=True)
-                return status.ITEM_FAILED
+                return status.FAILED
             try:
                 for message in ws:
                     frame = protocol.decode(message, protocol.FROM_ROOT)
@@ -127,6 +145,7 @@ class Volunteer:
                     elif not isinstance(frame, protocol.Heartbeat):
                         raise protocol.ProtocolError(f"unexpected {frame.type} frame")
             finally:
+                ended.set()
                 workers.close()
         return None
 
@@ -134,8 +153,14 @@ class Volunteer:
         if frame.reason == "done":
             self.log("the job is over")
             return status.OK
-        print(f"pando-volunteer: the root refused this volunteer: {frame.message}", file=sys.stderr, flush=True)
+        message = printable(frame.message, 500)
+        print(f"pando-volunteer: the root refused this volunteer: {message}", file=sys.stderr, flush=True)
         return status.USAGE
+
+
+def _beat(ws: ClientConnection, seconds: float, ended: threading.Event) -> None:
+    while not ended.wait(seconds):
+        _send(ws, protocol.Heartbeat())
 
 
 def _send(ws: ClientConnection, frame: protocol.Frame) -> None:
@@ -175,12 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(args, int):
         return args
     try:
-        url = websocket_url(args["URL"])
+        url, key = parse_url(args["URL"])
         workers = _count(args["--workers"], "--workers") if args["--workers"] else os.cpu_count() or 1
     except status.PandoError as exc:
         print(f"pando-volunteer: {exc}", file=sys.stderr)
         return exc.status
     name = args["--name"] or socket.gethostname()
+    stdout.claim()  # the module's prints go to stderr, here and in the worker processes
     print(
         f"pando-volunteer: warning: this runs Python code sent by the root at {url} with your rights; "
         "only join roots you trust.",
@@ -188,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     try:
-        return Volunteer(url, workers, name).run()
+        return Volunteer(url, key, workers, name).run()
     except KeyboardInterrupt:
         print("pando-volunteer: interrupted", file=sys.stderr)
         return status.INTERRUPTED

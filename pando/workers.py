@@ -10,9 +10,12 @@ limit), while the other items it had not answered are given to a fresh worker.
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -25,6 +28,8 @@ from pando.module import Answer, ModuleError, PandoFunction, answer, call, load
 
 FLUSH_SECONDS = 0.05
 _IDLE = -1  # the shared "current item" of a worker between items
+_PR_SET_PDEATHSIG = 1  # Linux prctl: a signal for this process when its parent dies
+_PARENT_POLL_SECONDS = 0.5
 
 # Messages from a worker: ("ready",), ("broken", text), or (answers, stats):
 # answers is a list of pando.module answers, stats what pando.reporting.take()
@@ -49,8 +54,25 @@ def compute(fn: PandoFunction, item_id: int, text: str) -> Answer:
     return answer(item_id, err, result)
 
 
-def _worker_main(conn: Connection, source: str, filename: str, current: Any) -> None:
+def _die_with(parent: int) -> None:
+    """End this process as soon as ``parent`` ends, even in the middle of an item."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # it died before we asked
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(_PARENT_POLL_SECONDS)
+    os._exit(1)
+
+
+def _worker_main(conn: Connection, source: str, filename: str, current: Any, parent: int) -> None:
     """A worker process: load the module, then compute what arrives until EOF."""
+    _die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     items.allow_big_integers()
     try:
@@ -95,10 +117,9 @@ class Workers:
     """N worker processes fed by :meth:`submit`; answers go to ``on_answers``.
 
     ``on_answers(answers)`` gets lists of ("ok", id, line) / ("error", id,
-    message, details) / ("lost", id, message); ``on_idle()`` is called when
-    nothing happened for ``idle_seconds``; ``on_report(report)`` every
+    message, details) / ("lost", id, message); ``on_report(report)`` every
     ``report_seconds`` with the workers' summed figures for that interval
-    (see :mod:`pando.reporting`). All run in the collector thread.
+    (see :mod:`pando.reporting`). Both run in the collector thread.
     """
 
     def __init__(
@@ -107,16 +128,12 @@ class Workers:
         source: str,
         filename: str,
         on_answers: Callable[[list[Answer]], None],
-        on_idle: Callable[[], None],
-        idle_seconds: float,
-        on_report: Callable[[dict[str, float]], None],
+        on_report: Callable[[dict[str, Any]], None],
         report_seconds: float,
     ) -> None:
         self._source = source
         self._filename = filename
         self._on_answers = on_answers
-        self._on_idle = on_idle
-        self._idle_seconds = idle_seconds
         self._on_report = on_report
         self._report_seconds = report_seconds
         self._figures = dict.fromkeys(reporting.FIELDS, 0.0)
@@ -133,7 +150,7 @@ class Workers:
         parent, child = self._context.Pipe()
         current = self._context.RawValue("q", _IDLE)
         process = self._context.Process(
-            target=_worker_main, args=(child, self._source, self._filename, current), daemon=True
+            target=_worker_main, args=(child, self._source, self._filename, current, os.getpid()), daemon=True
         )
         process.start()
         child.close()
@@ -186,11 +203,11 @@ class Workers:
         next_report = time.monotonic() + self._report_seconds
         while not self._closing:
             with self._lock:
-                by_waitable = {}
+                by_waitable: dict[Any, _Worker] = {}
                 for worker in self._workers:
                     by_waitable[worker.conn] = worker
                     by_waitable[worker.process.sentinel] = worker
-            timeout = min(self._idle_seconds, max(0.0, next_report - time.monotonic()))
+            timeout = max(0.0, next_report - time.monotonic())
             try:
                 ready = multiprocessing.connection.wait(list(by_waitable), timeout)
             except OSError:
@@ -202,10 +219,7 @@ class Workers:
                 self._on_report({"interval": self._report_seconds, **self._figures,
                                  "items": int(self._figures["items"])})
                 self._figures = dict.fromkeys(reporting.FIELDS, 0.0)
-                if not ready:
-                    continue
             if not ready:
-                self._on_idle()
                 continue
             answers: list[Answer] = []
             dead: list[_Worker] = []

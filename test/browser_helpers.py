@@ -40,7 +40,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
-_SERVING = re.compile(r"Serving volunteer code at http://[^\s:]+:(\d+)")
+# The root's URL carries the run's join key in its fragment: http://HOST:PORT/#key=K;
+_SERVING = re.compile(r"Serving volunteer code at http://[^\s:/]+:(\d+)/#key=([A-Za-z0-9_-]+);")
 
 
 def chromium_path() -> str | None:
@@ -222,10 +223,13 @@ class Root:
         self.stderr = Lines(self.process.stderr)
         match = self.stderr.wait_for(_SERVING.search, 30, "the root to print its URL")
         self.port = int(match.group(1))
-        self.url = f"http://127.0.0.1:{self.port}/"
+        self.key = match.group(2)
+        self.url = f"http://127.0.0.1:{self.port}/"  # bare: a page opened here lacks the key
+        self.join_url = f"{self.url}#key={self.key};"  # as the root prints it, for tabs and native volunteers
+        self.monitor_url = f"{self.url}monitor#key={self.key};"
 
     def page_url(self, device: str, workers: int) -> str:
-        return f"{self.url}#device={quote(device, safe='')};workers={workers};"
+        return f"{self.join_url}device={quote(device, safe='')};workers={workers};"
 
     def feed(self, items: Iterable[str], close: bool = True) -> None:
         assert self.process.stdin is not None
@@ -252,7 +256,7 @@ class Root:
 
 
 class Volunteer:
-    """A native ``pando-volunteer`` child."""
+    """A native ``pando-volunteer`` child; ``url`` is the root's as printed, key included."""
 
     def __init__(self, url: str, tmp: Path, workers: int = 1, name: str = "native") -> None:
         self.process = subprocess.Popen(

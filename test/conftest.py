@@ -21,7 +21,10 @@ BIN = Path(sys.executable).parent
 PANDO = str(BIN / "pando")
 VOLUNTEER = str(BIN / "pando-volunteer")
 EXAMPLES = REPO / "examples"
-_URL = re.compile(r"Serving volunteer code at http://localhost:(\d+)")
+_URL = re.compile(r"Serving volunteer code at http://localhost:(\d+)/#key=([\w-]+);")
+
+#: The join key of every test's user (saved in its HOME before pando runs).
+KEY = "test-key-0123456789abcdef"
 
 
 class RootProcess:
@@ -87,7 +90,8 @@ class Processes:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.home = tmp / "home"
-        self.home.mkdir()
+        (self.home / ".pando").mkdir(parents=True)
+        (self.home / ".pando" / "join-key").write_text(KEY + "\n")
         self._started: list[subprocess.Popen[bytes]] = []
         self._count = 0
 
@@ -123,7 +127,7 @@ class Processes:
     def volunteer(self, port: int, *args: str, **env: str) -> subprocess.Popen[bytes]:
         """Start ``pando-volunteer`` against a root on 127.0.0.1, with extra environment variables."""
         return self.popen(
-            [VOLUNTEER, f"http://127.0.0.1:{port}", *args],
+            [VOLUNTEER, join_url(port), *args],
             env=self.env(**env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -164,6 +168,11 @@ def procs(tmp_path: Path) -> Any:
     processes = Processes(tmp_path)
     yield processes
     processes.cleanup()
+
+
+def join_url(port: int, key: str = KEY) -> str:
+    """A root's volunteer URL as pando prints it, with the join key."""
+    return f"http://127.0.0.1:{port}/#key={key};"
 
 
 def lines(*values: object) -> bytes:

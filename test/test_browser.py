@@ -3,6 +3,8 @@
 Each test starts a real ``pando`` root (``--start-idle``, so only the
 volunteers the test opens compute), opens the volunteer page in Chromium tabs
 driven by Playwright, and checks what the root prints and what the page shows.
+The last tests check that only invited pages join: one without the run's join
+key, one with a wrong key and one served from another origin never do.
 """
 from __future__ import annotations
 
@@ -11,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from browser_helpers import WEB, local_output, skip_without_browser, wait_until, write_module
+from browser_helpers import (CHROMIUM_ARGS, WEB, chromium_path, local_output, skip_without_browser, wait_until,
+                             write_module)
 
 skip_without_browser("BROWSER TESTS")
 
-from playwright.sync_api import Page  # noqa: E402
+from playwright.sync_api import Page, WebSocket  # noqa: E402
 
 # Pyodide starts in 2.5-6 s per tab here; a run of a few thousand items takes seconds.
 READY_SECONDS = 90
@@ -214,12 +217,12 @@ def test_a_device_name_holding_html_is_shown_as_text(tmp_path, tabs, start_root)
     wait_until(lambda: status(page)["state"] in ("loading", "waiting"), 30, "the tab to join")
 
     # Remembered: another tab of the same browser does not ask again.
-    again = tabs.open(root.url)
+    again = tabs.open(root.join_url)
     assert again.is_hidden("#join")
     assert again.text_content("#device") == evil
 
     # Typed into the form, on a device that never joined.
-    typed = tabs.open(root.url, new_profile=True)
+    typed = tabs.open(root.join_url, new_profile=True)
     assert typed.is_visible("#name-input")
     typed.fill("#name-input", evil)
     typed.click("#join button[type=submit]")
@@ -242,7 +245,7 @@ def test_a_tab_and_a_native_volunteer_share_a_run(tmp_path, tabs, start_root, st
     root = start_root(module)
     page = tabs.open(root.page_url("tab", 1))
     wait_ready(page, 1)
-    native = start_volunteer(f"http://127.0.0.1:{root.port}", workers=1)
+    native = start_volunteer(root.join_url, workers=1)
     native.stderr.wait_for(lambda text: "joined as" in text, 30, "the native volunteer to join")
     root.feed(items)
     assert root.wait(120) == 0, root.stderr.text
@@ -308,3 +311,103 @@ def test_a_browser_that_cannot_start_pyodide_says_so_and_tells_the_root(tmp_path
     # The first try and three more, then it gives up.
     assert page.inner_text("#log").count("a worker stopped: Pyodide could not start") == 4
     root.stderr.wait_for(lambda text: "Python could not start in this browser" in text, 20, "the root to hear why")
+
+
+# -- only invited volunteers: the join key, and pages from elsewhere ---------------------------
+
+
+def sockets(page: Page) -> list[WebSocket]:
+    """Every WebSocket the page opens from now on."""
+    opened: list[WebSocket] = []
+    page.on("websocket", opened.append)
+    return opened
+
+
+JOINED = "joined with"  # PANDO_DEBUG=session: the root's line for each session that joins
+
+
+@pytest.mark.timeout(180)
+def test_a_page_without_its_key_says_so_and_never_joins(tmp_path, tabs, start_root, monkeypatch):
+    monkeypatch.setenv("PANDO_DEBUG", "session")
+    root = start_root(write_module(tmp_path, "slow.py", SLOW_SQUARE))
+    root.feed(["1", "2", "3"])
+    page = tabs.open()
+    opened = sockets(page)
+    page.goto(f"{root.url}#device=keyless;workers=1;")  # the address without its fragment's key
+
+    wait_until(lambda: status(page)["state"] == "no-key", 10, "the page to miss its key")
+    problem = page.text_content("#problem-text")
+    assert "lacks its join key" in problem and "#key=" in problem, problem
+    assert page.is_visible("#problem") and page.is_hidden("#retry") and page.is_hidden("#stop")
+    time.sleep(3)  # longer than the first reconnection delays
+    assert status(page)["state"] == "no-key"
+    assert opened == [], "the page opened a WebSocket without a key"
+    assert JOINED not in root.stderr.text and root.output == ""
+
+    # The full URL pasted over it (only the fragment changes, the page stays): it joins and computes.
+    page.goto(root.page_url("keyless", 1))
+    root.stderr.wait_for(lambda text: JOINED in text, 20, "the page to join with its key")
+    assert root.wait(READY_SECONDS) == 0, root.stderr.text
+    assert root.output == "1\n4\n9\n"
+    assert page.is_hidden("#problem")
+    assert root.key not in page.evaluate("JSON.stringify({ ...localStorage })")  # the bookmark carries it
+
+
+@pytest.mark.timeout(120)
+def test_a_page_with_a_wrong_key_is_refused_and_stops(tmp_path, tabs, start_root, monkeypatch):
+    monkeypatch.setenv("PANDO_DEBUG", "session")
+    root = start_root(write_module(tmp_path, "slow.py", SLOW_SQUARE))
+    root.feed(["1", "2", "3"], close=False)
+    wrong = root.key[:-1] + ("A" if root.key[-1] != "A" else "B")  # one character off
+    page = tabs.open()
+    opened = sockets(page)
+    page.goto(f"{root.url}#key={wrong};device=wrong key;workers=1;")
+
+    wait_until(lambda: status(page)["state"] == "refused", 20, "the root to refuse the page")
+    assert page.text_content("#state-text") == "Refused by the root"
+    assert page.text_content("#problem-text"), "the root's reason is not shown"
+    assert "refused:" in page.inner_text("#log")
+    time.sleep(3)  # no retry on its own
+    assert status(page)["state"] == "refused" and len(opened) == 1, [ws.url for ws in opened]
+    assert JOINED not in root.stderr.text and root.output == ""
+
+
+# A volunteer's hello from a page's script; resolves with the first frame's type, or the close code.
+TRY_JOIN = """([url, hello]) => new Promise((resolve) => {
+    const ws = new WebSocket(url);
+    ws.onopen = () => ws.send(JSON.stringify(hello));
+    ws.onmessage = (event) => { resolve({ frame: JSON.parse(event.data).type }); ws.close(); };
+    ws.onclose = (event) => resolve({ closed: event.code });
+})"""
+
+
+@pytest.mark.timeout(120)
+def test_a_page_from_another_origin_is_refused_at_the_handshake(tmp_path, tabs, start_root, monkeypatch):
+    monkeypatch.setenv("PANDO_DEBUG", "session")
+    root = start_root(write_module(tmp_path, "slow.py", SLOW_SQUARE))
+    endpoint = f"ws://127.0.0.1:{root.port}/volunteer"
+    hello = {"type": "hello", "protocol": 2, "name": "elsewhere", "workers": 1, "role": "volunteer",
+             "key": root.key}
+    # Chromium itself keeps a public site from a local address; Firefox and Safari do not, so
+    # this browser is told not to, and the root's own check is what stops the page.
+    lax = tabs.browser.browser_type.launch(
+        executable_path=chromium_path(), args=[*CHROMIUM_ARGS, "--disable-features=LocalNetworkAccessChecks"])
+    try:
+        page = lax.new_page()
+        page.route("http://evil.test/**", lambda route: route.fulfill(
+            status=200, content_type="text/html", body="<!doctype html><title>A site on the web</title>"))
+        page.goto("http://evil.test/")
+        errors: list[str] = []
+        page.on("websocket", lambda ws: ws.on("socketerror", errors.append))
+        assert page.evaluate(TRY_JOIN, [endpoint, hello]) == {"closed": 1006}
+        wait_until(lambda: errors, 5, "the browser to say why the socket failed")
+        assert "Unexpected response code" in errors[0], errors  # the root answered, and not with 101
+    finally:
+        lax.close()
+    time.sleep(0.5)
+    assert JOINED not in root.stderr.text
+
+    # The same script on a page the root served joins: it was the origin that was refused.
+    own = tabs.open(f"{root.url}no-such-page")
+    assert own.evaluate(TRY_JOIN, [endpoint, hello]) == {"frame": "module"}
+    root.stderr.wait_for(lambda text: JOINED in text, 10, "the root's own page to join")

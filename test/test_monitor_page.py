@@ -5,7 +5,8 @@ throughput, drops one that leaves, shows HTML in a device name as text, says
 when the root is gone and comes back when it returns. ``pando.report()`` from
 a module running in Pyodide reaches the root's JSON log. A last test feeds the
 page a fake status of a thousand volunteers (the feed's cap of 50 plus "and N
-more") and checks that it stays light and fits a phone's screen.
+more") and checks that it stays light and fits a phone's screen. Another opens
+the page without the run's join key and with a wrong one: neither gets a status.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from browser_helpers import skip_without_browser, wait_until, write_module
 
 skip_without_browser("MONITORING PAGE TESTS")
 
-from playwright.sync_api import Page, WebSocketRoute  # noqa: E402
+from playwright.sync_api import Page, WebSocket, WebSocketRoute  # noqa: E402
 
 READY_SECONDS = 90  # Pyodide starts in a few seconds per tab; more on a loaded machine
 EVIL = '<img src=x onerror="window.pwned=1"><b>bold</b> & co'
@@ -84,13 +85,16 @@ def test_the_page_follows_a_tab_and_a_native_volunteer_and_escapes_names(
     root = start_root(module, "--reporting-interval", "0.5")
     root.stderr.wait_for(lambda text: f":{root.port}/monitor" in text, 10, "the page's address at start-up")
 
-    monitor = tabs.open(root.url + "monitor", new_profile=True)
+    monitor = tabs.open(root.monitor_url, new_profile=True)
     wait_until(lambda: connection(monitor) == "live", 15, "the page to connect to the root")
     assert monitor.title() == "Pando monitor"
+    # The page's link for volunteers carries the key that lets them in.
+    assert monitor.get_attribute("#volunteer-link", "href") == root.join_url
+    assert monitor.text_content("#volunteer-link") == root.join_url
 
     # A tab with an HTML device name, and a native volunteer, join.
     tab = tabs.open(root.page_url(EVIL, 1), new_profile=True)
-    native = start_volunteer(f"http://127.0.0.1:{root.port}", name="native one")
+    native = start_volunteer(root.join_url, name="native one")
     wait_until(lambda: {EVIL, "native one"} <= rows(monitor).keys(), 30, "both volunteers to be listed")
     wait_until(lambda: tab_ready(tab) >= 1, READY_SECONDS, "the tab's Pyodide worker to be ready")
 
@@ -194,8 +198,8 @@ def test_the_page_says_when_the_root_is_gone_and_reconnects_when_it_returns(
     module = write_module(tmp_path, "reporting.py", REPORTING)
     first = start_root(module, "--reporting-interval", "0.5")
     port = first.port
-    monitor = tabs.open(first.url + "monitor", new_profile=True)
-    volunteer = start_volunteer(f"http://127.0.0.1:{port}", name="first run")
+    monitor = tabs.open(first.monitor_url, new_profile=True)
+    volunteer = start_volunteer(first.join_url, name="first run")
     wait_until(lambda: "first run" in rows(monitor), 20, "the volunteer to be listed")
     wait_until(lambda: monitor.evaluate("pandoMonitor.history.total.length") >= 3, 10, "a few statuses")
     assert monitor.evaluate("pandoMonitor.history.runs") == 1
@@ -208,7 +212,7 @@ def test_the_page_says_when_the_root_is_gone_and_reconnects_when_it_returns(
     assert monitor.get_attribute("#content", "data-stale") == "true"  # the last figures, greyed out
 
     second = start_root(module, "--reporting-interval", "0.5", port=port)
-    start_volunteer(f"http://127.0.0.1:{port}", name="second run")
+    start_volunteer(second.join_url, name="second run")
     wait_until(lambda: connection(monitor) == "live", 20, "the page to reconnect")
     wait_until(lambda: set(rows(monitor)) == {"second run"}, 20, "the new run's volunteer to be listed")
     assert monitor.get_attribute("#content", "data-stale") == "false"
@@ -256,7 +260,7 @@ def test_a_thousand_volunteers_keep_the_page_light_and_it_fits_a_phone(tmp_path,
     monitor = tabs.open(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     sockets: list[WebSocketRoute] = []
     monitor.route_web_socket("**/monitor", lambda ws: sockets.append(ws))
-    monitor.goto(root.url + "monitor")
+    monitor.goto(root.monitor_url)
     wait_until(lambda: sockets, 10, "the page to open its WebSocket")
     for step in range(1, 31):
         sockets[0].send(json.dumps(fake_status(step)))
@@ -285,3 +289,53 @@ def test_a_thousand_volunteers_keep_the_page_light_and_it_fits_a_phone(tmp_path,
     print(f"the page handles a status of 50 shown devices in {per_status:.1f} ms")
     assert per_status < 50, per_status
     assert len(rows(monitor)) == 50
+
+
+def sockets(page: Page) -> list[dict[str, Any]]:
+    """Every WebSocket the page opens from now on, with the frames it sends and receives."""
+    opened: list[dict[str, Any]] = []
+
+    def record(ws: WebSocket) -> None:
+        entry: dict[str, Any] = {"url": ws.url, "sent": [], "received": []}
+        ws.on("framesent", entry["sent"].append)
+        ws.on("framereceived", entry["received"].append)
+        opened.append(entry)
+
+    page.on("websocket", record)
+    return opened
+
+
+@pytest.mark.timeout(120)
+def test_the_page_needs_the_runs_key_and_stops_when_refused(tmp_path, tabs, start_root):
+    module = write_module(tmp_path, "reporting.py", REPORTING)
+    root = start_root(module, "--reporting-interval", "0.5")
+    wrong = root.key[:-1] + ("A" if root.key[-1] != "A" else "B")  # one character off
+    bare, refused, keyed = (tabs.open(new_profile=True) for _ in range(3))
+    bare_sockets, refused_sockets, keyed_sockets = (sockets(page) for page in (bare, refused, keyed))
+    bare.goto(root.url + "monitor")
+    refused.goto(f"{root.url}monitor#key={wrong};")
+    keyed.goto(root.monitor_url)
+
+    # With the key: the page says which run it watches, first thing, and statuses follow.
+    wait_until(lambda: keyed.text_content("#t-elapsed") != "—", 10, "a status on the page with the key")
+    assert connection(keyed) == "live"
+    assert json.loads(keyed_sockets[0]["sent"][0]) == {"type": "watch", "key": root.key}
+
+    # Without a key: a message, no connection, and no link for volunteers.
+    wait_until(lambda: connection(bare) == "no-key", 10, "the page to miss its key")
+    assert "lacks its join key" in bare.text_content("#connection-text")
+    assert bare.is_hidden("#link")
+
+    # A wrong key: the root's refusal, shown as text.
+    wait_until(lambda: connection(refused) == "refused", 10, "the root to refuse the page")
+    text = refused.text_content("#connection-text")
+    assert text.startswith("Refused by the root: ") and len(text) > len("Refused by the root: "), text
+    assert json.loads(refused_sockets[0]["sent"][0]) == {"type": "watch", "key": wrong}
+
+    # Neither tries again nor gets a status (one comes every 0.5 s).
+    time.sleep(3)
+    assert connection(bare) == "no-key" and connection(refused) == "refused"
+    assert bare_sockets == [] and len(refused_sockets) == 1, refused_sockets
+    assert [json.loads(frame)["type"] for frame in refused_sockets[0]["received"]] == ["bye"]
+    for page in (bare, refused):
+        assert page.text_content("#t-elapsed") == "—" and page.evaluate("pandoMonitor.status") is None

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect
 
-from conftest import EXAMPLES, PANDO, Processes, lines
+from conftest import EXAMPLES, KEY, PANDO, Processes, lines
 from pando.monitor import Stats
 
 pytestmark = pytest.mark.timeout(120)
@@ -85,6 +85,7 @@ def test_monitor_feed_pushes_statuses(procs: Processes) -> None:
     )
     procs.volunteer(root.port, "--workers", "2", "--name", "<b>bold</b>")
     with connect(f"ws://127.0.0.1:{root.port}/monitor", proxy=None) as ws:
+        ws.send(json.dumps({"type": "watch", "key": KEY}))
         deadline = time.monotonic() + 20
         while True:
             status = json.loads(ws.recv(timeout=5))

@@ -10,7 +10,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import EXAMPLES, Processes, lines, squares
+from conftest import EXAMPLES, KEY, Processes, lines, squares
 from pando import protocol
 
 pytestmark = pytest.mark.timeout(120)
@@ -18,8 +18,9 @@ pytestmark = pytest.mark.timeout(120)
 FAST = str(EXAMPLES / "square_fast.py")
 
 FRAMES = [
-    protocol.Hello("tablet", 4),
-    protocol.Hello("", 1, role="local"),
+    protocol.Hello("tablet", 4, "k" * 22),
+    protocol.Hello("", 1, "helper-secret", role="local"),
+    protocol.Watch("k" * 22),
     protocol.Module("ab12", "square.py", "print('hi')\n", 30000, 8),
     protocol.Lend([(0, "1"), (7, "ünïcode"), (12, "")]),
     protocol.Result([(3, "9"), (1, "{\"a\":1}")]),
@@ -53,9 +54,9 @@ def test_frames_round_trip(frame: protocol.Frame) -> None:
         '{"type": "result", "results": [[0, "two\\nlines"]]}',
         '{"type": "result", "results": [[0, "1", 2]]}',
         '{"type": "result", "results": {"0": "1"}}',
-        '{"type": "hello", "protocol": 1, "workers": 0}',
-        '{"type": "hello", "protocol": 1, "workers": true}',
-        '{"type": "hello", "protocol": 1, "workers": 1, "role": "king"}',
+        '{"type": "hello", "protocol": 2, "workers": 0}',
+        '{"type": "hello", "protocol": 2, "workers": true}',
+        '{"type": "hello", "protocol": 2, "workers": 1, "role": "king"}',
         '{"type": "error", "id": 1}',
         '{"type": "error", "message": "x", "lost": "yes"}',
     ],
@@ -87,7 +88,7 @@ def test_pack_keeps_frames_under_the_limit() -> None:
 def join(port: int, **hello: Any) -> Iterator[ClientConnection]:
     """A fake volunteer that said hello."""
     with connect(f"ws://127.0.0.1:{port}/volunteer", max_size=None, proxy=None) as ws:
-        ws.send(json.dumps({"type": "hello", "protocol": 1, "name": "fake", "workers": 1, **hello}))
+        ws.send(json.dumps({"type": "hello", "protocol": 2, "name": "fake", "workers": 1, "key": KEY, **hello}))
         yield ws
 
 
@@ -111,7 +112,7 @@ BAD_FRAMES: list[str | bytes] = [
     '{"type": "result", "results": [[0, "1"]',
     b"\x00\x01binary",
     '{"type": "result", "results": [[0, "two\\nlines"]]}',
-    '{"type": "hello", "protocol": 1, "workers": 1}',  # a second hello
+    '{"type": "hello", "protocol": 2, "workers": 1}',  # a second hello
 ]
 
 
@@ -159,7 +160,7 @@ def test_version_mismatch_is_refused_and_the_root_goes_on(procs: Processes) -> N
     root = procs.pando(FAST, "--stdin", "--start-idle", stdin=lines(*range(10)))
     with join(root.port, protocol=99) as ws:
         bye = json.loads(ws.recv(timeout=10))
-        assert bye["type"] == "bye" and bye["reason"] == "refused" and "protocol 1" in bye["message"]
+        assert bye["type"] == "bye" and bye["reason"] == "refused" and "protocol 2" in bye["message"]
         closed_code(ws)
     procs.volunteer(root.port, "--workers", "1")
     assert root.wait() == 0 and root.out == squares(range(10))

@@ -63,6 +63,22 @@ function setText(element, value) {
 
 // -- the connection -----------------------------------------------------------------
 
+const NO_KEY = 'This address lacks its join key: open the full URL the root printed (it ends with #key=…).';
+
+/** The run's join key, from the page's fragment (#key=K;, among other settings in any order). */
+function joinKey() {
+  for (const part of location.hash.replace(/^#/, '').split(';')) {
+    const eq = part.indexOf('=');
+    if (eq <= 0 || part.slice(0, eq).trim() !== 'key') continue;
+    try {
+      return decodeURIComponent(part.slice(eq + 1)).trim();
+    } catch {
+      return part.slice(eq + 1).trim(); // as typed, like the volunteer page
+    }
+  }
+  return '';
+}
+
 function monitorURL() {
   const url = new URL(location.href);
   url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
@@ -73,7 +89,8 @@ function monitorURL() {
 }
 
 class Feed {
-  constructor(onStatus, onState) {
+  constructor(key, onStatus, onState) {
+    this.key = key;
     this.onStatus = onStatus;
     this.onState = onState;
     this.ws = null;
@@ -90,6 +107,10 @@ class Feed {
   connect() {
     clearTimeout(this.retryTimer);
     this.retryTimer = null;
+    if (!this.key) {
+      this.end('no-key', NO_KEY);
+      return;
+    }
     let ws;
     try {
       ws = new WebSocket(monitorURL());
@@ -105,6 +126,7 @@ class Feed {
       this.goneSince = null;
       this.backoff = FIRST_BACKOFF_MS;
       this.lastStatusAt = performance.now();
+      ws.send(JSON.stringify({ type: 'watch', key: this.key }));
       this.onState('live', 'Connected — waiting for the first status…');
     };
     ws.onmessage = (event) => {
@@ -114,6 +136,11 @@ class Feed {
         status = JSON.parse(event.data);
       } catch {
         return; // not ours to judge: skip it
+      }
+      if (status && status.type === 'bye') {
+        const why = text(status.message) || 'this page was not let in';
+        this.end('refused', `Refused by the root: ${why}`);
+        return;
       }
       if (!status || typeof status !== 'object' || (status.type !== undefined && status.type !== 'status')) return;
       this.lastStatusAt = performance.now();
@@ -126,6 +153,16 @@ class Feed {
       this.ws = null;
       this.closed();
     };
+  }
+
+  /** Stop for good: the root refused this page, or it has no key to show. */
+  end(state, message) {
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) ws.close(1000, state);
+    clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    this.onState(state, message);
   }
 
   closed() {
@@ -519,7 +556,9 @@ class Monitor {
     this.table = new Table();
     this.status = null;
     this.dirty = false;
+    const key = joinKey();
     this.feed = new Feed(
+      key,
       (status) => this.receive(status),
       (state, message) => this.showState(state, message),
     );
@@ -527,10 +566,12 @@ class Monitor {
     document.addEventListener('visibilitychange', () => {
       if (!document.hidden && this.dirty) this.render();
     });
-    const link = new URL('/', location.href).href;
-    $('volunteer-link').href = link;
-    $('volunteer-link').textContent = link;
-    $('link').hidden = false;
+    // The volunteer page's address, with the key that lets volunteers in.
+    const link = new URL('/', location.href);
+    link.hash = `key=${key};`;
+    $('volunteer-link').href = link.href;
+    $('volunteer-link').textContent = link.href;
+    $('link').hidden = !key;
     $('top-n').textContent = String(TOP_DEVICES);
   }
 

@@ -1,11 +1,11 @@
-// The Pando wire protocol, version 1, as the browser volunteer speaks it.
+// The Pando wire protocol, version 2, as the browser volunteer speaks it.
 //
 // pando/protocol.py is the reference and docs/protocol.md says the same in
 // prose; this file follows them. Every frame is one WebSocket text message
 // holding one JSON object with a "type" key.
 
 /** Bumped on any incompatible change; the root refuses another version. */
-export const VERSION = 1;
+export const VERSION = 2;
 
 /** Path of the WebSocket endpoint on the root's port. */
 export const VOLUNTEER_PATH = '/volunteer';
@@ -44,8 +44,10 @@ function frame(type, body) {
   return JSON.stringify({ ...body, type });
 }
 
-export function hello(name, workers, role = 'volunteer') {
-  return frame('hello', { protocol: VERSION, name: String(name), workers: Math.max(1, workers | 0), role });
+/** `key` is the run's join key, from the URL the root printed (#key=K;). */
+export function hello(name, workers, key, role = 'volunteer') {
+  const count = Math.max(1, workers | 0);
+  return frame('hello', { protocol: VERSION, name: String(name), workers: count, role, key: String(key) });
 }
 
 export function result(results) {

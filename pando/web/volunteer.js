@@ -17,6 +17,7 @@ const STAGGER_LIMIT_MS = 20_000; // the longest the other workers wait for the f
 const RATE_WINDOW_MS = 5_000;
 const REPORT_GRACE_MS = 250; // after a report boundary, wait this long for the workers' reports
 const LOG_LINES = 80;
+const NO_KEY = 'This address lacks its join key: open the full URL the root printed (it ends with #key=…).';
 const NAME_KEY = 'pando.device';
 const WORKERS_KEY = 'pando.workers';
 
@@ -25,7 +26,7 @@ const $ = (id) => document.getElementById(id);
 // -- small helpers ---------------------------------------------------------
 
 function hashSettings() {
-  // The original's form: #device=NAME;workers=N;
+  // The original's form, in any order: #key=K;device=NAME;workers=N;
   const out = {};
   for (const part of location.hash.replace(/^#/, '').split(';')) {
     const eq = part.indexOf('=');
@@ -394,7 +395,7 @@ function emptyReport() {
   return { items: 0, cpu_time: 0, data_transfer_time: 0, units: 0 };
 }
 
-const ENDED = new Set(['done', 'refused', 'broken', 'stopped']);
+const ENDED = new Set(['done', 'refused', 'broken', 'stopped', 'no-key']);
 
 class Volunteer {
   constructor(ui) {
@@ -404,6 +405,7 @@ class Volunteer {
     if (hash.device) storage.set(NAME_KEY, hash.device.slice(0, 200));
     this.name = storage.get(NAME_KEY) || '';
     this.workers = clampWorkers(hash.workers) || clampWorkers(storage.get(WORKERS_KEY)) || defaultWorkers();
+    this.key = (hash.key || '').trim(); // the run's join key: only ever from the URL, never stored
     this.state = 'idle';
     this.gen = 0; // one per connection
     this.ws = null;
@@ -435,6 +437,12 @@ class Volunteer {
     if (this.reconnectTimer !== null) this.clock.cancel(this.reconnectTimer);
     this.reconnectTimer = null;
     this.ui.problem(null);
+    if (!this.key) {
+      this.end('no-key', 'Not connected: no join key');
+      this.ui.problem(NO_KEY);
+      this.log('this address has no join key (#key=…); not connecting', true);
+      return;
+    }
     this.connect();
   }
 
@@ -455,7 +463,7 @@ class Volunteer {
     ws.onopen = () => {
       if (gen !== this.gen) return;
       this.lastHeard = performance.now();
-      this.send(protocol.hello(this.name, this.workers));
+      this.send(protocol.hello(this.name, this.workers, this.key));
     };
     ws.onmessage = (event) => {
       if (gen !== this.gen) return;
@@ -844,7 +852,7 @@ function pageUI() {
       $('state-text').textContent = text;
       $('retry').hidden = !['offline', 'done', 'refused', 'broken', 'stopped'].includes(state);
       $('retry').textContent = state === 'offline' ? 'Retry now' : state === 'done' ? 'Join again' : 'Try again';
-      $('stop').hidden = ['done', 'refused', 'broken', 'stopped'].includes(state);
+      $('stop').hidden = ENDED.has(state);
     },
     stateText(text) {
       $('state-text').textContent = text;
@@ -944,15 +952,31 @@ function main() {
     if (volunteer.ws) volunteer.ws.close(1000, 'page closed');
   });
 
-  if (volunteer.name) {
-    showPanel();
-    volunteer.start();
-  } else {
-    input.value = '';
-    input.placeholder = guessName();
-    form.hidden = false;
-    input.focus();
+  function begin() {
+    // Without a key there is nothing to join: say so at once rather than ask for a name.
+    if (volunteer.name || !volunteer.key) {
+      showPanel();
+      volunteer.start();
+    } else {
+      $('panel').hidden = true;
+      input.value = '';
+      input.placeholder = guessName();
+      form.hidden = false;
+      input.focus();
+    }
   }
+
+  // The full URL pasted over one without its key changes only the fragment: the page does not reload.
+  window.addEventListener('hashchange', () => {
+    const key = (hashSettings().key || '').trim();
+    if (key === volunteer.key) return;
+    volunteer.key = key;
+    volunteer.end('stopped', 'Stopped'); // a session under the old key ends
+    volunteer.log('new join key');
+    begin();
+  });
+
+  begin();
 }
 
 function guessName() {

@@ -1,0 +1,66 @@
+"""The crash path of the root's threads.
+
+Every thread of a run either finishes its job or dies of a bug. A death must
+not pass for an ending (a dead reader is not the end of the input), so the
+first unexpected exception in any thread, whether the root started it or the
+server did for a connection, fails the whole run: one line on stderr, the
+traceback under ``PANDO_DEBUG=threads``, and the root's one shutdown path.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import traceback
+from typing import Any, Callable, TypeVar
+
+LOG = logging.getLogger("pando.threads")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Supervisor:
+    """Watches a run's threads; :attr:`failed` is set by the first one that dies of an exception."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self._log = log
+        self._lock = threading.Lock()
+        self.failed = threading.Event()
+        self._previous_hook = threading.excepthook
+
+    def __enter__(self) -> Supervisor:
+        threading.excepthook = self._hook
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        threading.excepthook = self._previous_hook
+
+    def guard(self, fn: F) -> F:
+        """``fn`` for a thread someone else runs (the server's connection threads), which
+        would log and swallow its exceptions."""
+
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                self.crash(threading.current_thread().name, exc)
+                return None
+
+        return guarded  # type: ignore[return-value]
+
+    def crash(self, where: str, exc: BaseException) -> None:
+        """A thread died of ``exc``: end the run (the first crash tells the user)."""
+        with self._lock:
+            first = not self.failed.is_set()
+            self.failed.set()
+        details = "".join(traceback.format_exception(exc)).rstrip()
+        LOG.debug("%s died:\n%s", where, details)
+        if first:
+            self._log(f"pando: internal error in the {where} thread: {type(exc).__name__}: {exc}; stopping "
+                      "(PANDO_DEBUG=threads shows the traceback)")
+
+    def _hook(self, args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit or args.exc_value is None:
+            return
+        self.crash(args.thread.name if args.thread is not None else "unknown", args.exc_value)
