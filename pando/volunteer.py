@@ -105,8 +105,11 @@ class Volunteer:
 
     def _session(self) -> int | None:
         """One connection; an exit status when the job is over, None if it dropped."""
+        # max_queue=None: frames keep being read (and pings answered) while the
+        # main thread is busy starting workers; the root lends no more than it may.
         with connect(
-            self._url, max_size=protocol.MAX_FRAME_BYTES, compression=None, proxy=None, open_timeout=10
+            self._url, max_size=protocol.MAX_FRAME_BYTES, max_queue=None, compression=None, proxy=None,
+            open_timeout=10,
         ) as ws:
             ws.send(protocol.encode(protocol.Hello(self._name, self._workers, self._key, self._role)))
             frame = protocol.decode(ws.recv(timeout=30), protocol.FROM_ROOT)

@@ -59,6 +59,14 @@ def test_frames_round_trip(frame: protocol.Frame) -> None:
         '{"type": "hello", "protocol": 2, "workers": 1, "role": "king"}',
         '{"type": "error", "id": 1}',
         '{"type": "error", "message": "x", "lost": "yes"}',
+        '{"type": "result", "results": [[0, "\\udcff"]]}',  # a lone surrogate: no UTF-8 line
+        '{"type": "hello", "protocol": 2, "workers": 100000, "key": "k"}',
+        '{"type": "report", "interval": NaN, "items": 1, "cpu_time": 0}',
+        '{"type": "report", "interval": 1e-300, "items": 1, "cpu_time": 0}',
+        '{"type": "report", "interval": 1, "items": 1, "cpu_time": 1e400}',
+        '{"type": "report", "interval": 1, "items": 100000000000000000000, "cpu_time": 0}',
+        '{"type": "result", "results": [[100000000000000000000, "1"]]}',
+        '{"type": "heartbeat", "x": ' + "[" * 5000 + "]" * 5000 + "}",
     ],
 )
 def test_malformed_frames_are_refused(text: str) -> None:
