@@ -35,10 +35,12 @@ chromium:
 	  || echo "WARNING: could not install Debian's chromium: the browser tests will be SKIPPED"; \
 	fi
 
+# The demo's volunteer needs the run's join key: the demo makes one for itself.
 demo: install
 	@echo "A native volunteer with 2 workers joins; open the printed URL in a browser to join too."
-	@$(BIN)/pando-volunteer http://localhost:$(DEMO_PORT) --workers 2 --name demo 2>/dev/null & \
-	$(BIN)/pando examples/square.py --port $(DEMO_PORT) 1 2 3 4 5 6 7 8 9 10; \
+	@key=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(24))'); \
+	$(BIN)/pando-volunteer "http://localhost:$(DEMO_PORT)/#key=$$key;" --workers 2 --name demo 2>/dev/null & \
+	$(BIN)/pando examples/square.py --port $(DEMO_PORT) --join-key "$$key" 1 2 3 4 5 6 7 8 9 10; \
 	status=$$?; wait; exit $$status
 
 test: install chromium

@@ -51,8 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "test"))
 
 from browser_helpers import CHROMIUM_ARGS, chromium_path  # noqa: E402
 from browser_helpers import missing_requirements as missing  # noqa: E402
-from common import (EXAMPLES, PYTHON, REPO, LineClock, Procs, fmt, log, ratio, stderr_collector, summary,  # noqa: E402
-                    table, wait_for, wait_port, wait_volunteers)
+from common import (EXAMPLES, PYTHON, REPO, VOLUNTEER, LineClock, Procs, Volunteer, fmt, log, ratio,  # noqa: E402
+                    stderr_collector, summary, table, wait_for, wait_port, wait_volunteers)
 
 MODULE = EXAMPLES / "collatz.py"
 PYODIDE = REPO / "pando" / "web" / "node_modules" / "pyodide"
@@ -236,7 +236,10 @@ def throughput_one(kind: str, data: bytes, count: int, browser: Browser | None) 
             wait_port(port)
             key = join_key(errors)
             if kind == "native":
-                volunteer = procs.volunteer(port, 1, "cpython")
+                # Procs.volunteer's URL lacks the key: the URL as the root printed it.
+                volunteer = Volunteer(procs.popen(
+                    [VOLUNTEER, f"http://127.0.0.1:{port}/#key={key};", "--workers", "1", "--name", "cpython"],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
                 wait_volunteers([volunteer], 1)
             else:
                 assert browser is not None

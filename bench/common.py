@@ -29,6 +29,8 @@ REPO = BENCH.parent
 BIN = Path(sys.executable).parent
 PANDO = str(BIN / "pando")
 VOLUNTEER = str(BIN / "pando-volunteer")
+#: The join key of the benchmarks' roots (saved in their HOME).
+KEY = "bench-join-key-0123456789"
 PYTHON = sys.executable
 EXAMPLES = REPO / "examples"
 MODULES = BENCH / "modules"
@@ -70,7 +72,8 @@ class Procs:
     def __init__(self) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="pando-bench-"))
         self.home = self.tmp / "home"  # no user config.json can change pando's defaults
-        self.home.mkdir()
+        (self.home / ".pando").mkdir(parents=True)
+        (self.home / ".pando" / "join-key").write_text(KEY + "\n")
         self._started: list[subprocess.Popen[bytes]] = []
         atexit.register(self.cleanup)
 
@@ -91,7 +94,7 @@ class Procs:
 
     def volunteer(self, port: int, workers: int = 1, name: str = "bench",
                   env: dict[str, str] | None = None) -> "Volunteer":
-        popen = self.popen([VOLUNTEER, f"http://127.0.0.1:{port}", "--workers", str(workers), "--name", name],
+        popen = self.popen([VOLUNTEER, f"http://127.0.0.1:{port}/#key={KEY};", "--workers", str(workers), "--name", name],
                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         return Volunteer(popen)
 

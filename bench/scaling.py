@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from common import (BIN, EXAMPLES, listen_overflows, MODULES, PYTHON, BENCH, LineClock, Procs, free_port, log, percentile, stderr_collector,
+from common import (BIN, EXAMPLES, KEY, listen_overflows, MODULES, PYTHON, BENCH, LineClock, Procs, free_port, log, percentile, stderr_collector,
                     summary, table, fmt, wait_port)
 
 SESSIONS_PER_PROCESS = 500
@@ -47,7 +47,7 @@ def run_one(n: int, task: float, rounds: int, batch: int = 1, profile: str | Non
         per = math.ceil(n / math.ceil(n / SESSIONS_PER_PROCESS))
         for first in range(0, n, per):
             k = min(per, n - first)
-            swarms.append(procs.popen([PYTHON, str(BENCH / "swarm.py"), f"ws://127.0.0.1:{port}/volunteer",
+            swarms.append(procs.popen([PYTHON, str(BENCH / "swarm.py"), f"ws://127.0.0.1:{port}/volunteer#key={KEY};",
                                        "--sessions", str(k), "--task", str(task), "--first-id", str(first)],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
         for popen in swarms:  # each says "ready" once its imports are done

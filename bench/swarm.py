@@ -2,8 +2,8 @@
 
     python bench/swarm.py URL --sessions K --task SECONDS --start-at MONOTONIC [--first-id I]
 
-Each session is its own WebSocket connection to the root and speaks protocol v1
-through ``pando.protocol``: hello (one worker) → module → lend / result /
+Each session is its own WebSocket connection to the root (URL with ``#key=KEY;``)
+and speaks the protocol through ``pando.protocol``: hello (one worker) → module → lend / result /
 heartbeat → bye. It does not run the module's code: it *emulates* the
 benchmark's function (``x * x`` after ``SECONDS`` of ``asyncio.sleep``, what
 examples/square.py does with ``time.sleep``) so that a thousand sessions fit in
@@ -27,10 +27,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pando import protocol  # noqa: E402
+from pando.volunteer import parse_url  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
 
-async def session(index: int, url: str, task: float, stats: dict[str, Any], done_times: list[float]) -> None:
+async def session(index: int, given: str, task: float, stats: dict[str, Any], done_times: list[float]) -> None:
+    url, key = parse_url(given)
     record: dict[str, Any] = {"connect_start": time.monotonic(), "attempts": 0, "items": 0}
     stats["sessions"].append(record)
     while True:
@@ -39,7 +41,7 @@ async def session(index: int, url: str, task: float, stats: dict[str, Any], done
             async with connect(url, compression=None, max_size=protocol.MAX_FRAME_BYTES, open_timeout=120,
                                ping_interval=None, close_timeout=2, proxy=None) as ws:
                 record["open"] = time.monotonic()
-                await ws.send(protocol.encode(protocol.Hello(f"swarm-{index}", 1)))
+                await ws.send(protocol.encode(protocol.Hello(f"swarm-{index}", 1, key)))
                 module = protocol.decode(await ws.recv(), protocol.FROM_ROOT)
                 if not isinstance(module, protocol.Module):
                     record["end"] = f"refused: {module}"
