@@ -24,7 +24,7 @@ class Dispatcher:
         self._silence_limit = 1.5 * heartbeat_ms / 1000
         self._sweep_every = heartbeat_ms / 4000
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="pando-dispatcher", daemon=True)
 
     def start(self) -> None:
         self._thread.start()

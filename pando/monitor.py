@@ -242,7 +242,7 @@ class StatusThread:
         self._monitor = monitor
         self._show_progress = show_progress
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="status", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="pando-status", daemon=True)
 
     def start(self) -> None:
         self._thread.start()

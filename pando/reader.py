@@ -118,7 +118,7 @@ class Reader:
         self.count = 0
         #: The input error that ended reading early, if any.
         self.error: status.PandoError | None = None
-        self._thread = threading.Thread(target=self._run, name="reader", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="pando-reader", daemon=True)
 
     def start(self) -> None:
         self._thread.start()

@@ -48,7 +48,7 @@ class Reorder:
         #: Set when the thread has stopped; :attr:`status` then says why.
         self.done = threading.Event()
         self.status = status.OK
-        self._thread = threading.Thread(target=self._run, name="reorder", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="pando-reorder", daemon=True)
 
     def start(self) -> None:
         self._thread.start()

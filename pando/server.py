@@ -121,6 +121,7 @@ class Server:
         self._cap = connection_cap()
         self._active = 0
         self._refusing = False  # said once per crowd, not once per connection
+        self._relistening = False  # said once until a connection gets through again
         self._lock = threading.Lock()
         self._closing = threading.Event()
         try:
@@ -134,7 +135,7 @@ class Server:
         self.port: int = self._socket.getsockname()[1]
         # Every websockets server made on the socket: one more each time the accept loop died.
         self._servers: list[WebSocketServer] = []
-        self._thread = threading.Thread(target=self._serve, name="server", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="pando-server", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -142,14 +143,13 @@ class Server:
     def close(self) -> None:
         """Close every connection, stop listening and wait for the server thread."""
         self._closing.set()
-        if self._thread.ident is None:  # never started: only the socket is open
-            self._socket.close()
-            return
         with self._lock:
             servers = list(self._servers)
         for server in servers:
             server.shutdown()
-        self._thread.join()
+        if self._thread.ident is not None:
+            self._thread.join()
+        self._socket.close()  # if no server was made on it yet
 
     def _new_server(self) -> WebSocketServer:
         server = serve(
@@ -167,29 +167,38 @@ class Server:
             close_timeout=2,  # a stopped peer must not hold up the end of the run
             logger=LOG,
         )
-        accept = server.handler
-        server.handler = lambda sock, address: self._counted(accept, sock, address)
+        handle = server.handler
+        server.handler = lambda sock, address: self._counted(handle, sock, address)
         return server
 
     def _serve(self) -> None:
-        while not self._closing.is_set():
+        while True:
             with self._lock:
                 if self._closing.is_set():
                     return
-                server = self._new_server()
-                self._servers.append(server)
-            server.serve_forever()
-            if self._closing.is_set():
-                return
-            # websockets gives up on the first accept error: say so, and listen again.
-            self._log("pando: the server stopped accepting connections (out of file descriptors?); "
-                      "listening again")
+                server: WebSocketServer | None = None
+                try:
+                    server = self._new_server()
+                    self._servers.append(server)
+                except OSError:
+                    pass  # no descriptor for its wake-up pair either: try again shortly
+            if server is not None:
+                server.serve_forever()
+                if self._closing.is_set():
+                    return
+                # websockets gives up on the first accept error: say so, and listen again.
+                with self._lock:
+                    tell, self._relistening = not self._relistening, True
+                if tell:
+                    self._log("pando: the server stopped accepting connections (out of file descriptors?); "
+                              "listening again")
             time.sleep(RESTART_PAUSE)
 
-    def _counted(self, accept: Callable[[socket.socket, Any], None], sock: socket.socket, address: Any) -> None:
+    def _counted(self, handle: Callable[[socket.socket, Any], None], sock: socket.socket, address: Any) -> None:
         """Run one connection, unless there are too many: then it is closed at once."""
         with self._lock:
             admitted = self._active < self._cap
+            self._relistening = False
             if admitted:
                 self._active += 1
                 self._refusing = False
@@ -204,7 +213,7 @@ class Server:
             except OSError:
                 pass  # the peer is gone already
         try:
-            accept(sock, address)
+            handle(sock, address)
         finally:
             if admitted:
                 with self._lock:

@@ -67,7 +67,7 @@ class Session:
         self._connection = connection
         self._job = job
         self._outbox: queue.SimpleQueue[_Outgoing] = queue.SimpleQueue()
-        self._sender = threading.Thread(target=self._send_loop, name="session-sender", daemon=True)
+        self._sender = threading.Thread(target=self._send_loop, name="pando-session-sender", daemon=True)
         self.id = ""
         self.label = "a volunteer"
         #: time.monotonic() of the last frame received; read by the dispatcher's sweep.

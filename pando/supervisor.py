@@ -2,9 +2,10 @@
 
 Every thread of a run either finishes its job or dies of a bug. A death must
 not pass for an ending (a dead reader is not the end of the input), so the
-first unexpected exception in any thread, whether the root started it or the
-server did for a connection, fails the whole run: one line on stderr, the
-traceback under ``PANDO_DEBUG=threads``, and the root's one shutdown path.
+first unexpected exception in any of Pando's threads (named ``pando-…``), or
+in a connection's handler run by the server, fails the whole run: one line on
+stderr, the traceback under ``PANDO_DEBUG=threads``, and the root's one
+shutdown path. Threads the user's module starts are its own business.
 """
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ import traceback
 from typing import Any, Callable, TypeVar
 
 LOG = logging.getLogger("pando.threads")
+
+#: The start of the name of every thread Pando starts in the root.
+THREAD_PREFIX = "pando-"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -61,6 +65,8 @@ class Supervisor:
                       "(PANDO_DEBUG=threads shows the traceback)")
 
     def _hook(self, args: threading.ExceptHookArgs) -> None:
-        if args.exc_type is SystemExit or args.exc_value is None:
-            return
-        self.crash(args.thread.name if args.thread is not None else "unknown", args.exc_value)
+        name = args.thread.name if args.thread is not None else ""
+        if not name.startswith(THREAD_PREFIX) or args.exc_value is None:
+            self._previous_hook(args)
+        elif args.exc_type is not SystemExit:
+            self.crash(name.removeprefix(THREAD_PREFIX), args.exc_value)

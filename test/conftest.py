@@ -108,16 +108,22 @@ class Processes:
         return popen
 
     def pando(
-        self, *args: str, stdin: bytes | IO[bytes] | None = None, port: int | None = 0, **env: str
+        self, *args: str, stdin: bytes | IO[bytes] | None = None, port: int | None = 0, nofile: int | None = None,
+        **env: str,
     ) -> RootProcess:
-        """Start ``pando ARGS`` (on a free port unless ``port`` is None); ``stdin`` bytes are fed whole."""
+        """Start ``pando ARGS`` (on a free port unless ``port`` is None); ``stdin`` bytes are fed whole.
+
+        ``nofile`` caps its open files (soft and hard limit alike, so the root cannot raise it).
+        """
         self._count += 1
         stdout_path = self.tmp / f"pando-{self._count}.out"
         options = ["--port", str(port)] if port is not None and "--local" not in args else []
         source = subprocess.PIPE if isinstance(stdin, bytes) else (stdin or subprocess.DEVNULL)
+        limit = ["prlimit", f"--nofile={nofile}:{nofile}"] if nofile is not None else []
         with stdout_path.open("wb") as stdout:
             popen = self.popen(
-                [PANDO, *options, *args], stdin=source, stdout=stdout, stderr=subprocess.PIPE, env=self.env(**env)
+                [*limit, PANDO, *options, *args], stdin=source, stdout=stdout, stderr=subprocess.PIPE,
+                env=self.env(**env),
             )
         root = RootProcess(popen, stdout_path)
         if isinstance(stdin, bytes):

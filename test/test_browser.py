@@ -319,7 +319,7 @@ def test_a_browser_that_cannot_start_pyodide_says_so_and_tells_the_root(tmp_path
 def sockets(page: Page) -> list[WebSocket]:
     """Every WebSocket the page opens from now on."""
     opened: list[WebSocket] = []
-    page.on("websocket", opened.append)
+    page.on("websocket", lambda ws: opened.append(ws))  # Playwright takes no built-in method
     return opened
 
 
@@ -398,7 +398,7 @@ def test_a_page_from_another_origin_is_refused_at_the_handshake(tmp_path, tabs, 
             status=200, content_type="text/html", body="<!doctype html><title>A site on the web</title>"))
         page.goto("http://evil.test/")
         errors: list[str] = []
-        page.on("websocket", lambda ws: ws.on("socketerror", errors.append))
+        page.on("websocket", lambda ws: ws.on("socketerror", lambda error: errors.append(error)))
         assert page.evaluate(TRY_JOIN, [endpoint, hello]) == {"closed": 1006}
         wait_until(lambda: errors, 5, "the browser to say why the socket failed")
         assert "Unexpected response code" in errors[0], errors  # the root answered, and not with 101

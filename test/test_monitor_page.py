@@ -297,8 +297,8 @@ def sockets(page: Page) -> list[dict[str, Any]]:
 
     def record(ws: WebSocket) -> None:
         entry: dict[str, Any] = {"url": ws.url, "sent": [], "received": []}
-        ws.on("framesent", entry["sent"].append)
-        ws.on("framereceived", entry["received"].append)
+        ws.on("framesent", lambda payload: entry["sent"].append(payload))  # Playwright takes no built-in method
+        ws.on("framereceived", lambda payload: entry["received"].append(payload))
         opened.append(entry)
 
     page.on("websocket", record)

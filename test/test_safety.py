@@ -309,3 +309,54 @@ def test_a_volunteer_killed_mid_item_leaves_no_process_behind(procs: Processes) 
         time.sleep(0.1)
     root.popen.send_signal(signal.SIGINT)
     assert root.wait() == 130
+
+
+FD_HOG = """
+import pathlib
+import threading
+import time
+import pando
+
+# In the root (the process that loads this module first): once the test says "go", take every
+# free file descriptor for a few seconds, so that accepting a connection fails (EMFILE).
+here = pathlib.Path(__file__).parent
+
+def hog():
+    while not (here / "go").exists():
+        time.sleep(0.05)
+    (here / "holding").touch()
+    hogs = []
+    try:
+        while True:
+            hogs.append(open(__file__))
+    except OSError:
+        pass
+    (here / "holding").rename(here / "held")  # needs no descriptor: the test can knock now
+    time.sleep(4)
+    for hog in hogs:
+        hog.close()
+
+if not (here / "go").exists():  # the root; not the volunteer's workers, later
+    threading.Thread(target=hog, daemon=True).start()
+
+@pando.function
+def f(x):
+    return x * x
+"""
+
+
+def test_the_accept_loop_listens_again_after_running_out_of_descriptors(procs: Processes) -> None:
+    root = procs.pando(module(procs, "fd_hog.py", FD_HOG), "--start-idle", "1", "2", "3", nofile=256)
+    port = root.port
+    (procs.tmp / "go").touch()
+    deadline = time.monotonic() + 10
+    while not (procs.tmp / "held").exists():
+        assert time.monotonic() < deadline, root.err
+        time.sleep(0.05)
+    # A knock while no descriptor is free: websockets' accept loop ends on the first EMFILE.
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        root.wait_for_stderr("stopped accepting connections", timeout=5)
+    procs.volunteer(port)  # it retries until the descriptors are back and the root listens again
+    assert root.wait() == 0, root.err
+    assert root.out == b"1\n4\n9\n"
+    assert root.err.count("stopped accepting connections") == 1
