@@ -204,11 +204,13 @@ class Monitor:
         every interval until either side stops."""
         try:
             frame = protocol.decode(connection.recv(timeout=protocol.GREETING_SECONDS), protocol.FROM_VIEWER)
-        except (protocol.ProtocolError, TimeoutError, ConnectionClosed):
+        except (TimeoutError, ConnectionClosed):
             return
-        assert isinstance(frame, protocol.Watch)
-        if not admits(frame.key):
-            refuse(connection, "wrong or missing join key: open the monitoring URL the root printed, with its #key=...")
+        except protocol.ProtocolError:
+            frame = None
+        if not isinstance(frame, protocol.Watch) or not admits(frame.key):
+            refuse(connection, "the feed starts with a watch frame holding the join key: open the monitoring "
+                               "URL the root printed, with its #key=...")
             return
         viewer: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         with self._lock:

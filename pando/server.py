@@ -81,24 +81,30 @@ class _Connection(ServerConnection):
         if self.request is not None and not _is_upgrade(self.request):
             answer = assets.answer(self.request)
             try:
-                _send(self.socket, memoryview(answer.head()))
-                _send(self.socket, memoryview(answer.body))
+                for part in (answer.head(), answer.body):
+                    _send(self.socket, memoryview(part), self.server.socket_closed)
             except (OSError, TimeoutError):
-                pass  # the client left or stalled; the server closes the socket either way
+                pass  # the client left or stalled, or the run ended; the socket is closed either way
             return  # still CONNECTING: the server closes the connection now
         super().handshake(process_request, process_response, server_header, timeout)
 
 
-def _send(sock: socket.socket, data: memoryview) -> None:
-    """Send all of ``data`` without blocking for long: a reader that stalls for STALL_SECONDS is dropped."""
+def _send(sock: socket.socket, data: memoryview, closed: threading.Event) -> None:
+    """Send all of ``data`` unless the reader stalls for STALL_SECONDS or the server closes."""
+    moved = time.monotonic()
     while data:
-        if not select.select([], [sock], [], STALL_SECONDS)[1]:
+        if closed.is_set():
+            raise TimeoutError("the server is closing")
+        if time.monotonic() - moved > STALL_SECONDS:
             raise TimeoutError("the client stopped reading")
+        if not select.select([], [sock], [], 0.5)[1]:
+            continue
         try:
             sent = sock.send(data[: 1 << 18], socket.MSG_DONTWAIT)
         except BlockingIOError:
             continue
         data = data[sent:]
+        moved = time.monotonic()
 
 
 def _is_upgrade(request: Request) -> bool:

@@ -103,8 +103,11 @@ class Session:
         job = self._job
         try:
             hello = self._handshake()
-        except (protocol.ProtocolError, TimeoutError, ConnectionClosed, OSError):
-            return  # never joined: nothing to give back
+        except (protocol.ProtocolError, TimeoutError):
+            self._connection.close(1008, "a hello first")  # never joined: nothing to give back
+            return
+        except (ConnectionClosed, OSError):
+            return
         if hello is None:
             return
         self._sender.start()

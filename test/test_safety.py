@@ -4,7 +4,6 @@ processes that never outlive their volunteer."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
