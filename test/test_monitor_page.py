@@ -150,7 +150,9 @@ def test_the_page_follows_a_tab_and_a_native_volunteer_and_escapes_names(
     for report in reports:
         assert report["units"] == 7 * report["items"], report
         assert report["cpu_time"] > 0, report
-        assert 0.2 <= report["interval"] <= 1.5, report  # about the --reporting-interval
+        # At most about the --reporting-interval; the first one covers only the time since the
+        # module was ready, so it can be much shorter.
+        assert 0 < report["interval"] <= 1.5, report
 
 
 @pytest.mark.timeout(240)
