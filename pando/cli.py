@@ -34,6 +34,21 @@ Options:
                     volunteer silent for longer than twice that is dropped
                     and its items are lent to others.
   --seed=SEED       Integer that makes volunteer ids repeatable.
+  --timeout=SECONDS
+                    Longest an item may take on one volunteer (also with
+                    --local); then it is taken back and lent elsewhere,
+                    and after 3 such losses the item fails (default: none).
+  --retries=N       Times an item whose function raised is tried again, on
+                    other volunteers when there are, before the run fails
+                    (default: 1).
+  --verify=K        Have K different volunteers (K >= 2) compute every item
+                    and accept a result only when K of them agree, with a
+                    strict majority; otherwise the item fails.
+  --journal=FILE    Record every accepted result in FILE (a text file, one
+                    result a line) before it is written to stdout.
+  --resume          With --journal and the same input: write the results
+                    the journal holds without computing them again, and
+                    compute the rest (after a crash, say).
   --reporting-interval=S
                     Seconds between volunteers' status reports, and between
                     updates of the monitoring page and log (default: 3).
@@ -85,7 +100,8 @@ from pando.server import raise_file_limit
 
 # Built-in defaults, under the config file, under the command line.
 DEFAULTS: dict[str, Any] = {"port": 5000, "bind": "", "join-key": None, "batch-size": 1, "heartbeat": 30_000,
-                            "seed": None, "reporting-interval": 3.0, "start-idle": False, "stdin": False,
+                            "seed": None, "timeout": None, "retries": 1, "verify": None, "journal": None,
+                            "resume": False, "reporting-interval": 3.0, "start-idle": False, "stdin": False,
                             "local": False, "quiet": False, "global-monitoring": False}
 # Options with a value: how to read it, and its bounds (both inclusive).
 _VALUES: dict[str, tuple[type, float, float]] = {
@@ -93,6 +109,9 @@ _VALUES: dict[str, tuple[type, float, float]] = {
     "batch-size": (int, 1, 1_000_000),
     "heartbeat": (int, 100, 86_400_000),
     "seed": (int, -(2**63), 2**63),
+    "timeout": (float, 0.001, 86_400 * 365),
+    "retries": (int, 0, 100),
+    "verify": (int, 2, 100),
     "reporting-interval": (float, 0.05, 86_400),
 }
 
@@ -149,6 +168,11 @@ def _run(args: dict[str, Any]) -> int:
                 heartbeat_ms=options["heartbeat"],
                 start_idle=options["start-idle"],
                 seed=options["seed"],
+                timeout=options["timeout"],
+                retries=options["retries"],
+                verify=options["verify"] or 1,
+                journal=options["journal"],
+                resume=options["resume"],
                 reporting_interval=options["reporting-interval"],
             )
             total = None if options["stdin"] else len(args["ITEM"])

@@ -45,6 +45,15 @@ class Settings:
     heartbeat_ms: int = 30_000
     start_idle: bool = False
     seed: int | None = None
+    #: Longest an item may take on one holder, in seconds (None: no limit).
+    timeout: float | None = None
+    #: Further attempts at an item whose function raised.
+    retries: int = 1
+    #: Distinct volunteers that must agree on an item's result (1: no verification).
+    verify: int = 1
+    #: Where accepted results are recorded, and whether to resume from there.
+    journal: str | None = None
+    resume: bool = False
     reporting_interval: float = 3.0
 
 
