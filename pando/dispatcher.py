@@ -1,8 +1,9 @@
 """The dispatcher thread: turns the lender's assignments into ``lend`` frames.
 
-It also sweeps for silent sessions: a volunteer that sent nothing (not even a
-heartbeat) for 1.5 × the heartbeat interval is dropped, and its items are lent
-again.
+It also sweeps, several times per heartbeat and at least once a second: a
+volunteer that sent nothing (not even a heartbeat) for 1.5 × the heartbeat
+interval is dropped, and its items are lent again; the lender takes back
+copies past ``--timeout`` and gives stragglers an extra copy.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import threading
 import time
 
 from pando.lender import Lender
+from pando.reorder import Reorder
 from pando.session import Session
 
 LOG = logging.getLogger("pando.lender")
@@ -19,10 +21,11 @@ LOG = logging.getLogger("pando.lender")
 class Dispatcher:
     """Lends items to sessions as soon as both exist; owned and stopped by the root."""
 
-    def __init__(self, lender: Lender[Session], heartbeat_ms: int) -> None:
+    def __init__(self, lender: Lender[Session], reorder: Reorder, heartbeat_ms: int, timeout: float | None) -> None:
         self._lender = lender
+        self._reorder = reorder
         self._silence_limit = 1.5 * heartbeat_ms / 1000
-        self._sweep_every = heartbeat_ms / 4000
+        self._sweep_every = min(heartbeat_ms / 4000, timeout / 4 if timeout else 1.0, 1.0)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pando-dispatcher", daemon=True)
 
@@ -49,3 +52,5 @@ class Dispatcher:
                     silent = now - session.last_seen
                     if silent > self._silence_limit:
                         session.abort(f"nothing heard for {silent:.1f} s")
+                for failure in self._lender.sweep():
+                    self._reorder.fail(failure)

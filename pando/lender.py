@@ -1,24 +1,40 @@
 """The lender: who holds which item, what to lend next, what to lend again.
 
 Pure bookkeeping under one lock, no sockets and no threads of its own: the
-reader adds items, the dispatcher asks for assignments, sessions report results,
-errors and their own end. Every rule about lending lives here:
+reader adds items, the dispatcher asks for assignments (and sweeps for leases
+that ran too long), sessions report results, errors and their own end. Every
+rule about lending lives here:
 
-- a holder is a session with a capacity (its in-flight limit);
-- re-lent items go before new ones, and among each kind the oldest goes first;
-- a result counts only from the session that holds the item right now, so a
+- a holder is a session with a capacity (its in-flight limit); every copy it
+  holds has a lease, the time it was lent;
+- items that need another copy go before new ones, and among each kind the
+  oldest goes first;
+- a result counts only from a session that holds a live copy of the item, so a
   late answer from a lost holder is dropped and no item is done twice;
 - an item whose holders were lost ``max_losses`` times is failed, not re-lent;
+  a lease older than ``timeout`` counts as such a loss;
+- an item whose function raised is tried again ``retries`` times, on other
+  holders when there are, before it fails with every attempt's details;
+- with ``verify`` K > 1, K distinct holders compute each item, and a result is
+  accepted once K of them agree and they are a strict majority of the answers;
+- a straggler, whose lease is well past the typical item time, gets one extra
+  copy on another holder with room (:meth:`sweep`); the first accepted answer
+  wins;
+- a copy that lost its item (done elsewhere, or taken back) stays counted
+  against its holder until that holder answers for it: a holder stuck on an
+  item gets no more work behind it;
 - the root's own helper (a ``local`` holder) only gets items while no other
   holder is connected.
 """
 from __future__ import annotations
 
 import heapq
+import statistics
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Generic, Hashable, Iterable, TypeVar
+from typing import Callable, Generic, Hashable, Iterable, TypeVar
 
 
 @dataclass(frozen=True)
@@ -31,28 +47,75 @@ class Failure:
     holder: str = ""
 
 
+#: A holder: anything hashable (the root's sessions; plain values in tests).
+H = TypeVar("H", bound=Hashable)
+
+
+@dataclass
+class Outcome(Generic[H]):
+    """What a batch of results did: lines accepted, items failed (no agreement), and the
+    holders whose answer lost a vote, with the item."""
+
+    accepted: list[tuple[int, str]] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    losers: list[tuple[H, str, int]] = field(default_factory=list)
+
+
 @dataclass
 class _Holding:
     name: str
     capacity: int
     local: bool
-    held: set[int] = field(default_factory=set)
+    held: dict[int, float] = field(default_factory=dict)  # item id -> lease start (copies, live or stale)
 
 
-#: A holder: anything hashable (the root's sessions; plain values in tests).
-H = TypeVar("H", bound=Hashable)
+@dataclass
+class _Item(Generic[H]):
+    value: str
+    copies: set[H] = field(default_factory=set)  # holders with a live copy
+    tried: set[H] = field(default_factory=set)  # every holder ever lent it
+    losses: int = 0
+    errors: list[str] = field(default_factory=list)  # one text per failed attempt
+    failed_on: set[H] = field(default_factory=set)
+    votes: dict[str, list[tuple[H, str]]] = field(default_factory=dict)  # line -> (holder, name)
+    wanted: int = 1  # copies it needs: answers to come plus live copies
+    queued: bool = False  # in the heap of items that want another copy
+
+    def votes_cast(self) -> int:
+        return sum(map(len, self.votes.values()))
+
+
+#: Item times kept for the running median.
+_SAMPLES = 256
+#: A straggler's lease is this many times the median item time, at least.
+STRAGGLER_FACTOR = 3.0
+#: Items looked at, at most, to find one a holder may take (verification, retries).
+_SCAN = 64
 
 
 class Lender(Generic[H]):
     """Thread-safe lending state for one run."""
 
-    def __init__(self, max_losses: int = 3) -> None:
+    def __init__(
+        self,
+        max_losses: int = 3,
+        retries: int = 0,
+        verify: int = 1,
+        timeout: float | None = None,
+        straggler_floor: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._cond = threading.Condition()
         self._max_losses = max_losses
-        self._values: dict[int, str] = {}  # every item not yet done or failed
+        self._retries = retries
+        self._verify = verify
+        self._timeout = timeout
+        self._straggler_floor = straggler_floor
+        self._clock = clock
+        self._items: dict[int, _Item[H]] = {}  # every item not yet done or failed
         self._fresh: deque[int] = deque()  # never lent, in input order
-        self._again: list[int] = []  # heap of ids whose holder was lost
-        self._losses: dict[int, int] = {}
+        self._again: list[int] = []  # heap of ids that want another copy
+        self._durations: deque[float] = deque(maxlen=_SAMPLES)
         self._holders: dict[H, _Holding] = {}
         # Holders with room for more, in the order they got room: assigning
         # walks only these, not every holder, once per result.
@@ -60,7 +123,8 @@ class Lender(Generic[H]):
         self._others = 0  # holders that are not local
         self._stop_after: int | None = None  # set by the first failure
         self._closed = False
-        self._counts = {"lent": 0, "relent": 0, "done": 0, "failed": 0}
+        self._counts = {"lent": 0, "relent": 0, "done": 0, "failed": 0, "speculative": 0, "timed_out": 0,
+                        "retried": 0, "disagreements": 0}
 
     # -- the reader's side -------------------------------------------------
 
@@ -68,7 +132,7 @@ class Lender(Generic[H]):
         """New items from the input, ids increasing."""
         with self._cond:
             for item_id, value in items:
-                self._values[item_id] = value
+                self._items[item_id] = _Item(value, wanted=self._verify)
                 self._fresh.append(item_id)
             self._cond.notify_all()
 
@@ -104,9 +168,13 @@ class Lender(Generic[H]):
                     self._recheck_locals()
             failures = []
             for item_id in sorted(holding.held):
+                item = self._items.get(item_id)
+                if item is None or holder not in item.copies:
+                    continue  # a stale copy: nothing to give back
+                item.copies.discard(holder)
                 if not blame_items:
-                    self._lend_again(item_id)
-                elif (failure := self._lost(item_id, holding, "its volunteer disconnected")) is not None:
+                    self._want_again(item_id, item)
+                elif (failure := self._lost(item_id, item, holding.name, "its volunteer disconnected")) is not None:
                     failures.append(failure)
             self._cond.notify_all()
             return failures
@@ -143,8 +211,23 @@ class Lender(Generic[H]):
             self._closed = True
             self._cond.notify_all()
 
+    def sweep(self) -> list[Failure]:
+        """Take back copies older than the timeout (a loss each) and give stragglers an extra copy.
+
+        Called by the dispatcher a few times per heartbeat; returns the items
+        that failed for having timed out once too often.
+        """
+        with self._cond:
+            now = self._clock()
+            failures = self._expire(now) if self._timeout is not None else []
+            self._speculate(now)
+            if failures or self._again:
+                self._cond.notify_all()
+            return failures
+
     def _assign(self) -> list[tuple[H, list[tuple[int, str]]]]:
         out: list[tuple[H, list[tuple[int, str]]]] = []
+        now = self._clock()
         for holder in list(self._hungry):
             if not self._again and not self._fresh:
                 break
@@ -152,11 +235,16 @@ class Lender(Generic[H]):
             free = self._free(holding)
             items: list[tuple[int, str]] = []
             while free > 0:
-                item_id = self._next()
+                item_id = self._next(holder)
                 if item_id is None:
                     break
-                holding.held.add(item_id)
-                items.append((item_id, self._values[item_id]))
+                item = self._items[item_id]
+                item.copies.add(holder)
+                item.tried.add(holder)
+                holding.held[item_id] = now
+                items.append((item_id, item.value))
+                if self._wants(item) > 0:
+                    self._queue(item_id, item)  # verification: the next copy goes to someone else
                 free -= 1
             if items:
                 out.append((holder, items))
@@ -180,85 +268,242 @@ class Lender(Generic[H]):
             if holding.local:
                 self._recheck(holder)
 
-    def _next(self) -> int | None:
-        """The next id to lend: lost items first, then new ones; none past a failure."""
+    def _next(self, holder: H) -> int | None:
+        """The next id for ``holder``: items wanting another copy first, then new ones; none past a failure."""
         limit = self._stop_after
         if self._again and (limit is None or self._again[0] <= limit):
-            return heapq.heappop(self._again)
+            skipped: list[int] = []
+            found = None
+            while self._again and len(skipped) < _SCAN:
+                item_id = heapq.heappop(self._again)
+                item = self._items.get(item_id)
+                if item is None or not item.queued or self._wants(item) <= 0:
+                    if item is not None:
+                        item.queued = False
+                    continue  # done, failed, or satisfied meanwhile
+                if limit is not None and item_id > limit:
+                    skipped.append(item_id)
+                    break
+                if self._may_take(holder, item):
+                    found = item_id
+                    if self._wants(item) <= 1:
+                        item.queued = False
+                    else:
+                        skipped.append(item_id)  # it wants more copies than this one
+                    break
+                skipped.append(item_id)
+            for item_id in skipped:
+                heapq.heappush(self._again, item_id)
+            if found is not None:
+                return found
         if self._fresh and (limit is None or self._fresh[0] <= limit):
             return self._fresh.popleft()
         return None
 
+    def _may_take(self, holder: H, item: _Item[H]) -> bool:
+        """Another copy goes to a holder without one; with verification, to one that never answered it;
+        after an error, to one it did not fail on, unless every holder did."""
+        if holder in item.copies:
+            return False
+        if self._verify > 1 and holder in item.tried:
+            return False
+        if holder in item.failed_on:
+            return all(other in item.failed_on for other in self._holders)
+        return True
+
+    def _wants(self, item: _Item[H]) -> int:
+        """How many more copies an item needs lent now."""
+        return item.wanted - item.votes_cast() - len(item.copies)
+
+    def _queue(self, item_id: int, item: _Item[H]) -> None:
+        if not item.queued:
+            item.queued = True
+            heapq.heappush(self._again, item_id)
+
+    def _want_again(self, item_id: int, item: _Item[H]) -> None:
+        """An item lost or failed a copy: lend it again if it now wants one."""
+        if self._wants(item) > 0:
+            self._queue(item_id, item)
+            self._counts["relent"] += 1
+
+    # -- leases ------------------------------------------------------------
+
+    def _leases(self, before: float) -> list[tuple[float, int, H]]:
+        """Live copies lent before ``before``, the oldest first (at most every holder's capacity)."""
+        found = []
+        for holder, holding in self._holders.items():
+            for item_id, started in holding.held.items():
+                item = self._items.get(item_id)
+                if started < before and item is not None and holder in item.copies:
+                    found.append((started, item_id, holder))
+        return sorted(found, key=lambda lease: lease[:2])
+
+    def _expire(self, now: float) -> list[Failure]:
+        assert self._timeout is not None
+        failures = []
+        for _, item_id, holder in self._leases(now - self._timeout):
+            item = self._items.get(item_id)
+            if item is None:
+                continue  # failed just now, through another copy
+            holding = self._holders[holder]
+            # The copy stays counted against its holder (stale) until it answers:
+            # a holder stuck on an item gets nothing more to be stuck behind.
+            item.copies.discard(holder)
+            self._counts["timed_out"] += 1
+            reason = f"it took longer than --timeout {self._timeout:g} s"
+            if (failure := self._lost(item_id, item, holding.name, reason)) is not None:
+                failures.append(failure)
+        return failures
+
+    def _speculate(self, now: float) -> None:
+        """An extra copy for items whose copies are all far older than usual, while holders have room.
+
+        With new items still to lend, only the oldest unfinished item gets one:
+        it holds the whole output back. Otherwise the oldest leases go first.
+        """
+        if not self._hungry or self._again or not self._items:
+            return
+        limit = now - self._straggler_limit()
+        if self._fresh:
+            candidates: Iterable[int] = [next(iter(self._items))]  # ids are added in order: the oldest
+        else:
+            candidates = [item_id for _, item_id, _ in self._leases(limit)]
+        room = len(self._hungry)
+        for item_id in candidates:
+            item = self._items.get(item_id)
+            if room == 0:
+                break
+            if item is None or not self._straggling(item_id, item, limit):
+                continue
+            item.wanted += 1
+            self._queue(item_id, item)
+            self._counts["speculative"] += 1
+            room -= 1
+
+    def _straggling(self, item_id: int, item: _Item[H], limit: float) -> bool:
+        """Lent before ``limit`` to every holder it has, and not yet given its extra copy."""
+        if not item.copies or item.wanted > self._verify or item.queued:
+            return False
+        if self._stop_after is not None and item_id > self._stop_after:
+            return False
+        return all(self._holders[holder].held[item_id] < limit for holder in item.copies)
+
+    def _straggler_limit(self) -> float:
+        typical = statistics.median(self._durations) if self._durations else 0.0
+        return max(STRAGGLER_FACTOR * typical, self._straggler_floor)
+
     # -- sessions reporting ------------------------------------------------
 
-    def complete(self, holder: H, results: Iterable[tuple[int, str]]) -> list[tuple[int, str]]:
-        """Results from a session; return the ones accepted (held by it, not done before)."""
-        accepted: list[tuple[int, str]] = []
+    def complete(self, holder: H, results: Iterable[tuple[int, str]]) -> Outcome[H]:
+        """Results from a session: the lines accepted (held by it, not done before), the items
+        that failed for want of agreement, and the holders outvoted."""
+        outcome: Outcome[H] = Outcome()
         with self._cond:
             holding = self._holders.get(holder)
             if holding is None:
-                return accepted
-            held = holding.held
+                return outcome
+            now = self._clock()
             for item_id, line in results:
-                if item_id in held:
-                    held.discard(item_id)
-                    del self._values[item_id]
-                    self._losses.pop(item_id, None)
-                    accepted.append((item_id, line))
-            if accepted:
-                self._counts["done"] += len(accepted)
-                self._recheck(holder)
+                started = holding.held.pop(item_id, None)
+                if started is None:
+                    continue  # not held by it (any more)
+                item = self._items.get(item_id)
+                if item is None or holder not in item.copies:
+                    continue  # a stale copy: done elsewhere, or taken back
+                item.copies.discard(holder)
+                self._durations.append(now - started)
+                if self._verify == 1:
+                    self._accept(item_id, line, outcome)
+                else:
+                    self._vote(item_id, item, holder, holding.name, line, outcome)
+            self._recheck(holder)
+            if outcome.accepted or outcome.failures or self._again:
                 self._cond.notify_all()
-        return accepted
+        return outcome
+
+    def _vote(self, item_id: int, item: _Item[H], holder: H, name: str, line: str, outcome: Outcome[H]) -> None:
+        item.votes.setdefault(line, []).append((holder, name))
+        cast = item.votes_cast()
+        winner = max(item.votes, key=lambda text: len(item.votes[text]))
+        count = len(item.votes[winner])
+        if count >= self._verify and 2 * count > cast:
+            for text, voters in item.votes.items():
+                if text != winner:
+                    outcome.losers.extend((who, label, item_id) for who, label in voters)
+                    self._counts["disagreements"] += len(voters)
+            self._accept(item_id, winner, outcome)
+        elif cast >= 2 * self._verify + 1:
+            answers = "\n".join(f"{label}: {text!r}" for text, voters in item.votes.items() for _, label in voters)
+            outcome.failures.append(
+                self._failed(item_id, f"no {self._verify} of {cast} volunteers agreed; their answers:\n{answers}", name)
+            )
+        else:
+            if cast >= item.wanted and not item.copies:
+                item.wanted += 1  # a disagreement: ask one more volunteer
+            self._want_again(item_id, item)
+
+    def _accept(self, item_id: int, line: str, outcome: Outcome[H]) -> None:
+        del self._items[item_id]  # other live copies turn stale: their answers are dropped
+        outcome.accepted.append((item_id, line))
+        self._counts["done"] += 1
 
     def fail(self, holder: H, item_id: int, details: str) -> Failure | None:
-        """The function failed on an item: nothing after it is lent any more."""
+        """The function failed on an item: try it again elsewhere, or (retries spent) fail it,
+        after which nothing later is lent any more."""
         with self._cond:
-            holding = self._release(holder, item_id)
-            return None if holding is None else self._failed(item_id, details, holding.name)
+            found = self._release(holder, item_id)
+            if found is None:
+                return None
+            holding, item = found
+            item.errors.append(f"attempt {len(item.errors) + 1}, on {holding.name}:\n{details}")
+            item.failed_on.add(holder)
+            if len(item.errors) <= self._retries:
+                self._counts["retried"] += 1
+                self._want_again(item_id, item)
+                return None
+            text = item.errors[0].split(":\n", 1)[1] if len(item.errors) == 1 else "\n".join(item.errors)
+            return self._failed(item_id, text, holding.name)
 
     def lost(self, holder: H, item_id: int, reason: str) -> Failure | None:
         """A session lost one item's computation (a worker died): lend it again, or fail it."""
         with self._cond:
-            holding = self._release(holder, item_id)
-            return None if holding is None else self._lost(item_id, holding, reason)
+            found = self._release(holder, item_id)
+            if found is None:
+                return None
+            holding, item = found
+            return self._lost(item_id, item, holding.name, reason)
 
-    def _release(self, holder: H, item_id: int) -> _Holding | None:
-        """Take an item from the session holding it; None if that session does not hold it."""
+    def _release(self, holder: H, item_id: int) -> tuple[_Holding, _Item[H]] | None:
+        """Take an item's copy from the session holding it; None if that session holds no live copy."""
         holding = self._holders.get(holder)
-        if holding is None or item_id not in holding.held:
+        if holding is None or holding.held.pop(item_id, None) is None:
             return None
-        holding.held.discard(item_id)
         self._recheck(holder)
         self._cond.notify_all()
-        return holding
+        item = self._items.get(item_id)
+        if item is None or holder not in item.copies:
+            return None  # a stale copy: its holder answered at last
+        item.copies.discard(holder)
+        return holding, item
 
-    def _lost(self, item_id: int, holding: _Holding, reason: str) -> Failure | None:
-        losses = self._losses.get(item_id, 0) + 1
-        self._losses[item_id] = losses
-        if losses >= self._max_losses:
-            return self._failed(
-                item_id, f"lost {losses} times; the last time {reason} ({holding.name})", holding.name
-            )
-        self._lend_again(item_id)
+    def _lost(self, item_id: int, item: _Item[H], name: str, reason: str) -> Failure | None:
+        item.losses += 1
+        if item.losses >= self._max_losses:
+            return self._failed(item_id, f"lost {item.losses} times; the last time {reason} ({name})", name)
+        self._want_again(item_id, item)
         return None
 
-    def _lend_again(self, item_id: int) -> None:
-        heapq.heappush(self._again, item_id)
-        self._counts["relent"] += 1
-
     def _failed(self, item_id: int, details: str, holder: str) -> Failure:
-        value = self._values.pop(item_id)
-        self._losses.pop(item_id, None)
+        item = self._items.pop(item_id)
         self._counts["failed"] += 1
         if self._stop_after is None or item_id < self._stop_after:
             self._stop_after = item_id
-        return Failure(item_id, value, details, holder)
+        return Failure(item_id, item.value, details, holder)
 
     # -- views -------------------------------------------------------------
 
     def held(self, holder: H) -> set[int]:
-        """A copy of the ids a session holds."""
+        """A copy of the ids a session holds (stale copies included)."""
         with self._cond:
             holding = self._holders.get(holder)
             return set(holding.held) if holding else set()
@@ -266,10 +511,11 @@ class Lender(Generic[H]):
     def pending(self) -> int:
         """Items added and not yet done or failed."""
         with self._cond:
-            return len(self._values)
+            return len(self._items)
 
     def counts(self) -> dict[str, int]:
-        """Items lent (each time), lent again, done and failed so far."""
+        """Items lent (each time), lent again, done and failed so far, and the copies made for
+        stragglers, taken back after the timeout, retried after an error, and outvoted."""
         with self._cond:
             return dict(self._counts)
 

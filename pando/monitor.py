@@ -69,6 +69,7 @@ class _Device:
     workers: int
     local: bool
     items: int = 0
+    disagreements: int = 0
     report: dict[str, float] | None = None
     throughput: float = 0.0
     cpu_usage: float = 0.0
@@ -117,6 +118,13 @@ class Monitor:
             if device is not None:
                 device.items += count
 
+    def disagreed(self, key: Hashable) -> None:
+        """A device's answer lost a --verify vote."""
+        with self._lock:
+            device = self._devices.get(key)
+            if device is not None:
+                device.disagreements += 1
+
     def reported(self, key: Hashable, report: protocol.Report) -> None:
         with self._lock:
             device = self._devices.get(key)
@@ -161,6 +169,7 @@ class Monitor:
             "local": device.local,
             "state": "computing" if held else "idle",
             "items": device.items,
+            "disagreements": device.disagreements,
             "held": held,
             "report": device.report,
             "throughput": device.throughput,

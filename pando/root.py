@@ -102,7 +102,14 @@ class Root:
         log = self._console.log
         access = Access(settings.join_key)
         window = Window(WINDOW_ITEMS, WINDOW_BYTES)
-        lender: Lender[Session] = Lender()
+        lender: Lender[Session] = Lender(
+            retries=settings.retries,
+            verify=settings.verify,
+            timeout=settings.timeout,
+            # A straggler's lease lasts a few of its heartbeats at least: one
+            # slow answer is no reason to compute an item twice.
+            straggler_floor=settings.heartbeat_ms / 1000,
+        )
         reorder = Reorder(self._out, window, log)
         reader = Reader(self._batches, lender, window, reorder, log)
         monitor = Monitor(
@@ -127,7 +134,7 @@ class Root:
             settings.heartbeat_ms,
             log,
         )
-        dispatcher = Dispatcher(lender, settings.heartbeat_ms)
+        dispatcher = Dispatcher(lender, reorder, settings.heartbeat_ms, settings.timeout)
         status_thread = StatusThread(monitor, self._console.progress)
         helper: Helper | None = None
         try:

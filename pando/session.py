@@ -176,10 +176,15 @@ class Session:
     def _handle(self, frame: protocol.Frame) -> _Close | None:
         job = self._job
         if isinstance(frame, protocol.Result):
-            accepted = job.lender.complete(self, frame.results)
-            if accepted:
-                job.reorder.deliver(accepted)
-                job.monitor.accepted(self, len(accepted))
+            outcome = job.lender.complete(self, frame.results)
+            if outcome.accepted:
+                job.reorder.deliver(outcome.accepted)
+                job.monitor.accepted(self, len(outcome.accepted))
+            for session, label, item_id in outcome.losers:
+                job.log(f"pando: {label} disagreed with the majority on item {item_id + 1}")
+                job.monitor.disagreed(session)
+            for failure in outcome.failures:
+                job.reorder.fail(failure)
         elif isinstance(frame, protocol.Report):
             job.monitor.reported(self, frame)
         elif isinstance(frame, protocol.Heartbeat):
@@ -190,11 +195,11 @@ class Session:
                 job.log(f"pando: {self.label} cannot run the module: {printable(frame.message, 2000)}{details}")
                 return _Close(1000, "cannot run the module")
             if frame.lost:
-                failure = job.lender.lost(self, frame.id, frame.message)
+                ended = job.lender.lost(self, frame.id, frame.message)
             else:
-                failure = job.lender.fail(self, frame.id, frame.traceback or frame.message)
-            if failure is not None:
-                job.reorder.fail(failure)
+                ended = job.lender.fail(self, frame.id, frame.traceback or frame.message)
+            if ended is not None:
+                job.reorder.fail(ended)
         else:
             raise protocol.ProtocolError(f"unexpected {frame.type} frame")
         return None

@@ -47,7 +47,7 @@ class LenderMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.lender = Lender()
+        self.lender = Lender(retries=0)  # the model fails an item on its first error
         self.keys = itertools.count()
         self.values: dict[int, str] = {}  # every id ever added
         self.fresh: list[int] = []  # never lent, ascending
@@ -59,7 +59,8 @@ class LenderMachine(RuleBasedStateMachine):
         self.accepted_by: dict[int, object] = {}
         self.failed: dict[int, Failure] = {}
         self.stop_after: int | None = None
-        self.counts = {"lent": 0, "relent": 0, "done": 0, "failed": 0}
+        self.counts = {"lent": 0, "relent": 0, "done": 0, "failed": 0, "speculative": 0, "timed_out": 0,
+                       "retried": 0, "disagreements": 0}
 
     # -- the model's derived views ----------------------------------------
 
@@ -229,7 +230,7 @@ class LenderMachine(RuleBasedStateMachine):
         repeats = data.draw(st.lists(st.sampled_from(mine), max_size=2), label="repeats")
         batch_ids = data.draw(st.permutations(mine + foreign + repeats), label="order")
         results = [(i, f"line {i} try {n}") for n, i in enumerate(batch_ids)]
-        accepted = self.lender.complete(holder.key, results)
+        accepted = self.lender.complete(holder.key, results).accepted
         expected, seen = [], set()
         for item_id, line in results:
             if item_id in holder.held and item_id not in seen:
@@ -250,7 +251,7 @@ class LenderMachine(RuleBasedStateMachine):
         ids = sorted(holder.ever_held) or [0]
         batch = data.draw(st.lists(st.sampled_from(ids), min_size=1, max_size=4), label="ids")
         before = self.snapshot()
-        assert self.lender.complete(holder.key, [(i, "late") for i in batch]) == []
+        assert self.lender.complete(holder.key, [(i, "late") for i in batch]).accepted == []
         assert self.snapshot() == before
 
     def result_not_held(self, data: st.DataObject) -> None:
@@ -259,7 +260,7 @@ class LenderMachine(RuleBasedStateMachine):
         ids = sorted(set(self.values) - holder.held) + [len(self.values), len(self.values) + 7]
         batch = data.draw(st.lists(st.sampled_from(ids), min_size=1, max_size=4), label="ids")
         before = self.snapshot()
-        assert self.lender.complete(holder.key, [(i, "stray") for i in batch]) == []
+        assert self.lender.complete(holder.key, [(i, "stray") for i in batch]).accepted == []
         assert self.snapshot() == before
 
     def duplicate_result(self, data: st.DataObject) -> None:
@@ -267,7 +268,7 @@ class LenderMachine(RuleBasedStateMachine):
         item_id = data.draw(st.sampled_from(sorted(self.accepted)), label="id")
         key = self.accepted_by[item_id]
         before = self.snapshot()
-        assert self.lender.complete(key, [(item_id, "again")]) == []
+        assert self.lender.complete(key, [(item_id, "again")]).accepted == []
         assert self.lender.fail(key, item_id, "again") is None
         assert self.lender.lost(key, item_id, "again") is None
         assert self.snapshot() == before
@@ -279,7 +280,7 @@ class LenderMachine(RuleBasedStateMachine):
         before = self.snapshot()
         stranger = ("stranger", item_id)
         if kind == "complete":
-            assert self.lender.complete(stranger, [(item_id, "x")]) == []
+            assert self.lender.complete(stranger, [(item_id, "x")]).accepted == []
         elif kind == "fail":
             assert self.lender.fail(stranger, item_id, "x") is None
         else:
@@ -413,7 +414,7 @@ class LenderMachine(RuleBasedStateMachine):
                 break
             for holder in busy:
                 results = [(i, f"line {i}") for i in sorted(holder.held)]
-                accepted = self.lender.complete(holder.key, results)
+                accepted = self.lender.complete(holder.key, results).accepted
                 assert accepted == results
                 for item_id, line in accepted:
                     assert item_id not in self.accepted, f"item {item_id} accepted twice"
@@ -466,7 +467,7 @@ def test_relent_items_go_first_oldest_first(n: int, capacities: list[int], lost_
     assert lent == list(range(min(n, max(capacities))))
     # The leaver gives back a few results first, so what it loses has holes.
     done = {lent[p % len(lent)] for p in lost_picks} if lent else set()
-    assert [i for i, _ in lender.complete("leaver", [(i, "r") for i in sorted(done)])] == sorted(done)
+    assert [i for i, _ in lender.complete("leaver", [(i, "r") for i in sorted(done)]).accepted] == sorted(done)
     lender.leave("leaver")
     back = sorted(set(lent) - done)
     never = list(range(len(lent), n))
@@ -577,3 +578,235 @@ def test_wait_assign_wakes_on_add() -> None:
     thread.join(5)
     assert got == [[("a", [(0, "x")])]]
     assert time.monotonic() - start < 5
+
+
+# -- leases, stragglers, retries and verification -------------------------
+
+
+class Clock:
+    """The lender's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RulesMachine(RuleBasedStateMachine):
+    """Timeouts, straggler copies, retries and --verify votes, with honest and lying holders.
+
+    The model does not predict every choice the lender makes; it checks what
+    must always hold: a holder never gets a second live copy of an item (nor,
+    with verification, any item it answered before), no item is accepted or
+    failed twice, a line is accepted only from holders that were lent the item
+    (with verification, from at least K distinct ones agreeing, a strict
+    majority of the answers), capacities hold, and honest holders finish the run.
+    """
+
+    @initialize(verify=st.sampled_from([1, 1, 2, 3]), retries=st.integers(0, 2),
+                timeout=st.sampled_from([None, 5.0, 20.0]))
+    def start(self, verify: int, retries: int, timeout: float | None) -> None:
+        self.clock = Clock()
+        self.verify = verify
+        self.retries = retries
+        self.lender: Lender[tuple[str, int]] = Lender(retries=retries, verify=verify, timeout=timeout,
+                                                      straggler_floor=2.0, clock=self.clock)
+        self.keys = itertools.count()
+        self.values: dict[int, str] = {}
+        self.capacity: dict[tuple[str, int], int] = {}
+        self.liars: set[tuple[str, int]] = set()
+        self.lent: dict[int, set[tuple[str, int]]] = {}  # every holder ever lent the item
+        self.answers: dict[int, list[tuple[tuple[str, int], str]]] = {}
+        self.accepted: dict[int, str] = {}
+        self.failed: set[int] = set()
+
+    def line(self, holder: tuple[str, int], item_id: int) -> str:
+        return f"lie {holder[1]}" if holder in self.liars else f"good {item_id}"
+
+    @rule(count=st.integers(1, 5))
+    def add(self, count: int) -> None:
+        start = len(self.values)
+        batch = [(i, f"v{i}") for i in range(start, start + count)]
+        self.lender.add(batch)
+        self.values.update(batch)
+
+    @rule(capacity=st.integers(1, 3), liar=st.booleans())
+    def join(self, capacity: int, liar: bool) -> None:
+        key = ("holder", next(self.keys))
+        self.lender.join(key, capacity)
+        self.capacity[key] = capacity
+        if liar:
+            self.liars.add(key)
+
+    @precondition(lambda self: self.capacity)
+    @rule(data=st.data())
+    def leave(self, data: st.DataObject) -> None:
+        key = data.draw(st.sampled_from(sorted(self.capacity)))
+        self.record(self.lender.leave(key))
+        del self.capacity[key]
+
+    @rule()
+    def assign(self) -> None:
+        for key, items in self.lender.assign():
+            for item_id, value in items:
+                assert value == self.values[item_id]
+                assert item_id not in self.accepted and item_id not in self.failed
+                if self.verify > 1:
+                    assert key not in self.lent.get(item_id, set()), f"{key} lent {item_id} twice under --verify"
+                self.lent.setdefault(item_id, set()).add(key)
+
+    @rule(seconds=st.sampled_from([0.5, 3.0, 30.0]))
+    def time_passes(self, seconds: float) -> None:
+        self.clock.now += seconds
+        self.record(self.lender.sweep())
+
+    @precondition(lambda self: any(self.lender.held(k) for k in self.capacity))
+    @rule(data=st.data(), kind=st.sampled_from(["complete", "complete", "fail", "lost"]))
+    def report(self, data: st.DataObject, kind: str) -> None:
+        key = data.draw(st.sampled_from([k for k in sorted(self.capacity) if self.lender.held(k)]))
+        item_id = data.draw(st.sampled_from(sorted(self.lender.held(key))))
+        if kind == "complete":
+            self.complete(key, [item_id])
+        elif kind == "fail":
+            self.record([f for f in [self.lender.fail(key, item_id, "Traceback")] if f is not None])
+        else:
+            self.record([f for f in [self.lender.lost(key, item_id, "worker died")] if f is not None])
+
+    def complete(self, key: tuple[str, int], ids: list[int]) -> None:
+        results = [(i, self.line(key, i)) for i in ids]
+        for item_id, line in results:
+            self.answers.setdefault(item_id, []).append((key, line))
+        outcome = self.lender.complete(key, results)
+        self.record(outcome.failures)
+        for item_id, line in outcome.accepted:
+            assert item_id not in self.accepted and item_id not in self.failed, f"item {item_id} ended twice"
+            voters = {holder for holder, given in self.answers[item_id] if given == line}
+            assert voters <= self.lent[item_id], "a line accepted from a holder never lent the item"
+            assert len(voters) >= self.verify, f"item {item_id} accepted with {len(voters)} votes"
+            self.accepted[item_id] = line
+        for loser, _, item_id in outcome.losers:
+            assert (loser, self.accepted[item_id]) not in self.answers[item_id]
+
+    def record(self, failures: list[Failure]) -> None:
+        for failure in failures:
+            assert failure.id not in self.accepted and failure.id not in self.failed, f"item {failure.id} ended twice"
+            self.failed.add(failure.id)
+
+    @invariant()
+    def capacities_hold(self) -> None:
+        counts = self.lender.held_counts()
+        assert set(counts) == set(self.capacity)
+        for key, held in counts.items():
+            assert held <= self.capacity[key]
+
+    def teardown(self) -> None:
+        """Honest holders join and everyone answers everything (liars lie): every item ends, each exactly once."""
+        if sys.exc_info()[0] is not None or not hasattr(self, "lender"):
+            return
+        for _ in range(self.verify + 1):
+            self.join(2, False)
+        for _ in range(20 * (len(self.values) + 2)):
+            self.assign()
+            for key in sorted(self.capacity):
+                if held := sorted(self.lender.held(key)):
+                    self.complete(key, held)
+            if self.lender.pending() == 0 or self.failed:
+                break
+            self.clock.now += 30.0  # liars' and stuck copies time out or get a straggler's copy
+            self.record(self.lender.sweep())
+        if not self.failed:
+            assert self.lender.pending() == 0, "items never ended with honest holders at work"
+            assert set(self.accepted) == set(self.values)
+
+
+TestRulesMachine = RulesMachine.TestCase
+TestRulesMachine.settings = settings(max_examples=300, stateful_step_count=40, deadline=None,
+                                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+
+def test_a_straggler_gets_one_extra_copy_and_the_first_answer_wins() -> None:
+    clock = Clock()
+    lender: Lender[str] = Lender(straggler_floor=1.0, clock=clock)
+    lender.add([(0, "a"), (1, "b")])
+    lender.join("slow", 1)
+    lender.join("fast", 1)
+    assert sorted((k, [i for i, _ in items]) for k, items in lender.assign()) == [("fast", [1]), ("slow", [0])]
+    clock.now += 0.5
+    assert lender.complete("fast", [(1, "B")]).accepted == [(1, "B")]
+    lender.sweep()
+    assert lender.assign() == []  # 0 is not late yet
+    clock.now += 2.0
+    lender.sweep()
+    lender.sweep()  # a second sweep adds no second extra copy
+    assert lender.assign() == [("fast", [(0, "a")])]
+    assert lender.counts()["speculative"] == 1
+    assert lender.complete("fast", [(0, "A")]).accepted == [(0, "A")]
+    assert lender.complete("slow", [(0, "late")]).accepted == []  # the straggler's answer is dropped
+    assert lender.pending() == 0
+
+
+def test_an_error_is_retried_on_another_holder_then_fails_with_every_attempt() -> None:
+    lender: Lender[str] = Lender(retries=1)
+    lender.add([(0, "a")])
+    lender.join("one", 1, name="volunteer one")
+    lender.join("two", 1, name="volunteer two")
+    [(first, _)] = lender.assign()
+    assert lender.fail(first, 0, "Traceback one") is None
+    [(second, _)] = lender.assign()
+    assert second != first  # another holder, while there is one
+    failure = lender.fail(second, 0, "Traceback two")
+    assert failure is not None
+    assert "attempt 1, on volunteer" in failure.details and "Traceback one" in failure.details
+    assert "attempt 2, on volunteer" in failure.details and "Traceback two" in failure.details
+
+
+def test_a_lone_holder_retries_an_error_itself() -> None:
+    lender: Lender[str] = Lender(retries=2)
+    lender.add([(0, "a")])
+    lender.join("alone", 1)
+    for _ in range(2):
+        assert lender.assign() == [("alone", [(0, "a")])]
+        assert lender.fail("alone", 0, "Traceback") is None
+    assert lender.assign() == [("alone", [(0, "a")])]
+    assert lender.fail("alone", 0, "Traceback") is not None
+
+
+def test_timeout_takes_a_copy_back_and_counts_a_loss() -> None:
+    clock = Clock()
+    lender: Lender[str] = Lender(timeout=5.0, clock=clock, straggler_floor=100.0)
+    lender.add([(0, "a")])
+    lender.join("stuck", 1, name="volunteer stuck")
+    lender.join("other", 1)
+    lender.assign()
+    holder = next(k for k in ("stuck", "other") if lender.held(k))
+    clock.now += 6.0
+    assert lender.sweep() == []
+    assert lender.counts()["timed_out"] == 1
+    assert lender.held(holder) == {0}  # counted against its holder until it answers
+    [(again, _)] = lender.assign()
+    assert again != holder
+    clock.now += 6.0
+    assert lender.sweep() == []
+    lender.join("third", 1)  # the first two are stuck with their stale copies
+    assert lender.assign() == [("third", [(0, "a")])]
+    clock.now += 6.0
+    failures = lender.sweep()
+    assert len(failures) == 1 and "lost 3 times" in failures[0].details and "--timeout 5 s" in failures[0].details
+
+
+def test_verify_accepts_agreement_and_names_the_outvoted() -> None:
+    lender: Lender[str] = Lender(verify=2)
+    lender.add([(0, "x")])
+    for name in ("a", "b", "c"):
+        lender.join(name, 1, name=f"volunteer {name}")
+    first = lender.assign()
+    assert len(first) == 2  # two distinct holders at once
+    (h1, _), (h2, _) = first
+    assert lender.complete(h1, [(0, "right")]).accepted == []
+    assert lender.complete(h2, [(0, "wrong")]).accepted == []  # a disagreement: a third holder is asked
+    [(h3, _)] = lender.assign()
+    assert h3 not in (h1, h2)
+    outcome = lender.complete(h3, [(0, "right")])
+    assert outcome.accepted == [(0, "right")]
+    assert [(who, item) for who, _, item in outcome.losers] == [(h2, 0)]

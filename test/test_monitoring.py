@@ -64,7 +64,8 @@ def test_json_log_fields_cadence_and_module_reports(procs: Processes) -> None:
     assert 0.3 < statistics.median(gaps) < 0.9
     for status in log:
         assert set(status) >= {"time", "elapsed", "interval", "items", "throughput", "volunteers", "devices"}
-        assert set(status["items"]) == {"total", "read", "lent", "relent", "done", "failed", "written"}
+        assert set(status["items"]) == {"total", "read", "lent", "relent", "done", "failed", "written", "speculative",
+                                        "timed_out", "retried", "disagreements"}
         assert status["interval"] == 0.5 and status["items"]["total"] is None
     assert log[-1]["volunteers"]["ever"] == 1
     reports = [device for status in log for device in status["devices"] if device["report"]]
