@@ -43,7 +43,8 @@ Options:
                     (default: 1).
   --verify=K        Have K different volunteers (K >= 2) compute every item
                     and accept a result only when K of them agree, with a
-                    strict majority; otherwise the item fails.
+                    strict majority; otherwise the item fails. The root then
+                    leaves the computing to volunteers, as with --start-idle.
   --journal=FILE    Record every accepted result in FILE (a text file, one
                     result a line) before it is written to stdout.
   --resume          With --journal and the same input: write the results
@@ -144,6 +145,8 @@ def _run(args: dict[str, Any]) -> int:
     module_path = args["MODULE"]
     if options["stdin"] and args["ITEM"]:
         raise status.PandoError("give items on the command line or with --stdin, not both")
+    if options["verify"] and options["local"]:
+        raise status.PandoError("--verify needs volunteers to compare; it cannot be used with --local")
     key = options["join-key"]
     if key is not None:
         access.check_key(key, "--join-key")

@@ -149,7 +149,9 @@ class Root:
                 log(f"Serving volunteer code at {url}")
             log(f"Monitoring at {volunteer_urls(settings.bind, server.port)[-1]}/monitor{key}")
             self._console.qr_code(urls[0])  # the first LAN address, if there is one
-            if not settings.start_idle:
+            if settings.verify > 1:  # the root's helper is one voice: it would only ever vote alone
+                log(f"pando: --verify {settings.verify} waits for {settings.verify} volunteers to agree on each item")
+            elif not settings.start_idle:
                 helper = Helper(server.port, access, log)
             while not reorder.done.wait(0.5) and not supervisor.failed.is_set():
                 if helper is not None:
