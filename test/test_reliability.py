@@ -144,5 +144,6 @@ def test_timeout_takes_an_item_back_from_a_volunteer_that_never_answers(procs: P
         while root.popen.poll() is None and time.monotonic() < deadline:
             ws.send(json.dumps({"type": "heartbeat"}))
             time.sleep(0.2)
+        assert root.popen.poll() is not None, "the run waited for the mute volunteer"
     assert root.wait(30) == 0, root.err
     assert root.out == squares(range(1, 6))
