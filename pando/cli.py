@@ -144,6 +144,8 @@ def _run(args: dict[str, Any]) -> int:
     module_path = args["MODULE"]
     if options["stdin"] and args["ITEM"]:
         raise status.PandoError("give items on the command line or with --stdin, not both")
+    if options["resume"] and options["journal"] is None:
+        raise status.PandoError("--resume needs --journal FILE: the journal to resume from")
     key = options["join-key"]
     if key is not None:
         access.check_key(key, "--join-key")
@@ -157,7 +159,7 @@ def _run(args: dict[str, Any]) -> int:
     batches = stream_batches(stdin_unbuffered()) if options["stdin"] else argv_batches(args["ITEM"])
     try:
         if options["local"]:
-            code = run_local(fn, batches, out)
+            code = run_local(fn, batches, out, options["journal"], options["resume"])
         else:
             raise_file_limit()
             settings = Settings(
