@@ -32,8 +32,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 from pando import status
 
@@ -54,17 +53,17 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):  # a tuple: the reorder thread makes one per result
     """One journaled result: the item's id (its position from 0), its digest, the output line."""
 
     id: int
     digest: str
     result: str
 
-    def encode(self) -> bytes:
-        """The entry's line in the file, newline included."""
-        return f"{self.id + 1}\t{self.digest}\t{self.result}\n".encode("utf-8")
+
+def encode(entries: Iterable[Entry]) -> bytes:
+    """The entries' lines in the file, newlines included."""
+    return "".join([f"{entry.id + 1}\t{entry.digest}\t{entry.result}\n" for entry in entries]).encode("utf-8")
 
 
 class JournalError(status.PandoError):
@@ -113,7 +112,9 @@ def _check_header(path: str, first_line: bytes) -> None:
         return
     if first_line.startswith(_MAGIC):
         version = first_line[len(_MAGIC):].split(b":")[0].decode("utf-8", "replace")[:20]
-        raise JournalError(f"{path} is a journal of format {version!r}; this pando reads format {VERSION}")
+        if version != str(VERSION):
+            raise JournalError(f"{path} is a journal of format {version!r}; this pando reads format {VERSION}")
+        raise JournalError(f"{path} is damaged at line 1: not the header {HEADER[:-1].decode()!r}")
     raise JournalError(f"{path} is not a pando journal (its first line is not {HEADER[:-1].decode()!r}); "
                        "not touching it")
 
@@ -207,6 +208,8 @@ class Journal:
         how many items are skipped. An input error among them is raised by the
         returned batches, after the items before it, like any input error.
         """
+        if self._end == len(HEADER):  # nothing to skip: read no input before the run starts
+            return iter(batches)
         entries = self._entries()
         source = iter(batches)
         position = 0
@@ -251,7 +254,7 @@ class Journal:
 
     def write(self, entries: Iterable[Entry]) -> None:
         """Append entries and fsync them; JournalError (status 1) if the file refuses."""
-        data = b"".join(entry.encode() for entry in entries)
+        data = encode(entries)
         if not data:
             return
         try:

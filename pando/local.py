@@ -62,9 +62,8 @@ def _compute(fn: PandoFunction, batches: Iterable[list[str]], out: BinaryIO, jou
         if journal is not None:
             position = replay(journal, window, reorder)
         for text in itertools.chain.from_iterable(batches):
-            if reorder.done.is_set():  # stdout was closed or cannot be written
+            if not window.take(1, len(text), reorder.done):  # stdout was closed or cannot be written
                 break
-            window.take(1, len(text))
             answer = compute(fn, position, text)
             if answer[0] != "ok":
                 reorder.fail(Failure(position, text, answer[3] or answer[2]))

@@ -83,11 +83,13 @@ def replay(journal: Journal, window: Window, reorder: Reorder) -> int:
     """Hand the journal's results for the first items to ``reorder``, as if computed; return how many.
 
     They take room in the window like any item (the reorder buffer gives it
-    back as it writes them) and are not journaled again.
+    back as it writes them) and are not journaled again. Stops early if the
+    reorder buffer does (stdout was closed, say): the room would never come.
     """
     count = 0
     for lines in journal.replay():
-        window.take(len(lines), sum(map(len, lines)))
+        if not window.take(len(lines), sum(map(len, lines)), reorder.done):
+            break
         reorder.deliver(list(zip(range(count, count + len(lines)), lines)))
         count += len(lines)
     return count

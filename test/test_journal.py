@@ -200,6 +200,17 @@ def test_a_truncated_last_line_is_ignored_and_replaced(procs: Processes, mode: s
     assert run.journal.read_bytes() == complete
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_an_input_error_among_the_journaled_items_comes_after_their_results(procs: Processes, mode: str) -> None:
+    run = Run(procs)
+    assert run.start(["1", "2", "3", "4"], *MODES[mode]).wait() == 0
+    root = procs.pando(str(run.module), "--stdin", "--journal", str(run.journal), "--resume", *MODES[mode],
+                       stdin=b"1\n2\n\xff\n4\n", COUNT_FILE=str(run.count_file))
+    assert root.wait() == 3
+    assert root.out == expected(["1", "2"]) and "line 3 is not valid UTF-8" in root.err
+    assert len(run.computed()) == 4
+
+
 # Items: 2000 at 2 ms each, computed by the root's own helper (one worker) with --batch-size 4.
 KILL_ITEMS = 2000
 KILL_BATCH = 4
