@@ -2,11 +2,12 @@
 
 ``--local`` runs the module in this process on one item after another, with no
 server at all; the results go through the same reorder thread as a distributed
-run's (they come in order already), which owns stdout and the journal. Without ``--start-idle``, the root instead starts a helper
-process: an ordinary volunteer of one worker that says it is the root's own
-helper (and proves it with a secret of its own), so the lender gives it items
-only while no other volunteer is connected, and its function never runs on the
-dispatcher's thread.
+run's (they come in order already), which owns stdout and the journal.
+
+Without ``--start-idle``, the root instead starts a helper process: an ordinary
+volunteer of one worker that says it is the root's own helper (and proves it
+with a secret of its own), so the lender gives it items only while no other
+volunteer is connected, and its function never runs on the dispatcher's thread.
 """
 from __future__ import annotations
 

@@ -230,7 +230,6 @@ def test_sigkill_at_random_moments_then_resume(procs: Processes) -> None:
     run = Run(procs)
     values = [str(n) for n in range(KILL_ITEMS)]
     kills: list[int] = []  # entries in the journal after each kill
-    started = time.monotonic()
     while True:
         before = run.entries()
         root = run.start(values, "--resume", "--batch-size", str(KILL_BATCH), SLEEP="0.002")
@@ -253,7 +252,6 @@ def test_sigkill_at_random_moments_then_resume(procs: Processes) -> None:
     again = len(computed) - len(values)
     assert again <= len(kills) * (KILL_BATCH + KILL_SLACK), f"seed {seed}: {again} again after kills at {kills}"
     assert len(kills) >= 2, f"seed {seed}: the run ended before it was killed often enough"
-    assert time.monotonic() - started < 45
 
 
 # -- refusals --------------------------------------------------------------------------------
