@@ -18,19 +18,34 @@ from typing import BinaryIO, Callable, Iterable
 from pando import items, status
 from pando.access import Access
 from pando.lender import Failure
-from pando.module import PandoFunction
+from pando.module import Answer, PandoFunction
 from pando.reorder import describe_failure
 from pando.volunteer import Volunteer
 from pando.workers import compute
 
 
-def run_local(fn: PandoFunction, batches: Iterable[list[str]], out: BinaryIO) -> int:
-    """Compute every item in order, here; return the exit status."""
+#: Tries an item that runs past ``--timeout`` gets with ``--local``: as many as
+#: the lost holders after which a distributed run fails it.
+LOCAL_TRIES = 3
+
+
+def run_local(fn: PandoFunction, batches: Iterable[list[str]], out: BinaryIO, timeout: float | None = None) -> int:
+    """Compute every item in order, here; return the exit status.
+
+    With a ``timeout`` (seconds), an item still running after it is
+    interrupted and tried again, :data:`LOCAL_TRIES` times in all, before the
+    run fails on it.
+    """
     items.allow_big_integers()
     position = 0
     for batch in batches:
         for text in batch:
-            answer = compute(fn, position, text)
+            answer = _compute_with_tries(fn, position, text, timeout)
+            if answer[0] == "lost":
+                out.flush()
+                details = f"{answer[2]}, on each of its {LOCAL_TRIES} tries"
+                print(describe_failure(Failure(position, text, details)), file=sys.stderr)
+                return status.FAILED
             if answer[0] != "ok":
                 out.flush()
                 print(describe_failure(Failure(position, text, answer[3] or answer[2])), file=sys.stderr)
@@ -45,6 +60,18 @@ def run_local(fn: PandoFunction, batches: Iterable[list[str]], out: BinaryIO) ->
                 return status.FAILED
             position += 1
     return status.OK
+
+
+def _compute_with_tries(fn: PandoFunction, position: int, text: str, timeout: float | None) -> Answer:
+    """One item, tried again while it runs past the timeout, up to :data:`LOCAL_TRIES` times."""
+    for attempt in range(1, LOCAL_TRIES + 1):
+        answer = compute(fn, position, text, timeout)
+        if answer[0] != "lost" or attempt == LOCAL_TRIES:
+            break
+        # Numbered from 1, as failures are (the position counts from 0).
+        print(f"pando: item {position + 1}: {answer[2]}; trying it again ({attempt + 1} of {LOCAL_TRIES})",
+              file=sys.stderr, flush=True)
+    return answer
 
 
 #: The directory holding this ``pando`` package: the helper imports exactly it.

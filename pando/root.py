@@ -113,7 +113,7 @@ class Root:
         )
         job = Job(
             self._filename, self._source, settings.heartbeat_ms, settings.batch_size, settings.reporting_interval,
-            lender, reorder, monitor, _id_maker(settings.seed), log, access,
+            lender, reorder, monitor, _id_maker(settings.seed), log, access, timeout=settings.timeout,
         )
         server = Server(
             settings.bind,
