@@ -233,7 +233,7 @@ class Workers:
                     by_waitable[worker.conn] = worker
                     by_waitable[worker.process.sentinel] = worker
             # Wake for the next report, and in time to catch an item running too long.
-            wake = min(next_report, self._overrun_check(workers))
+            wake = min(next_report, self._next_overrun(workers))
             try:
                 ready = multiprocessing.connection.wait(list(by_waitable), max(0.0, wake - time.monotonic()))
             except OSError:
@@ -263,7 +263,7 @@ class Workers:
             if answers:
                 self._on_answers(answers)
 
-    def _overrun_check(self, workers: Iterable[_Worker]) -> float:
+    def _next_overrun(self, workers: Iterable[_Worker]) -> float:
         """The time.monotonic() by which an item may next run too long (infinity without a timeout).
 
         A worker that is idle now starts its next item after this call, so

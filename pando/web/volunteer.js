@@ -16,7 +16,7 @@ const RESTART_DELAY_MS = 500; // times the number of failed starts so far
 const STAGGER_LIMIT_MS = 20_000; // the longest the other workers wait for the first to start
 const RATE_WINDOW_MS = 5_000;
 const REPORT_GRACE_MS = 250; // after a report boundary, wait this long for the workers' reports
-const OVERRUN_CHECK_MS = 1000; // with a timeout, workers are checked this often (or 4 times per timeout)
+const OVERRUN_CHECK_MS = 1000; // with a timeout, workers are checked at least this often, and 4 times per timeout
 const LOG_LINES = 80;
 const NO_KEY = 'This address lacks its join key: open the full URL the root printed (it ends with #key=…).';
 const NAME_KEY = 'pando.device';
