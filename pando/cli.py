@@ -165,7 +165,7 @@ def _run(args: dict[str, Any]) -> int:
     batches = stream_batches(stdin_unbuffered()) if options["stdin"] else argv_batches(args["ITEM"])
     try:
         if options["local"]:
-            code = run_local(fn, batches, out, options["journal"], options["resume"])
+            code = run_local(fn, batches, out, options["journal"], options["resume"], options["timeout"])
         else:
             raise_file_limit()
             settings = Settings(

@@ -91,6 +91,8 @@ class _Item(Generic[H]):
         return sum(map(len, self.votes.values())) if self.votes else 0
 
 
+#: Seconds a lease lasts beyond what --timeout allows the items queued on a holder.
+LEASE_GRACE = 1.0
 #: Item times kept for the running median.
 _SAMPLES = 256
 #: A straggler's lease is this many times the median item time, at least.
@@ -108,6 +110,7 @@ class Lender(Generic[H]):
         retries: int = 0,
         verify: int = 1,
         timeout: float | None = None,
+        queued: int = 1,
         straggler_floor: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -116,6 +119,10 @@ class Lender(Generic[H]):
         self._retries = retries
         self._verify = verify
         self._timeout = timeout
+        # A holder computes ``queued`` items per worker one after another: an item
+        # may wait that many timeouts before it is done, and the volunteer, which
+        # times each item from its start, should be the one to act first.
+        self._lease_limit = timeout * queued + LEASE_GRACE if timeout is not None else None
         self._straggler_floor = straggler_floor
         self._clock = clock
         self._values: dict[int, str] = {}  # every item not yet done or failed, in input order
@@ -226,7 +233,7 @@ class Lender(Generic[H]):
         """
         with self._cond:
             now = self._clock()
-            failures = self._expire(now) if self._timeout is not None else []
+            failures = self._expire(now) if self._lease_limit is not None else []
             self._speculate(now)
             if failures or self._again:
                 self._cond.notify_all()
@@ -354,9 +361,9 @@ class Lender(Generic[H]):
         return sorted(found, key=lambda lease: lease[:2])
 
     def _expire(self, now: float) -> list[Failure]:
-        assert self._timeout is not None
+        assert self._timeout is not None and self._lease_limit is not None
         failures = []
-        for _, item_id, holder in self._leases(now - self._timeout):
+        for _, item_id, holder in self._leases(now - self._lease_limit):
             item = self._items.get(item_id)
             if item is None:
                 continue  # failed just now, through another copy
@@ -365,7 +372,7 @@ class Lender(Generic[H]):
             # a holder stuck on an item gets nothing more to be stuck behind.
             item.copies.discard(holder)
             self._counts["timed_out"] += 1
-            reason = f"it took longer than --timeout {self._timeout:g} s"
+            reason = f"it was unanswered {self._lease_limit:g} s after it was lent (--timeout {self._timeout:g} s)"
             if (failure := self._lost(item_id, item, holding.name, reason)) is not None:
                 failures.append(failure)
         return failures

@@ -22,7 +22,7 @@ from pando import items, status
 from pando.access import Access
 from pando.journal import Journal, digest
 from pando.lender import Failure
-from pando.module import PandoFunction
+from pando.module import Answer, PandoFunction
 from pando.reader import replay
 from pando.reorder import Reorder
 from pando.volunteer import Volunteer
@@ -33,28 +33,37 @@ from pando.workers import compute
 LOCAL_WINDOW_ITEMS = 1024
 LOCAL_WINDOW_BYTES = 64 * 1024 * 1024
 
+#: Tries an item that runs past ``--timeout`` gets with ``--local``: as many as
+#: the lost holders after which a distributed run fails it.
+LOCAL_TRIES = 3
+
 
 def run_local(
     fn: PandoFunction, batches: Iterable[list[str]], out: BinaryIO, journal_path: str | None = None,
-    resume: bool = False,
+    resume: bool = False, timeout: float | None = None,
 ) -> int:
     """Compute every item in order, here; return the exit status.
 
     With ``journal_path``, results are journaled as in a distributed run, and
     with ``resume`` the journal's results are written instead of computed.
+    With a ``timeout`` (seconds), an item still running after it is
+    interrupted and tried again, :data:`LOCAL_TRIES` times in all, before the
+    run fails on it.
     """
     items.allow_big_integers()
     journal = Journal.open(journal_path, resume) if journal_path is not None else None
     try:
         if journal is not None:
             batches = journal.skip_done(batches)  # before anything is written
-        return _compute(fn, batches, out, journal)
+        return _compute(fn, batches, out, journal, timeout)
     finally:
         if journal is not None:
             journal.close()
 
 
-def _compute(fn: PandoFunction, batches: Iterable[list[str]], out: BinaryIO, journal: Journal | None) -> int:
+def _compute(
+    fn: PandoFunction, batches: Iterable[list[str]], out: BinaryIO, journal: Journal | None, timeout: float | None
+) -> int:
     window = Window(LOCAL_WINDOW_ITEMS, LOCAL_WINDOW_BYTES)
     reorder = Reorder(out, window, journal=journal)
     reorder.start()
@@ -65,7 +74,10 @@ def _compute(fn: PandoFunction, batches: Iterable[list[str]], out: BinaryIO, jou
         for text in itertools.chain.from_iterable(batches):
             if not window.take(1, len(text), reorder.done):  # stdout was closed or cannot be written
                 break
-            answer = compute(fn, position, text)
+            answer = _compute_with_tries(fn, position, text, timeout)
+            if answer[0] == "lost":
+                reorder.fail(Failure(position, text, f"{answer[2]}, on each of its {LOCAL_TRIES} tries"))
+                break
             if answer[0] != "ok":
                 reorder.fail(Failure(position, text, answer[3] or answer[2]))
                 break
@@ -84,6 +96,18 @@ def _compute(fn: PandoFunction, batches: Iterable[list[str]], out: BinaryIO, jou
     reorder.end(position)
     reorder.join()
     return reorder.status
+
+
+def _compute_with_tries(fn: PandoFunction, position: int, text: str, timeout: float | None) -> Answer:
+    """One item, tried again while it runs past the timeout, up to :data:`LOCAL_TRIES` times."""
+    for attempt in range(1, LOCAL_TRIES + 1):
+        answer = compute(fn, position, text, timeout)
+        if answer[0] != "lost" or attempt == LOCAL_TRIES:
+            break
+        # Numbered from 1, as failures are (the position counts from 0).
+        print(f"pando: item {position + 1}: {answer[2]}; trying it again ({attempt + 1} of {LOCAL_TRIES})",
+              file=sys.stderr, flush=True)
+    return answer
 
 
 #: The directory holding this ``pando`` package: the helper imports exactly it.

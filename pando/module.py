@@ -13,6 +13,7 @@ import inspect
 import os
 import sys
 import threading
+import time
 import traceback
 import types
 from typing import Any, Callable, Iterator, NoReturn
@@ -29,8 +30,31 @@ class ModuleError(Exception):
     """A module that cannot be used: unreadable, invalid, or without the function."""
 
 
-#: How an item ended: ("ok", id, line) or ("error", id, message, details).
+#: How an item ended: ("ok", id, line), ("error", id, message, details), or
+#: ("lost", id, message) when its computation was given up (see :class:`Overrun`).
 Answer = tuple[Any, ...]
+
+
+def overrun_message(timeout: float) -> str:
+    """What is said of an item that ran for longer than ``timeout`` seconds."""
+    return f"it took longer than --timeout {timeout:g} s"
+
+
+class Overrun(Exception):
+    """An item ran for longer than the timeout :func:`call` was given."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(overrun_message(timeout))
+        self.timeout = timeout
+
+
+class _Alarm(BaseException):
+    """Raised inside the user's function when its time is up.
+
+    A BaseException, so that a module's ``except Exception`` does not swallow
+    it (nor the adapters of :func:`function`, which report an Exception as the
+    item's error).
+    """
 
 
 def function(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -140,10 +164,16 @@ def check(fn: Any, filename: str) -> None:
         ) from None
 
 
-def call(fn: PandoFunction, value: Any) -> tuple[Any, Any]:
+def call(fn: PandoFunction, value: Any, timeout: float | None = None) -> tuple[Any, Any]:
     """Run ``fn`` on one value and wait for its callback: ``(err, result)``.
 
-    An exception raised by ``fn`` itself comes back as ``err``.
+    An exception raised by ``fn`` itself comes back as ``err``. With a
+    ``timeout`` (seconds), :class:`Overrun` is raised once that much time has
+    passed: the callback is waited for no longer, and in the main thread of a
+    process that has ``SIGALRM`` the function itself is interrupted (an
+    exception raised wherever it is, while SIGALRM is Pando's). Elsewhere
+    (another thread, Pyodide) a function that never returns still holds this
+    call: there, whoever runs it must stop it from outside.
     """
     outcome: list[tuple[Any, Any]] = []
     called = threading.Event()
@@ -153,13 +183,68 @@ def call(fn: PandoFunction, value: Any) -> tuple[Any, Any]:
             outcome.append((err, result))
             called.set()
 
+    deadline = None if timeout is None else time.monotonic() + timeout
+    disarm = _alarm_after(timeout) if timeout is not None else None
     try:
-        with exits_refused():
-            fn(value, callback)
-    except (Exception, SystemExit) as exc:  # an exit inside the function is that item's error
-        return exc, None
-    called.wait()
+        try:
+            with exits_refused():
+                try:
+                    fn(value, callback)
+                except (Exception, SystemExit) as exc:  # an exit inside the function is that item's error
+                    return exc, None
+            if not called.wait(None if deadline is None else max(0.0, deadline - time.monotonic())):
+                raise _Alarm()  # it returned, but never called back in time
+        finally:
+            if disarm is not None:
+                _stop(disarm)
+    except _Alarm:
+        assert timeout is not None
+        raise Overrun(timeout) from None
+    if isinstance(outcome[0][0], _Alarm):  # it caught the alarm and passed it on
+        assert timeout is not None
+        raise Overrun(timeout)
     return outcome[0]
+
+
+#: Once the time is up, the alarm rings again this often (seconds, at least),
+#: in case the function swallowed it (``except BaseException``).
+_RING_AGAIN = 0.25
+
+
+def _alarm_after(timeout: float) -> Callable[[], None] | None:
+    """Make SIGALRM raise :class:`_Alarm` here in ``timeout`` seconds; return what stops it.
+
+    None where that cannot work: not the main thread, or no ``setitimer``.
+    """
+    import signal  # here: this file also runs in Pyodide, which never gets this far
+
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        return None
+    armed = [True]
+
+    def ring(signum: int, frame: Any) -> None:
+        if armed[0]:
+            raise _Alarm()
+
+    previous = signal.signal(signal.SIGALRM, ring)
+    signal.setitimer(signal.ITIMER_REAL, timeout, max(timeout, _RING_AGAIN))
+
+    def disarm() -> None:
+        armed[0] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+    return disarm
+
+
+def _stop(disarm: Callable[[], None]) -> None:
+    """Run ``disarm`` to its end, even if the alarm rings just before it takes effect."""
+    while True:
+        try:
+            disarm()
+            return
+        except _Alarm:
+            pass  # rang at the very last moment: the item is over anyway
 
 
 @contextlib.contextmanager

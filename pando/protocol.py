@@ -100,10 +100,13 @@ class Module:
     heartbeat_ms: int
     batch_size: int
     reporting_interval: float = 3.0
+    #: Seconds one item may run on a worker before the volunteer gives it up
+    #: (reports it lost and replaces the worker); None: no limit.
+    timeout: float | None = None
     type = "module"
 
     def payload(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "filename": self.filename,
             "source": self.source,
@@ -111,6 +114,9 @@ class Module:
             "batch_size": self.batch_size,
             "reporting_interval": self.reporting_interval,
         }
+        if self.timeout is not None:  # absent means no limit: the frame stays as it was without --timeout
+            out["timeout"] = self.timeout
+        return out
 
 
 @dataclass(frozen=True)
@@ -341,7 +347,18 @@ def _parse_module(body: dict[str, Any]) -> Module:
         heartbeat_ms=_int(body, "heartbeat", 1),
         batch_size=_int(body, "batch_size", 1),
         reporting_interval=_number(body, "reporting_interval", 3.0, minimum=MIN_INTERVAL),
+        timeout=_optional_positive(body, "timeout"),
     )
+
+
+def _optional_positive(body: dict[str, Any], key: str) -> float | None:
+    """A finite number above 0, or None when absent or null (optional fields of version 2)."""
+    if body.get(key) is None:
+        return None
+    value = _number(body, key)
+    if value <= 0:
+        raise ValueError(f"{key!r} must be a number above 0, or null")
+    return value
 
 
 def _parse_report(body: dict[str, Any]) -> Report:

@@ -115,6 +115,7 @@ class Root:
             retries=settings.retries,
             verify=settings.verify,
             timeout=settings.timeout,
+            queued=settings.batch_size,
             # A straggler's lease lasts a few of its heartbeats at least: one
             # slow answer is no reason to compute an item twice.
             straggler_floor=settings.heartbeat_ms / 1000,
@@ -129,7 +130,7 @@ class Root:
         )
         job = Job(
             self._filename, self._source, settings.heartbeat_ms, settings.batch_size, settings.reporting_interval,
-            lender, reorder, monitor, _id_maker(settings.seed), log, access,
+            lender, reorder, monitor, _id_maker(settings.seed), log, access, timeout=settings.timeout,
         )
         server = Server(
             settings.bind,

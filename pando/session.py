@@ -47,6 +47,8 @@ class Job:
     new_id: Callable[[], str]
     log: Callable[[str], None]
     access: Access
+    #: Seconds an item may run on one worker; volunteers are told in the module frame.
+    timeout: float | None = None
 
 
 class _Close:
@@ -163,7 +165,8 @@ class Session:
             frame = protocol.Hello(name, frame.workers, "", frame.role, frame.protocol)
             self.label = f"volunteer {self.id}" + (f" ({name})" if name else "")
         module = protocol.Module(
-            self.id, job.filename, job.source, job.heartbeat_ms, job.batch_size, job.reporting_interval
+            self.id, job.filename, job.source, job.heartbeat_ms, job.batch_size, job.reporting_interval,
+            timeout=job.timeout,
         )
         self._connection.send(protocol.encode(module))
         return frame

@@ -132,6 +132,7 @@ class Volunteer:
                     on_answers=lambda answers: _send_answers(ws, answers),
                     on_report=lambda figures: _send(ws, protocol.Report(**figures)),
                     report_seconds=frame.reporting_interval,
+                    timeout=frame.timeout,
                 )
             except ModuleBroken as exc:
                 ended.set()

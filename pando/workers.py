@@ -4,13 +4,17 @@ Each worker loads the user's module once, then computes the items it is sent,
 in order. It streams answers back, grouped for at most :data:`FLUSH_SECONDS`
 so that fast functions pay little per item and slow ones answer promptly.
 
-A worker publishes the id of the item it is computing in shared memory: when
-it dies, that item is reported *lost* (the root lends it again, up to its
-limit), while the other items it had not answered are given to a fresh worker.
+A worker publishes the id of the item it is computing, and when it started it,
+in shared memory: when it dies, that item is reported *lost* (the root lends
+it again, up to its limit), while the other items it had not answered are
+given to a fresh worker. With a timeout, the collector kills a worker whose
+current item has run for longer (a hung function, or one that never calls
+back), which then goes the same way.
 """
 from __future__ import annotations
 
 import ctypes
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -21,12 +25,14 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from pando import items, reporting
-from pando.module import Answer, ModuleError, PandoFunction, answer, call, load
+from pando.module import Answer, ModuleError, Overrun, PandoFunction, answer, call, load, overrun_message
 
 FLUSH_SECONDS = 0.05
+# Past an item's deadline, the collector wakes this much later: the item has surely overrun by then.
+_OVERRUN_SLACK = 0.01
 _IDLE = -1  # the shared "current item" of a worker between items
 _PR_SET_PDEATHSIG = 1  # Linux prctl: a signal for this process when its parent dies
 _PARENT_POLL_SECONDS = 0.5
@@ -45,12 +51,22 @@ class _Worker:
     process: multiprocessing.process.BaseProcess
     conn: Connection
     current: Any  # multiprocessing RawValue('q')
+    started: Any  # multiprocessing RawValue('d'): time.monotonic() when it began `current`
     queued: deque[tuple[int, str]] = field(default_factory=deque)
+    #: The item the collector killed this worker for running too long, if it did.
+    overran: int | None = None
 
 
-def compute(fn: PandoFunction, item_id: int, text: str) -> Answer:
-    """One item, start to end, in this process."""
-    err, result = call(fn, items.parse(text))
+def compute(fn: PandoFunction, item_id: int, text: str, timeout: float | None = None) -> Answer:
+    """One item, start to end, in this process.
+
+    With a ``timeout`` (see :func:`pando.module.call`), an item that runs
+    longer is ``("lost", id, message)``: given up, not failed.
+    """
+    try:
+        err, result = call(fn, items.parse(text), timeout)
+    except Overrun as exc:
+        return ("lost", item_id, str(exc))
     return answer(item_id, err, result)
 
 
@@ -70,7 +86,7 @@ def _watch_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _worker_main(conn: Connection, source: str, filename: str, current: Any, parent: int) -> None:
+def _worker_main(conn: Connection, source: str, filename: str, current: Any, started: Any, parent: int) -> None:
     """A worker process: load the module, then compute what arrives until EOF."""
     _die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -90,10 +106,12 @@ def _worker_main(conn: Connection, source: str, filename: str, current: Any, par
         cpu_time = 0.0
         flushed = time.monotonic()
         for item_id, text in batch:
+            # The start first: a collector that reads this id then reads this item's start.
+            started.value = time.monotonic()
             current.value = item_id
-            started = time.process_time()
+            cpu_before = time.process_time()
             answers.append(compute(fn, item_id, text))
-            cpu_time += time.process_time() - started
+            cpu_time += time.process_time() - cpu_before
             current.value = _IDLE
             if time.monotonic() - flushed >= FLUSH_SECONDS:
                 conn.send((answers, reporting.take(len(answers), cpu_time)))
@@ -119,7 +137,9 @@ class Workers:
     ``on_answers(answers)`` gets lists of ("ok", id, line) / ("error", id,
     message, details) / ("lost", id, message); ``on_report(report)`` every
     ``report_seconds`` with the workers' summed figures for that interval
-    (see :mod:`pando.reporting`). Both run in the collector thread.
+    (see :mod:`pando.reporting`). Both run in the collector thread. With a
+    ``timeout`` (seconds), a worker whose current item runs longer is killed
+    and replaced, and that item reported lost with the reason.
     """
 
     def __init__(
@@ -130,8 +150,10 @@ class Workers:
         on_answers: Callable[[list[Answer]], None],
         on_report: Callable[[dict[str, Any]], None],
         report_seconds: float,
+        timeout: float | None = None,
     ) -> None:
         self._source = source
+        self._timeout = timeout
         self._filename = filename
         self._on_answers = on_answers
         self._on_report = on_report
@@ -149,12 +171,14 @@ class Workers:
     def _spawn(self) -> _Worker:
         parent, child = self._context.Pipe()
         current = self._context.RawValue("q", _IDLE)
+        started = self._context.RawValue("d", 0.0)
         process = self._context.Process(
-            target=_worker_main, args=(child, self._source, self._filename, current, os.getpid()), daemon=True
+            target=_worker_main, args=(child, self._source, self._filename, current, started, os.getpid()),
+            daemon=True,
         )
         process.start()
         child.close()
-        return _Worker(process, parent, current)
+        return _Worker(process, parent, current, started)
 
     def _wait_ready(self, worker: _Worker) -> None:
         try:
@@ -203,13 +227,15 @@ class Workers:
         next_report = time.monotonic() + self._report_seconds
         while not self._closing:
             with self._lock:
+                workers = list(self._workers)
                 by_waitable: dict[Any, _Worker] = {}
-                for worker in self._workers:
+                for worker in workers:
                     by_waitable[worker.conn] = worker
                     by_waitable[worker.process.sentinel] = worker
-            timeout = max(0.0, next_report - time.monotonic())
+            # Wake for the next report, and in time to catch an item running too long.
+            wake = min(next_report, self._next_overrun(workers))
             try:
-                ready = multiprocessing.connection.wait(list(by_waitable), timeout)
+                ready = multiprocessing.connection.wait(list(by_waitable), max(0.0, wake - time.monotonic()))
             except OSError:
                 return  # closed under us
             if self._closing:
@@ -219,7 +245,8 @@ class Workers:
                 self._on_report({"interval": self._report_seconds, **self._figures,
                                  "items": int(self._figures["items"])})
                 self._figures = dict.fromkeys(reporting.FIELDS, 0.0)
-            if not ready:
+            overran = self._overran(workers)
+            if not ready and not overran:
                 continue
             answers: list[Answer] = []
             dead: list[_Worker] = []
@@ -228,10 +255,43 @@ class Workers:
                 alive = self._read(worker, answers) if waitable is worker.conn else False
                 if not alive and worker not in dead:
                     dead.append(worker)
+            for worker in overran:
+                if worker not in dead:
+                    dead.append(worker)
             for worker in dead:
                 answers.extend(self._replace(worker))
             if answers:
                 self._on_answers(answers)
+
+    def _next_overrun(self, workers: Iterable[_Worker]) -> float:
+        """The time.monotonic() by which an item may next run too long (infinity without a timeout).
+
+        A worker that is idle now starts its next item after this call, so
+        its earliest overrun is a whole timeout away.
+        """
+        if self._timeout is None:
+            return math.inf
+        now = time.monotonic()
+        wake = now + self._timeout
+        for worker in workers:
+            if worker.current.value != _IDLE:
+                wake = min(wake, worker.started.value + self._timeout)
+        return max(wake, now) + _OVERRUN_SLACK
+
+    def _overran(self, workers: Iterable[_Worker]) -> list[_Worker]:
+        """Kill the workers whose current item ran for longer than the timeout; return them."""
+        if self._timeout is None:
+            return []
+        killed: list[_Worker] = []
+        now = time.monotonic()
+        for worker in workers:
+            item = worker.current.value
+            # The id, its start, and the id again: a worker that moved on in between is left alone.
+            if item != _IDLE and now - worker.started.value > self._timeout and worker.current.value == item:
+                worker.overran = item
+                worker.process.kill()
+                killed.append(worker)
+        return killed
 
     def _read(self, worker: _Worker, answers: list[Answer]) -> bool:
         """Take everything a worker sent; False if it is gone."""
@@ -258,7 +318,11 @@ class Workers:
         self._read(worker, answers)  # what it sent before dying still counts
         worker.process.join()
         culprit = worker.current.value
-        lost = [("lost", culprit, _death(worker.process))] if any(p[0] == culprit for p in worker.queued) else []
+        if culprit == worker.overran and self._timeout is not None:
+            why = f"{overrun_message(self._timeout)}; its worker was replaced"
+        else:
+            why = _death(worker.process)
+        lost = [("lost", culprit, why)] if any(p[0] == culprit for p in worker.queued) else []
         rest = [pair for pair in worker.queued if pair[0] != culprit]
         with self._lock:
             if self._closing:

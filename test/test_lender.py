@@ -774,7 +774,7 @@ def test_a_lone_holder_retries_an_error_itself() -> None:
 
 def test_timeout_takes_a_copy_back_and_counts_a_loss() -> None:
     clock = Clock()
-    lender: Lender[str] = Lender(timeout=5.0, clock=clock, straggler_floor=100.0)
+    lender: Lender[str] = Lender(timeout=4.0, clock=clock, straggler_floor=100.0)  # leases last 4 + 1 s
     lender.add([(0, "a")])
     lender.join("stuck", 1, name="volunteer stuck")
     lender.join("other", 1)
@@ -792,7 +792,7 @@ def test_timeout_takes_a_copy_back_and_counts_a_loss() -> None:
     assert lender.assign() == [("third", [(0, "a")])]
     clock.now += 6.0
     failures = lender.sweep()
-    assert len(failures) == 1 and "lost 3 times" in failures[0].details and "--timeout 5 s" in failures[0].details
+    assert len(failures) == 1 and "lost 3 times" in failures[0].details and "--timeout 4 s" in failures[0].details
 
 
 def test_verify_accepts_agreement_and_names_the_outvoted() -> None:

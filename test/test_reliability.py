@@ -152,3 +152,17 @@ def test_timeout_takes_an_item_back_from_a_volunteer_that_never_answers(procs: P
         assert root.popen.poll() is not None, "the run waited for the mute volunteer"
     assert root.wait(30) == 0, root.err
     assert root.out == squares(range(1, 6))
+
+
+def test_timeout_counts_each_item_not_the_queue_before_it(procs: Processes) -> None:
+    # Four items queued on one worker, each well within --timeout, the last done long after it was
+    # lent: none of them is taken back.
+    root = procs.pando(module(procs), "--stdin", "--start-idle", "--timeout", "1", "--batch-size", "4",
+                       "--heartbeat", "60000", "--reporting-interval", "0.2", stdin=lines(*range(1, 9)),
+                       UNLUCKY="0", PANDO_DEBUG="monitoring")
+    procs.volunteer(root.port, "--workers", "1", UNLUCKY="0", DELAY="0.6")
+    assert root.wait(60) == 0, root.err
+    assert root.out == squares(range(1, 9))
+    statuses = [json.loads(line) for line in root.err.splitlines() if line.startswith("{")]
+    assert statuses and all(status["items"]["timed_out"] == 0 and status["items"]["relent"] == 0
+                            for status in statuses)

@@ -108,6 +108,12 @@ function positive(body, key, fallback) {
   return value;
 }
 
+/** An optional field of version 2: a number > 0, or null when absent or null. */
+function optionalPositive(body, key) {
+  if (body[key] === undefined || body[key] === null) return null;
+  return positive(body, key);
+}
+
 function pairs(body, key) {
   const value = body[key];
   if (!Array.isArray(value)) throw new ProtocolError(`malformed ${body.type} frame: '${key}' must be a list`);
@@ -128,6 +134,7 @@ const PARSERS = {
     heartbeat: int(body, 'heartbeat', 1),
     batchSize: int(body, 'batch_size', 1),
     reportingInterval: positive(body, 'reporting_interval', DEFAULT_REPORTING_INTERVAL),
+    timeout: optionalPositive(body, 'timeout'), // seconds an item may run on one worker; null: no limit
   }),
   lend: (body) => ({ type: 'lend', items: pairs(body, 'items') }),
   heartbeat: () => ({ type: 'heartbeat' }),

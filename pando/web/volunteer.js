@@ -16,6 +16,7 @@ const RESTART_DELAY_MS = 500; // times the number of failed starts so far
 const STAGGER_LIMIT_MS = 20_000; // the longest the other workers wait for the first to start
 const RATE_WINDOW_MS = 5_000;
 const REPORT_GRACE_MS = 250; // after a report boundary, wait this long for the workers' reports
+const OVERRUN_CHECK_MS = 1000; // with a timeout, workers are checked at least this often, and 4 times per timeout
 const LOG_LINES = 80;
 const NO_KEY = 'This address lacks its join key: open the full URL the root printed (it ends with #key=…).';
 const NAME_KEY = 'pando.device';
@@ -157,6 +158,7 @@ class Slot {
     this.restarts = restarts;
     this.state = 'pending'; // pending → loading → ready → dead
     this.held = []; // entries given to the worker and not answered, in order
+    this.since = 0; // performance.now() when held[0] began, as far as the page can tell (never earlier)
     this.worker = null;
     this.notBefore = 0; // performance.now() before which it must not start
   }
@@ -177,6 +179,7 @@ class Slot {
       filename: this.pool.filename,
       source: this.pool.source,
       interval: this.pool.interval,
+      timeout: this.pool.timeout,
     });
   }
 
@@ -208,6 +211,7 @@ class Slot {
   }
 
   give(entries) {
+    if (!this.held.length) this.since = performance.now(); // an idle worker starts the first at once
     for (const entry of entries) this.held.push(entry);
     this.worker.postMessage({ type: 'items', items: entries.map((entry) => [entry.id, entry.text]) });
   }
@@ -220,11 +224,12 @@ class Slot {
 
 /** N workers running one module, fed from a queue of lent items. */
 class Pool {
-  constructor(filename, source, size, events, interval = protocol.DEFAULT_REPORTING_INTERVAL) {
+  constructor(filename, source, size, events, interval = protocol.DEFAULT_REPORTING_INTERVAL, timeout = null) {
     this.filename = filename;
     this.source = source;
     this.events = events;
     this.interval = interval; // seconds between the workers' reports
+    this.timeout = timeout; // seconds an item may run on a worker (the run's --timeout), or null
     this.queue = []; // entries not yet given to a worker
     this.perWorker = 1;
     this.slots = [];
@@ -279,6 +284,34 @@ class Pool {
     this.interval = seconds;
     for (const slot of this.slots) {
       if (slot.worker && slot.state !== 'dead') slot.worker.postMessage({ type: 'interval', interval: seconds });
+    }
+  }
+
+  /** Items may run `seconds` on a worker from now on (null: no limit). */
+  setItemTimeout(seconds) {
+    if (seconds === this.timeout) return;
+    this.timeout = seconds;
+    for (const slot of this.slots) {
+      if (slot.worker && slot.state !== 'dead') slot.worker.postMessage({ type: 'timeout', timeout: seconds });
+    }
+  }
+
+  /**
+   * Terminate every worker whose current item has run for longer than the
+   * timeout: its item is reported lost, naming the timeout, and a fresh
+   * worker takes its place and its other items. A Web Worker busy in Python
+   * cannot be interrupted, only terminated. The page counts from the answer
+   * before (workers post each answer at once when there is a timeout), so
+   * it may act a little late, never early.
+   */
+  checkOverruns() {
+    if (this.closed || this.timeout === null) return;
+    const now = performance.now();
+    for (const slot of [...this.slots]) {
+      if (slot.state !== 'ready' || !slot.held.length || now - slot.since <= this.timeout * 1000) continue;
+      const over = `took longer than --timeout ${this.timeout} s`;
+      // Numbered from 1 on the page, as the root numbers items.
+      this.died(slot, `item ${slot.held[0].id + 1} ${over}`, `it ${over}; its worker was replaced`);
     }
   }
 
@@ -343,6 +376,7 @@ class Pool {
       }
       this.events.onAnswer(entry, answer);
     }
+    if (answers.length) slot.since = performance.now(); // the next item began at the latest now
     this.dispatch();
     this.events.onAnswered();
   }
@@ -351,14 +385,17 @@ class Pool {
     this.events.onBroken(message);
   }
 
-  /** A worker crashed or could not start: its current item is lost, the rest go back to the queue. */
-  died(slot, message) {
+  /**
+   * A worker crashed, could not start or was stopped: its current item is lost
+   * (said with `lostMessage`, by default `message`), the rest go back to the queue.
+   */
+  died(slot, message, lostMessage = message) {
     if (slot.state === 'dead' || this.closed) return;
     const wasReady = slot.state === 'ready';
     slot.terminate();
     const [current, ...rest] = slot.held;
     slot.held = [];
-    if (current) this.events.onLost(current, message);
+    if (current) this.events.onLost(current, lostMessage);
     this.queue.unshift(...rest);
     const index = this.slots.indexOf(slot);
     this.events.onWorkerDied(message, slot.restarts < WORKER_RESTARTS);
@@ -426,6 +463,7 @@ class Volunteer {
     this.rateSince = 0;
     this.idleSince = 0;
     this.reportTimer = null;
+    this.overrunTimer = null; // checks the workers for items past the timeout, while there is one
     this.reportSince = null; // performance.now() at the start of the interval being reported
     this.sums = emptyReport(); // the workers' reports since the last report frame
     this.clock.every(1000, () => this.tick());
@@ -583,6 +621,26 @@ class Volunteer {
     });
   }
 
+  /**
+   * With a timeout, check the workers a few times per timeout (at most once a
+   * second) on the worker-backed clock, which a hidden tab does not throttle.
+   * It goes on between connections: a worker stuck on an item of a connection
+   * that ended must still be replaced.
+   */
+  watchOverruns(timeout) {
+    this.stopWatchingOverruns();
+    if (timeout === null) return;
+    const ms = Math.max(20, Math.min(OVERRUN_CHECK_MS, (timeout * 1000) / 4));
+    this.overrunTimer = this.clock.every(ms, () => {
+      if (this.pool) this.pool.checkOverruns();
+    });
+  }
+
+  stopWatchingOverruns() {
+    if (this.overrunTimer !== null) this.clock.cancel(this.overrunTimer);
+    this.overrunTimer = null;
+  }
+
   stopReporting() {
     if (this.reportTimer !== null) this.clock.cancel(this.reportTimer);
     this.reportTimer = null;
@@ -648,12 +706,16 @@ class Volunteer {
       this.pool.forget(this.gen);
       this.pool.resize(this.workers);
       this.pool.setInterval(frame.reportingInterval);
+      this.pool.setItemTimeout(frame.timeout);
     } else {
       if (this.pool) this.pool.close();
-      this.pool = new Pool(frame.filename, frame.source, this.workers, this.poolEvents(), frame.reportingInterval);
+      this.pool = new Pool(
+        frame.filename, frame.source, this.workers, this.poolEvents(), frame.reportingInterval, frame.timeout,
+      );
       this.loadStarted = performance.now();
       this.log(`starting ${this.workers} Python worker(s)…`);
     }
+    this.watchOverruns(frame.timeout);
     this.pool.perWorker = frame.batchSize;
     // Reports start afresh on a new session; the first covers the time since the module was ready.
     this.sums = emptyReport();
@@ -693,6 +755,7 @@ class Volunteer {
     }
     if (this.reconnectTimer !== null) this.clock.cancel(this.reconnectTimer);
     this.reconnectTimer = null;
+    this.stopWatchingOverruns();
     if (this.pool) this.pool.close();
     this.pool = null;
     this.ui.workersReady(0);

@@ -2,10 +2,12 @@
 //
 // The page starts several of these (module workers: Pyodide refuses classic
 // ones). Messages from the page:
-//   {type: 'load', filename, source, interval}  load Pyodide, the pando helpers and the module;
+//   {type: 'load', filename, source, interval, timeout}
+//                                              load Pyodide, the pando helpers and the module;
 //                                              report every `interval` seconds
 //   {type: 'items', items: [[id, text], ...]}  compute these, in order
 //   {type: 'interval', interval}               report every `interval` seconds from now on
+//   {type: 'timeout', timeout}                 the run's --timeout (seconds, or null) from now on
 // Messages to the page:
 //   {type: 'ready', ms, steps}                 the module is loaded (steps: timings in ms)
 //   {type: 'broken', message}                  the module cannot run here (its fault)
@@ -20,9 +22,14 @@
 // idle from a timer; a worker that did nothing in an interval stays silent.
 // Answers come in the order the items were given. Every error is caught and
 // posted, so that a failure never leaves the page waiting.
+// With a timeout, each answer is posted as soon as its item is done: the page
+// then knows which item runs (the first it has no answer for) and since when,
+// and terminates this worker if that takes too long. Nothing here can stop
+// an item: while Python runs, this worker reads no message.
 
 const HELPERS = ['__init__.py', 'module.py', 'items.py', 'reporting.py'];
 const LIB = '/home/pyodide/.pando-lib';
+const FLUSH_SECONDS = 0.05; // answers are gathered this long before they are posted (without a timeout)
 
 // Runs once in the interpreter after the helpers are in place. Items go in and
 // answers come out as JSON text: cheaper than proxying many small objects.
@@ -32,7 +39,7 @@ sys.path.insert(0, ${JSON.stringify(LIB)})
 from pando import items as _items, module as _module, reporting as _reporting
 _items.allow_big_integers()
 
-_FLUSH_SECONDS = 0.05
+_FLUSH_SECONDS = ${FLUSH_SECONDS}
 _NO_PACKAGES = (
     "\\n(browser volunteers run Pyodide offline, with Python's standard library only; "
     "a module that needs other packages can run on native volunteers: pando-volunteer)"
@@ -112,8 +119,8 @@ async def _compute(item_id, text):
     return _module.answer(item_id, *(await outcome))
 
 
-async def _run(batch, post):
-    """Compute a JSON list of [id, text]; post answers every 50 ms, return the rest."""
+async def _run(batch, post, flush_seconds=_FLUSH_SECONDS):
+    """Compute a JSON list of [id, text]; post answers every flush_seconds, return the rest."""
     global _count, _cpu
     answers = []
     flushed = time.monotonic()
@@ -124,7 +131,7 @@ async def _run(batch, post):
         _count += 1
         if _next is not None and time.time() >= _next:
             _report_due()
-        if time.monotonic() - flushed >= _FLUSH_SECONDS:
+        if time.monotonic() - flushed >= flush_seconds:
             post(json.dumps(answers, ensure_ascii=False))
             answers = []
             flushed = time.monotonic()
@@ -137,6 +144,7 @@ let loading = null; // the promise of the load, while it runs
 const queue = []; // [id, text] pairs not yet computed
 let working = false;
 let interval = 3; // seconds between reports
+let flushSeconds = FLUSH_SECONDS; // 0 with a timeout: each answer at once
 let reportDue = null; // the Python _report_due function, once the module is loaded
 let reportTimer = null;
 
@@ -166,6 +174,10 @@ function scheduleReport(seconds) {
     }
     scheduleReport(next);
   }, Math.ceil(seconds * 1000) + 2);
+}
+
+function applyTimeout(seconds) {
+  flushSeconds = typeof seconds === 'number' && seconds > 0 ? 0 : FLUSH_SECONDS;
 }
 
 function applyInterval(seconds) {
@@ -243,7 +255,7 @@ async function work() {
   try {
     while (queue.length) {
       const batch = queue.splice(0, queue.length);
-      const rest = await run(JSON.stringify(batch), (text) => post({ type: 'answers', answers: text }));
+      const rest = await run(JSON.stringify(batch), (text) => post({ type: 'answers', answers: text }), flushSeconds);
       post({ type: 'answers', answers: rest });
     }
   } catch (err) {
@@ -260,12 +272,15 @@ self.onmessage = (event) => {
   try {
     if (message.type === 'load') {
       if (typeof message.interval === 'number' && message.interval > 0) interval = message.interval;
+      applyTimeout(message.timeout);
       if (!loading) loading = load(message.filename, message.source);
     } else if (message.type === 'items') {
       for (const pair of message.items) queue.push(pair);
       work();
     } else if (message.type === 'interval') {
       applyInterval(message.interval);
+    } else if (message.type === 'timeout') {
+      applyTimeout(message.timeout);
     }
   } catch (err) {
     post({ type: 'fatal', message: describe(err) });
