@@ -35,9 +35,10 @@ Options:
                     and its items are lent to others.
   --seed=SEED       Integer that makes volunteer ids repeatable.
   --timeout=SECONDS
-                    Longest an item may take on one volunteer (also with
-                    --local); then it is taken back and lent elsewhere,
-                    and after 3 such losses the item fails (default: none).
+                    Longest an item may take on one volunteer; then it is
+                    taken back and lent elsewhere, and after 3 such losses
+                    the item fails (default: none). With --local the item
+                    is interrupted and tried again, 3 times in all.
   --retries=N       Times an item whose function raised is tried again, on
                     other volunteers when there are, before the run fails
                     (default: 1).
