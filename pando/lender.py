@@ -378,19 +378,21 @@ class Lender(Generic[H]):
         return failures
 
     def _speculate(self, now: float) -> None:
-        """An extra copy for items whose copies are all far older than usual, while holders have room.
+        """An extra copy for items whose copies are all far older than usual.
 
-        With new items still to lend, only the oldest unfinished item gets one:
-        it holds the whole output back. Otherwise the oldest leases go first.
+        The oldest unfinished item holds the whole output back: its copy is
+        queued at once, and since copies go before new items, the next holder
+        with room takes it, however busy everyone is with new items. Other
+        stragglers get theirs only when holders have room and nothing new to do.
         """
-        if not self._hungry or self._again or not self._values:
+        if self._again or not self._values:
             return
         limit = now - self._straggler_limit()
-        if self._fresh:
-            candidates: Iterable[int] = [next(iter(self._values))]  # ids are added in order: the oldest
-        else:
-            candidates = [item_id for _, item_id, _ in self._leases(limit)]
-        room = len(self._hungry)
+        head = next(iter(self._values))  # ids are added in order: the oldest
+        candidates = [head]
+        if self._hungry and not self._fresh:
+            candidates += [item_id for _, item_id, _ in self._leases(limit) if item_id != head]
+        room = max(1, len(self._hungry))
         for item_id in candidates:
             item = self._items.get(item_id)
             if room == 0:

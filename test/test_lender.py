@@ -810,3 +810,23 @@ def test_verify_accepts_agreement_and_names_the_outvoted() -> None:
     outcome = lender.complete(h3, [(0, "right")])
     assert outcome.accepted == [(0, "right")]
     assert [(who, item) for who, _, item in outcome.losers] == [(h2, 0)]
+
+
+def test_the_item_holding_the_output_back_gets_its_copy_while_everyone_is_busy() -> None:
+    clock = Clock()
+    lender: Lender[str] = Lender(straggler_floor=1.0, clock=clock)
+    lender.add((i, str(i)) for i in range(100))
+    lender.join("frozen", 1)
+    lender.join("busy", 1)
+    lender.assign()
+    frozen_item = next(iter(lender.held("frozen")))
+    busy_got = []
+    for _ in range(5):  # "busy" answers and is refilled with new items, never idle at a sweep
+        clock.now += 0.5
+        (done,) = lender.held("busy")
+        lender.complete("busy", [(done, "r")])
+        lender.assign()  # the dispatcher refills at once: at the sweep, nobody has room
+        busy_got += lender.held("busy")
+        lender.sweep()
+    assert frozen_item in busy_got  # its copy went before the new items
+    assert lender.counts()["speculative"] == 1
