@@ -1,6 +1,6 @@
 """Run the benchmarks at one size; write one JSON file and a Markdown summary per run.
 
-    python bench/run.py quick|full [--only overhead,frames,scaling,join,churn,memory,collatz,browser,profile]
+    python bench/run.py quick|full [--only overhead,frames,scaling,join,churn,memory,collatz,browser,stragglers,profile]
                                    [--readme]
 
 Results go to bench/results/ (git-ignored): ``<UTC time>-<size>.json`` holds the
@@ -26,6 +26,7 @@ import memory  # noqa: E402
 import overhead  # noqa: E402
 import profile_root  # noqa: E402
 import scaling  # noqa: E402
+import stragglers  # noqa: E402
 from common import BENCH, RESULTS, fmt, log, machine_info, table, write_json  # noqa: E402
 
 SIZES: dict[str, dict[str, Any]] = {
@@ -41,6 +42,9 @@ SIZES: dict[str, dict[str, Any]] = {
         "memory": {"count": 300_000, "volunteers": 4, "batch": 256, "interval_ms": 1000, "sample_s": 0.25},
         "collatz": {"count": 12, "range": 6000, "reps": 1},
         "browser": {"first_result": {"reps": 3, "range": 20}, "throughput": {"reps": 3, "count": 12, "range": 2000}},
+        "stragglers": {"volunteers": 4, "count": 600, "delay_s": 0.03, "batches": [1, 8], "heartbeat_ms": 1000,
+                       "reporting_interval_s": 0.25, "slow_factor": 10, "freeze_at": 20, "reps": 2,
+                       "run_timeout_s": 120},
         "profile": None,
     },
     "full": {
@@ -55,6 +59,9 @@ SIZES: dict[str, dict[str, Any]] = {
         "memory": {"count": 10_000_000, "volunteers": 4, "batch": 256, "interval_ms": 5000, "sample_s": 1.0},
         "collatz": {"count": 40, "range": 10000, "reps": 3},
         "browser": {"first_result": {"reps": 7, "range": 20}, "throughput": {"reps": 5, "count": 40, "range": 5000}},
+        "stragglers": {"volunteers": 4, "count": 2400, "delay_s": 0.03, "batches": [1, 16], "heartbeat_ms": 1000,
+                       "reporting_interval_s": 0.25, "slow_factor": 10, "freeze_at": 20, "reps": 3,
+                       "run_timeout_s": 300},
         "profile": {"volunteers": 4, "batches": [64, 8, 1], "count": 200_000},
     },
 }
@@ -111,6 +118,8 @@ def summary_markdown(result: dict[str, Any]) -> str:
         parts += ["", "#### 6. Collatz speedup", "", collatz.markdown(w["collatz"])]
     if "browser" in w:
         parts += ["", "#### 7. Browser volunteers (Chromium + Pyodide)", "", browser.markdown(w["browser"])]
+    if "stragglers" in w:
+        parts += ["", "#### 8. Stragglers and `--verify 2`", "", stragglers.markdown(w["stragglers"])]
     if "profile" in w:
         parts += ["", "#### Root profile (py-spy, GIL-holding samples)", ""]
         for key, r in w["profile"].items():
@@ -164,6 +173,8 @@ def main() -> None:
         w["collatz"] = collatz.run(params["collatz"])
     if wanted("browser"):
         w["browser"] = browser.run(params["browser"])
+    if wanted("stragglers"):
+        w["stragglers"] = stragglers.run(params["stragglers"])
     if wanted("profile"):
         p = params["profile"]
         counts = {0: p["count"], 1: min(p["count"], 10_000), 8: min(p["count"], 100_000)}
