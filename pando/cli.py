@@ -46,10 +46,12 @@ Options:
                     strict majority; otherwise the item fails. The root then
                     leaves the computing to volunteers, as with --start-idle.
   --journal=FILE    Record every accepted result in FILE (a text file, one
-                    result a line) before it is written to stdout.
+                    result a line) before it is written to stdout. A FILE
+                    that already holds results is only taken with --resume.
   --resume          With --journal and the same input: write the results
                     the journal holds without computing them again, and
-                    compute the rest (after a crash, say).
+                    compute the rest (after a crash, say). Input that is not
+                    the journal's stops the run before anything is written.
   --reporting-interval=S
                     Seconds between volunteers' status reports, and between
                     updates of the monitoring page and log (default: 3).
@@ -78,11 +80,12 @@ Defaults for any option can be set in $HOME/.pando/config.json, for example
 
 Exit status: 0 all results written; 1 the run failed: the function failed
 on an item (it, its value and the traceback are on stderr; every earlier
-result is written), results could not be written, nothing could compute (the
-root's helper keeps dying and no volunteer is connected), or an internal
-error; 2 bad command line, config, module, join key or port; 3 an input line
-that is not UTF-8 or is longer than 8 MiB; 130 interrupted; 141 stdout was
-closed.
+result is written), results or the journal could not be written, nothing
+could compute (the root's helper keeps dying and no volunteer is connected),
+or an internal error; 2 bad command line, config, module, join key, port or
+journal (one that holds results without --resume, is in use, or was written
+for other input); 3 an input line that is not UTF-8 or is longer than 8 MiB;
+130 interrupted; 141 stdout was closed.
 """
 from __future__ import annotations
 
@@ -147,6 +150,8 @@ def _run(args: dict[str, Any]) -> int:
         raise status.PandoError("give items on the command line or with --stdin, not both")
     if options["verify"] and options["local"]:
         raise status.PandoError("--verify needs volunteers to compare; it cannot be used with --local")
+    if options["resume"] and options["journal"] is None:
+        raise status.PandoError("--resume needs --journal FILE: the journal to resume from")
     key = options["join-key"]
     if key is not None:
         access.check_key(key, "--join-key")
@@ -160,7 +165,7 @@ def _run(args: dict[str, Any]) -> int:
     batches = stream_batches(stdin_unbuffered()) if options["stdin"] else argv_batches(args["ITEM"])
     try:
         if options["local"]:
-            code = run_local(fn, batches, out)
+            code = run_local(fn, batches, out, options["journal"], options["resume"])
         else:
             raise_file_limit()
             settings = Settings(

@@ -69,20 +69,26 @@ class _Holding:
     held: dict[int, float] = field(default_factory=dict)  # item id -> lease start (copies, live or stale)
 
 
-@dataclass
 class _Item(Generic[H]):
-    value: str
-    copies: set[H] = field(default_factory=set)  # holders with a live copy
-    tried: set[H] = field(default_factory=set)  # every holder ever lent it
-    losses: int = 0
-    errors: list[str] = field(default_factory=list)  # one text per failed attempt
-    failed_on: set[H] = field(default_factory=set)
-    votes: dict[str, list[tuple[H, str]]] = field(default_factory=dict)  # line -> (holder, name)
-    wanted: int = 1  # copies it needs: answers to come plus live copies
-    queued: bool = False  # in the heap of items that want another copy
+    """The lending state of an item lent at least once. Only ``copies`` is made for every
+    such item, the rest for the few that need it: the hot path lends and completes hundreds
+    of thousands of items a second, and never-lent items are bare strings (no objects for
+    the garbage collector to walk)."""
+
+    __slots__ = ("copies", "tried", "losses", "errors", "failed_on", "votes", "wanted", "queued")
+
+    def __init__(self, wanted: int) -> None:
+        self.copies: set[H] = set()  # holders with a live copy
+        self.tried: set[H] | None = None  # every holder ever lent it (kept under --verify only)
+        self.losses = 0
+        self.errors: list[str] | None = None  # one text per failed attempt
+        self.failed_on: set[H] | None = None
+        self.votes: dict[str, list[tuple[H, str]]] | None = None  # line -> (holder, name), under --verify
+        self.wanted = wanted  # copies it needs: answers to come plus live copies
+        self.queued = False  # in the heap of items that want another copy
 
     def votes_cast(self) -> int:
-        return sum(map(len, self.votes.values()))
+        return sum(map(len, self.votes.values())) if self.votes else 0
 
 
 #: Item times kept for the running median.
@@ -112,7 +118,8 @@ class Lender(Generic[H]):
         self._timeout = timeout
         self._straggler_floor = straggler_floor
         self._clock = clock
-        self._items: dict[int, _Item[H]] = {}  # every item not yet done or failed
+        self._values: dict[int, str] = {}  # every item not yet done or failed, in input order
+        self._items: dict[int, _Item[H]] = {}  # those of them lent at least once
         self._fresh: deque[int] = deque()  # never lent, in input order
         self._again: list[int] = []  # heap of ids that want another copy
         self._durations: deque[float] = deque(maxlen=_SAMPLES)
@@ -132,7 +139,7 @@ class Lender(Generic[H]):
         """New items from the input, ids increasing."""
         with self._cond:
             for item_id, value in items:
-                self._items[item_id] = _Item(value, wanted=self._verify)
+                self._values[item_id] = value
                 self._fresh.append(item_id)
             self._cond.notify_all()
 
@@ -235,16 +242,24 @@ class Lender(Generic[H]):
             free = self._free(holding)
             items: list[tuple[int, str]] = []
             while free > 0:
-                item_id = self._next(holder)
-                if item_id is None:
+                if not self._again and self._fresh and self._stop_after is None:
+                    item_id = self._fresh.popleft()  # the usual case, without the general rules
+                elif (next_id := self._next(holder)) is not None:
+                    item_id = next_id
+                else:
                     break
-                item = self._items[item_id]
+                item = self._items.get(item_id)
+                if item is None:
+                    item = self._items[item_id] = _Item(self._verify)
                 item.copies.add(holder)
-                item.tried.add(holder)
                 holding.held[item_id] = now
-                items.append((item_id, item.value))
-                if self._wants(item) > 0:
-                    self._queue(item_id, item)  # verification: the next copy goes to someone else
+                items.append((item_id, self._values[item_id]))
+                if item.wanted > 1:  # verification or a straggler's copy: the next copy goes to someone else
+                    if self._verify > 1:
+                        item.tried = item.tried or set()
+                        item.tried.add(holder)
+                    if self._wants(item) > 0:
+                        self._queue(item_id, item)
                 free -= 1
             if items:
                 out.append((holder, items))
@@ -305,15 +320,15 @@ class Lender(Generic[H]):
         after an error, to one it did not fail on, unless every holder did."""
         if holder in item.copies:
             return False
-        if self._verify > 1 and holder in item.tried:
+        if item.tried is not None and holder in item.tried:
             return False
-        if holder in item.failed_on:
+        if item.failed_on is not None and holder in item.failed_on:
             return all(other in item.failed_on for other in self._holders)
         return True
 
     def _wants(self, item: _Item[H]) -> int:
         """How many more copies an item needs lent now."""
-        return item.wanted - item.votes_cast() - len(item.copies)
+        return item.wanted - len(item.copies) - (item.votes_cast() if item.votes else 0)
 
     def _queue(self, item_id: int, item: _Item[H]) -> None:
         if not item.queued:
@@ -361,11 +376,11 @@ class Lender(Generic[H]):
         With new items still to lend, only the oldest unfinished item gets one:
         it holds the whole output back. Otherwise the oldest leases go first.
         """
-        if not self._hungry or self._again or not self._items:
+        if not self._hungry or self._again or not self._values:
             return
         limit = now - self._straggler_limit()
         if self._fresh:
-            candidates: Iterable[int] = [next(iter(self._items))]  # ids are added in order: the oldest
+            candidates: Iterable[int] = [next(iter(self._values))]  # ids are added in order: the oldest
         else:
             candidates = [item_id for _, item_id, _ in self._leases(limit)]
         room = len(self._hungry)
@@ -416,24 +431,28 @@ class Lender(Generic[H]):
                     self._accept(item_id, line, outcome)
                 else:
                     self._vote(item_id, item, holder, holding.name, line, outcome)
+            self._counts["done"] += len(outcome.accepted)
             self._recheck(holder)
             if outcome.accepted or outcome.failures or self._again:
                 self._cond.notify_all()
         return outcome
 
     def _vote(self, item_id: int, item: _Item[H], holder: H, name: str, line: str, outcome: Outcome[H]) -> None:
+        if item.votes is None:
+            item.votes = {}
         item.votes.setdefault(line, []).append((holder, name))
+        votes = item.votes
         cast = item.votes_cast()
-        winner = max(item.votes, key=lambda text: len(item.votes[text]))
-        count = len(item.votes[winner])
+        winner = max(votes, key=lambda text: len(votes[text]))
+        count = len(votes[winner])
         if count >= self._verify and 2 * count > cast:
-            for text, voters in item.votes.items():
+            for text, voters in votes.items():
                 if text != winner:
                     outcome.losers.extend((who, label, item_id) for who, label in voters)
                     self._counts["disagreements"] += len(voters)
             self._accept(item_id, winner, outcome)
         elif cast >= 2 * self._verify + 1:
-            answers = "\n".join(f"{label}: {text!r}" for text, voters in item.votes.items() for _, label in voters)
+            answers = "\n".join(f"{label}: {text!r}" for text, voters in votes.items() for _, label in voters)
             outcome.failures.append(
                 self._failed(item_id, f"no {self._verify} of {cast} volunteers agreed; their answers:\n{answers}", name)
             )
@@ -443,9 +462,8 @@ class Lender(Generic[H]):
             self._want_again(item_id, item)
 
     def _accept(self, item_id: int, line: str, outcome: Outcome[H]) -> None:
-        del self._items[item_id]  # other live copies turn stale: their answers are dropped
+        del self._values[item_id], self._items[item_id]  # other live copies turn stale: answers dropped
         outcome.accepted.append((item_id, line))
-        self._counts["done"] += 1
 
     def fail(self, holder: H, item_id: int, details: str) -> Failure | None:
         """The function failed on an item: try it again elsewhere, or (retries spent) fail it,
@@ -455,7 +473,9 @@ class Lender(Generic[H]):
             if found is None:
                 return None
             holding, item = found
+            item.errors = item.errors or []
             item.errors.append(f"attempt {len(item.errors) + 1}, on {holding.name}:\n{details}")
+            item.failed_on = item.failed_on or set()
             item.failed_on.add(holder)
             if len(item.errors) <= self._retries:
                 self._counts["retried"] += 1
@@ -494,11 +514,12 @@ class Lender(Generic[H]):
         return None
 
     def _failed(self, item_id: int, details: str, holder: str) -> Failure:
-        item = self._items.pop(item_id)
+        self._items.pop(item_id, None)
+        value = self._values.pop(item_id)
         self._counts["failed"] += 1
         if self._stop_after is None or item_id < self._stop_after:
             self._stop_after = item_id
-        return Failure(item_id, item.value, details, holder)
+        return Failure(item_id, value, details, holder)
 
     # -- views -------------------------------------------------------------
 
@@ -511,7 +532,7 @@ class Lender(Generic[H]):
     def pending(self) -> int:
         """Items added and not yet done or failed."""
         with self._cond:
-            return len(self._items)
+            return len(self._values)
 
     def counts(self) -> dict[str, int]:
         """Items lent (each time), lent again, done and failed so far, and the copies made for

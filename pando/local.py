@@ -1,14 +1,17 @@
 """Computing on the root's own machine.
 
 ``--local`` runs the module in this process on one item after another, with no
-server at all. Without ``--start-idle``, the root instead starts a helper
-process: an ordinary volunteer of one worker that says it is the root's own
-helper (and proves it with a secret of its own), so the lender gives it items
-only while no other volunteer is connected, and its function never runs on the
-dispatcher's thread.
+server at all; the results go through the same reorder thread as a distributed
+run's (they come in order already), which owns stdout and the journal.
+
+Without ``--start-idle``, the root instead starts a helper process: an ordinary
+volunteer of one worker that says it is the root's own helper (and proves it
+with a secret of its own), so the lender gives it items only while no other
+volunteer is connected, and its function never runs on the dispatcher's thread.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -17,34 +20,70 @@ from typing import BinaryIO, Callable, Iterable
 
 from pando import items, status
 from pando.access import Access
+from pando.journal import Journal, digest
 from pando.lender import Failure
 from pando.module import PandoFunction
-from pando.reorder import describe_failure
+from pando.reader import replay
+from pando.reorder import Reorder
 from pando.volunteer import Volunteer
+from pando.window import Window
 from pando.workers import compute
 
+#: Results computed but not yet written, at most: with a slow stdout the computing waits.
+LOCAL_WINDOW_ITEMS = 1024
+LOCAL_WINDOW_BYTES = 64 * 1024 * 1024
 
-def run_local(fn: PandoFunction, batches: Iterable[list[str]], out: BinaryIO) -> int:
-    """Compute every item in order, here; return the exit status."""
+
+def run_local(
+    fn: PandoFunction, batches: Iterable[list[str]], out: BinaryIO, journal_path: str | None = None,
+    resume: bool = False,
+) -> int:
+    """Compute every item in order, here; return the exit status.
+
+    With ``journal_path``, results are journaled as in a distributed run, and
+    with ``resume`` the journal's results are written instead of computed.
+    """
     items.allow_big_integers()
+    journal = Journal.open(journal_path, resume) if journal_path is not None else None
+    try:
+        if journal is not None:
+            batches = journal.skip_done(batches)  # before anything is written
+        return _compute(fn, batches, out, journal)
+    finally:
+        if journal is not None:
+            journal.close()
+
+
+def _compute(fn: PandoFunction, batches: Iterable[list[str]], out: BinaryIO, journal: Journal | None) -> int:
+    window = Window(LOCAL_WINDOW_ITEMS, LOCAL_WINDOW_BYTES)
+    reorder = Reorder(out, window, journal=journal)
+    reorder.start()
     position = 0
-    for batch in batches:
-        for text in batch:
+    try:
+        if journal is not None:
+            position = replay(journal, window, reorder)
+        for text in itertools.chain.from_iterable(batches):
+            if not window.take(1, len(text), reorder.done):  # stdout was closed or cannot be written
+                break
             answer = compute(fn, position, text)
             if answer[0] != "ok":
-                out.flush()
-                print(describe_failure(Failure(position, text, answer[3] or answer[2])), file=sys.stderr)
-                return status.FAILED
-            try:
-                out.write(answer[2].encode("utf-8") + b"\n")
-                out.flush()  # results appear as they come, as they do from volunteers
-            except BrokenPipeError:
-                raise
-            except OSError as exc:
-                print(f"pando: cannot write results: {exc.strerror or exc}", file=sys.stderr)
-                return status.FAILED
+                reorder.fail(Failure(position, text, answer[3] or answer[2]))
+                break
+            if journal is not None:
+                reorder.record(position, [digest(text)])
+            reorder.deliver([(position, answer[2])])
             position += 1
-    return status.OK
+    except status.PandoError:  # an input line that is not an item: the results before it are written first
+        reorder.end(position)
+        reorder.join()
+        raise
+    except BaseException:  # Ctrl-C: stop at once
+        reorder.stop()
+        reorder.join(5)
+        raise
+    reorder.end(position)
+    reorder.join()
+    return reorder.status
 
 
 #: The directory holding this ``pando`` package: the helper imports exactly it.

@@ -4,6 +4,11 @@ Its thread takes room in the window before it reads on, so an endless input is
 read only as fast as results are written. The thread is a daemon because a
 blocking read of stdin cannot be interrupted; everything it holds is in the
 lender, so nothing is lost when the process ends under it.
+
+With a journal, the results it holds from an earlier run go straight to the
+reorder buffer (the input items they belong to were checked and skipped before
+the run started), and every new item's digest goes there too, so that its
+result can be journaled.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import threading
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from pando import status
+from pando.journal import Journal, digest
 from pando.lender import Lender
 from pando.protocol import MAX_ITEM_BYTES
 from pando.reorder import Reorder
@@ -73,6 +79,22 @@ def stream_batches(stream: BinaryIO, max_bytes: int = MAX_ITEM_BYTES) -> Iterato
         yield from _decode(b"".join(partial), line_no, max_bytes)
 
 
+def replay(journal: Journal, window: Window, reorder: Reorder) -> int:
+    """Hand the journal's results for the first items to ``reorder``, as if computed; return how many.
+
+    They take room in the window like any item (the reorder buffer gives it
+    back as it writes them) and are not journaled again. Stops early if the
+    reorder buffer does (stdout was closed, say): the room would never come.
+    """
+    count = 0
+    for lines in journal.replay():
+        if not window.take(len(lines), sum(map(len, lines)), reorder.done):
+            break
+        reorder.deliver(list(zip(range(count, count + len(lines)), lines)))
+        count += len(lines)
+    return count
+
+
 def _decode(block: bytes, line_no: int, max_bytes: int) -> Iterator[list[str]]:
     """Complete lines (without their last newline) from bytes to text.
 
@@ -109,8 +131,10 @@ class Reader:
         window: Window,
         reorder: Reorder,
         log: Callable[[str], None] | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self._batches = batches
+        self._journal = journal
         self._lender = lender
         self._window = window
         self._reorder = reorder
@@ -126,12 +150,17 @@ class Reader:
     def _run(self) -> None:
         # Any other exception is a bug: it escapes to the run's supervisor, and
         # the end of the input is never announced, so it cannot pass for one.
+        journal = self._journal
         try:
+            if journal is not None:
+                self.count = replay(journal, self._window, self._reorder)
             for batch in self._batches:
                 self._window.take(len(batch), sum(map(len, batch)))
+                if journal is not None:  # before the lender has them: no result can come first
+                    self._reorder.record(self.count, [digest(text) for text in batch])
                 self._lender.add(zip(range(self.count, self.count + len(batch)), batch))
                 self.count += len(batch)
-        except InputError as exc:
+        except status.PandoError as exc:  # an input line that is not an item, or a journal gone bad
             self._stop_early(exc, f"{exc}; stopping after the {self.count} items before it")
         except OSError as exc:
             error = InputError(f"cannot read the input: {exc}")

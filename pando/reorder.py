@@ -4,15 +4,22 @@ One thread owns stdout. Results and failures arrive through a queue; the
 thread writes every result whose predecessors are all written, gives the room
 back to the window, and stops at the end of the input, at the first failed
 item (after writing everything before it), or when stdout is closed.
+
+With a journal, the thread appends each group's new results to it and fsyncs
+it before it writes the same lines to stdout; results that come within
+:data:`pando.journal.GROUP_SECONDS` of the last fsync wait to share the next.
 """
 from __future__ import annotations
 
 import queue
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from typing import BinaryIO, Callable, Union
 
 from pando import status
+from pando.journal import Entry, Journal
 from pando.lender import Failure
 from pando.printable import printable
 from pando.window import Window
@@ -20,7 +27,16 @@ from pando.window import Window
 #: Longest failure text shown (a traceback), in characters.
 MAX_DETAILS = 20_000
 
-_Message = Union[list[tuple[int, Union[str, Failure]]], int, None]
+
+@dataclass(frozen=True)
+class _Record:
+    """Items from ``first`` on whose results go into the journal, with their digests."""
+
+    first: int
+    digests: list[str]
+
+
+_Message = Union[list[tuple[int, Union[str, Failure]]], int, _Record, None]
 
 
 def describe_failure(failure: Failure) -> str:
@@ -36,9 +52,13 @@ def describe_failure(failure: Failure) -> str:
 class Reorder:
     """Writes results to ``out`` in input order, from its own thread."""
 
-    def __init__(self, out: BinaryIO, window: Window, log: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, out: BinaryIO, window: Window, log: Callable[[str], None] | None = None, journal: Journal | None = None,
+    ) -> None:
         self._out = out
         self._window = window
+        self._journal = journal
+        self._digests: dict[int, str] = {}  # items to journal, until their result is written
         self._log = log or (lambda text: print(text, file=sys.stderr, flush=True))
         self._queue: queue.SimpleQueue[_Message] = queue.SimpleQueue()
         self._waiting: dict[int, Union[str, Failure]] = {}
@@ -56,6 +76,14 @@ class Reorder:
     def deliver(self, results: list[tuple[int, str]]) -> None:
         """Results accepted by the lender."""
         self._queue.put(results)  # type: ignore[arg-type]
+
+    def record(self, first: int, digests: list[str]) -> None:
+        """Journal the results of items ``first``, ``first + 1``… (with these digests) when they are written.
+
+        Called before the items can have results; items never recorded (the
+        ones replayed from the journal) are written without being journaled again.
+        """
+        self._queue.put(_Record(first, digests))
 
     def fail(self, failure: Failure) -> None:
         """An item that will never have a result."""
@@ -78,6 +106,9 @@ class Reorder:
                 pass
         except BrokenPipeError:
             self.status = status.BROKEN_PIPE
+        except status.PandoError as exc:  # the journal cannot be written: nothing more may reach stdout
+            self._log(f"pando: {exc}")
+            self.status = exc.status
         except OSError as exc:  # a full disk, a device that refuses: the results are not all written
             self._log(f"pando: cannot write results: {exc.strerror or exc}")
             self.status = status.FAILED
@@ -91,6 +122,8 @@ class Reorder:
                 return False
             if isinstance(message, int):
                 self._total = message
+            elif isinstance(message, _Record):
+                self._digests.update(zip(range(message.first, message.first + len(message.digests)), message.digests))
             else:
                 for item_id, entry in message:
                     self._waiting[item_id] = entry
@@ -99,9 +132,19 @@ class Reorder:
             try:
                 message = self._queue.get_nowait()
             except queue.Empty:
-                break
+                # With a journal, results that come soon after an fsync wait for the next group.
+                wait = 0.0 if self._journal is None else self._journal.next_sync() - time.monotonic()
+                if wait <= 0:
+                    break
+                try:
+                    message = self._queue.get(timeout=wait)
+                except queue.Empty:
+                    break
+        first = self.written
         lines, failure = self._ready()
         if lines:
+            if self._journal is not None:
+                self._journal.write(self._entries(first, lines))
             for line in lines:
                 self._waiting_bytes -= len(line)
             lines.append("")  # for the last newline
@@ -115,6 +158,15 @@ class Reorder:
             self.status = status.FAILED
             return False
         return self._total is None or self.written < self._total
+
+    def _entries(self, first: int, lines: list[str]) -> list[Entry]:
+        """Journal entries for the recorded items among the lines from ``first`` on."""
+        entries = []
+        for item_id, line in enumerate(lines, first):
+            item_digest = self._digests.pop(item_id, None)
+            if item_digest is not None:
+                entries.append(Entry(item_id, item_digest, line))
+        return entries
 
     def _ready(self) -> tuple[list[str], Failure | None]:
         lines: list[str] = []

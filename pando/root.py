@@ -17,6 +17,7 @@ from pando.access import Access, fragment
 from pando.addresses import volunteer_urls
 from pando.console import Console
 from pando.dispatcher import Dispatcher
+from pando.journal import Journal
 from pando.lender import Lender
 from pando.local import Helper
 from pando.monitor import Monitor, StatusThread
@@ -94,12 +95,20 @@ class Root:
 
     def run(self) -> int:
         """Run to the end; return the exit status. Raises PandoError if it cannot start."""
-        with Supervisor(self._console.log) as supervisor:
-            return self._run(supervisor)
+        settings = self._settings
+        journal = Journal.open(settings.journal, settings.resume) if settings.journal is not None else None
+        try:
+            with Supervisor(self._console.log) as supervisor:
+                return self._run(supervisor, journal)
+        finally:
+            if journal is not None:
+                journal.close()
 
-    def _run(self, supervisor: Supervisor) -> int:
+    def _run(self, supervisor: Supervisor, journal: Journal | None) -> int:
         settings = self._settings
         log = self._console.log
+        # Before anything starts: input that does not match the journal stops the run with nothing written.
+        batches = self._batches if journal is None else journal.skip_done(self._batches)
         access = Access(settings.join_key)
         window = Window(WINDOW_ITEMS, WINDOW_BYTES)
         lender: Lender[Session] = Lender(
@@ -110,8 +119,8 @@ class Root:
             # slow answer is no reason to compute an item twice.
             straggler_floor=settings.heartbeat_ms / 1000,
         )
-        reorder = Reorder(self._out, window, log)
-        reader = Reader(self._batches, lender, window, reorder, log)
+        reorder = Reorder(self._out, window, log, journal)
+        reader = Reader(batches, lender, window, reorder, log, journal)
         monitor = Monitor(
             settings.reporting_interval,
             lambda: {"read": reader.count, **lender.counts(), "written": reorder.written},

@@ -25,18 +25,24 @@ class Window:
         self._batches: deque[list[int]] = deque()
         self._cond = threading.Condition()
 
-    def take(self, count: int, size: int) -> None:
+    def take(self, count: int, size: int, cancel: threading.Event | None = None) -> bool:
         """Wait until the window is not full, then count a batch of ``count`` items of ``size`` bytes.
 
         A batch may overshoot the bounds by its own size: the bound is what
-        matters, not its exact value.
+        matters, not its exact value. Once ``cancel`` is set (the writer has
+        ended, say), take nothing and return False, waiting or not.
         """
         with self._cond:
-            while self._items >= self.items or self._bytes + self._waiting >= self.size:
-                self._cond.wait()
+            while True:
+                if cancel is not None and cancel.is_set():
+                    return False
+                if self._items < self.items and self._bytes + self._waiting < self.size:
+                    break
+                self._cond.wait(None if cancel is None else 0.1)
             self._items += count
             self._bytes += size
             self._batches.append([count, size])
+            return True
 
     def give(self, count: int) -> None:
         """``count`` more items were written; a batch's bytes come back with its last item."""

@@ -7,8 +7,10 @@ import re
 import time
 
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
-from conftest import PANDO, Processes, lines, squares
+from conftest import KEY, PANDO, Processes, lines, squares
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -127,3 +129,26 @@ def test_verify_with_no_agreement_fails_the_item_with_every_answer(procs: Proces
 def test_bad_rule_options(procs: Processes, args: list[str], message: str) -> None:
     done = procs.run([PANDO, module(procs), *args, "1"])
     assert done.returncode == 2 and message in done.stderr.decode()
+
+
+def test_timeout_takes_an_item_back_from_a_volunteer_that_never_answers(procs: Processes) -> None:
+    # A fake volunteer that takes items and heartbeats but never answers: only --timeout (or the
+    # straggler rule, kept out of the way by a long heartbeat) gets its item back.
+    root = procs.pando(module(procs), "--stdin", "--start-idle", "--timeout", "1", "--heartbeat", "60000",
+                       stdin=lines(*range(1, 6)), UNLUCKY="0")
+    with connect(f"ws://127.0.0.1:{root.port}/volunteer", proxy=None) as ws:
+        ws.send(json.dumps({"type": "hello", "protocol": 2, "name": "mute", "workers": 1, "key": KEY}))
+        while json.loads(ws.recv(timeout=10))["type"] != "lend":
+            pass
+        procs.volunteer(root.port, "--workers", "1", UNLUCKY="0")
+        deadline = time.monotonic() + 30
+        while root.popen.poll() is None and time.monotonic() < deadline:
+            try:
+                ws.send(json.dumps({"type": "heartbeat"}))
+            except ConnectionClosed:
+                break  # the run is over: the root said bye
+            time.sleep(0.2)
+        root.wait(5)
+        assert root.popen.poll() is not None, "the run waited for the mute volunteer"
+    assert root.wait(30) == 0, root.err
+    assert root.out == squares(range(1, 6))
