@@ -1,6 +1,6 @@
 """Run the benchmarks at one size; write one JSON file and a Markdown summary per run.
 
-    python bench/run.py quick|full [--only overhead,frames,scaling,join,churn,memory,collatz,browser,stragglers,profile]
+    python bench/run.py quick|full [--only overhead,frames,scaling,join,churn,memory,collatz,browser,stragglers,journal,profile]
                                    [--readme]
 
 Results go to bench/results/ (git-ignored): ``<UTC time>-<size>.json`` holds the
@@ -22,6 +22,7 @@ import browser  # noqa: E402
 import churn  # noqa: E402
 import collatz  # noqa: E402
 import frames  # noqa: E402
+import journal_cost  # noqa: E402
 import memory  # noqa: E402
 import overhead  # noqa: E402
 import profile_root  # noqa: E402
@@ -45,6 +46,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "stragglers": {"volunteers": 4, "count": 600, "delay_s": 0.03, "batches": [1, 8], "heartbeat_ms": 1000,
                        "reporting_interval_s": 0.25, "slow_factor": 10, "freeze_at": 20, "reps": 2,
                        "run_timeout_s": 120},
+        "journal": {"volunteers": 4, "batches": [1, 64], "count": 100_000, "count_batch1": 6_000, "reps": 5},
         "profile": None,
     },
     "full": {
@@ -62,6 +64,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "stragglers": {"volunteers": 4, "count": 2400, "delay_s": 0.03, "batches": [1, 16], "heartbeat_ms": 1000,
                        "reporting_interval_s": 0.25, "slow_factor": 10, "freeze_at": 20, "reps": 3,
                        "run_timeout_s": 300},
+        "journal": {"volunteers": 4, "batches": [1, 64, 256], "count": 200_000, "count_batch1": 20_000, "reps": 7},
         "profile": {"volunteers": 4, "batches": [64, 8, 1], "count": 200_000},
     },
 }
@@ -120,6 +123,8 @@ def summary_markdown(result: dict[str, Any]) -> str:
         parts += ["", "#### 7. Browser volunteers (Chromium + Pyodide)", "", browser.markdown(w["browser"])]
     if "stragglers" in w:
         parts += ["", "#### 8. Stragglers and `--verify 2`", "", stragglers.markdown(w["stragglers"])]
+    if "journal" in w:
+        parts += ["", "#### 9. Cost of `--journal FILE`", "", journal_cost.markdown(w["journal"])]
     if "profile" in w:
         parts += ["", "#### Root profile (py-spy, GIL-holding samples)", ""]
         for key, r in w["profile"].items():
@@ -175,6 +180,8 @@ def main() -> None:
         w["browser"] = browser.run(params["browser"])
     if wanted("stragglers"):
         w["stragglers"] = stragglers.run(params["stragglers"])
+    if wanted("journal"):
+        w["journal"] = journal_cost.run(params["journal"])
     if wanted("profile"):
         p = params["profile"]
         counts = {0: p["count"], 1: min(p["count"], 10_000), 8: min(p["count"], 100_000)}

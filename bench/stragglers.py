@@ -185,6 +185,8 @@ def summarize(runs: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, A
             out["by"][f"{scenario}:{batch}"] = {
                 "seconds": seconds,
                 "vs_healthy": ratio(seconds["median"], base),
+                # In seconds too: a tail of about one straggler floor is a fixed cost, large on short runs.
+                "over_healthy_s": seconds["median"] - base if seconds["median"] is not None and base else None,
                 # --verify computes each item twice: its ideal is twice as long.
                 "vs_ideal": ratio(seconds["median"], ideal * (2 if scenario == "verify" else 1)),
                 "speculative": speculative,
@@ -222,7 +224,9 @@ def markdown(result: dict[str, Any]) -> str:
         for scenario in SCENARIOS:
             st = s["by"][f"{scenario}:{batch}"]
             share = st["speculative_share"]
-            rows.append([labels[scenario], str(batch), fmt(st["seconds"]["median"], 2), fmt(st["vs_healthy"], 3),
+            over = st["over_healthy_s"]
+            rows.append([labels[scenario], str(batch), fmt(st["seconds"]["median"], 2),
+                         "–" if over is None or scenario == "healthy" else f"{over:+.2f}", fmt(st["vs_healthy"], 3),
                          fmt(st["vs_ideal"], 3), fmt(st["speculative"]["median"]),
                          "–" if share is None else f"{100 * share:.2f}%", fmt(st["extra_copies_lent"]["median"]),
                          fmt(st["longest_pause_s"]["median"], 2), "yes" if st["all_exact"] else "NO"])
@@ -239,7 +243,7 @@ def markdown(result: dict[str, Any]) -> str:
         "the longest time no result line came; with the frozen volunteer, how long its item held the output back "
         "(the straggler floor is one --heartbeat).",
         "",
-        table(["volunteers", "batch", "seconds", "÷ baseline", "÷ ideal", "speculative copies", "of items",
+        table(["volunteers", "batch", "seconds", "− baseline s", "÷ baseline", "÷ ideal", "speculative copies", "of items",
                "copies lent beyond one per item", "longest output pause s", "exact"], rows),
         "",
         f"Frozen volunteer: results it computed before hanging but never sent, median "
