@@ -201,6 +201,22 @@ def stderr_collector(popen: subprocess.Popen[bytes]) -> Lines:
     return lines
 
 
+def json_statuses(lines: list[str]) -> list[dict[str, Any]]:
+    """The root's JSON status objects (``PANDO_DEBUG=monitoring``) among its stderr lines, oldest first.
+
+    Pando's own messages never start with ``{``; a line cut short (the root was
+    killed mid-write) is skipped.
+    """
+    out = []
+    for line in list(lines):  # a copy: the collector thread may be appending
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str, step: float = 0.02) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -40,12 +40,13 @@ def _feed(stdin: Any, data: bytes) -> None:
 
 
 def run_pando(volunteers: int, batch: int, count: int, *, profile: str | None = None,
-              profile_rate: int = 200, timeout: float = 600) -> dict[str, Any]:
-    """One pando run; with ``profile`` (a path), py-spy records the root while items flow."""
+              profile_rate: int = 200, timeout: float = 600, args: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One pando run; with ``profile`` (a path), py-spy records the root while items flow; ``args``
+    go to the root after the usual ones (bench/journal_cost.py adds --journal)."""
     procs = Procs()
     try:
         port = free_port()
-        root = procs.pando(MODULE, "--stdin", "--start-idle", "--batch-size", str(batch), port=port)
+        root = procs.pando(MODULE, "--stdin", "--start-idle", "--batch-size", str(batch), *args, port=port)
         err = stderr_collector(root)
         wait_port(port)
         vols = [procs.volunteer(port, 1, f"v{i}") for i in range(volunteers)]

@@ -1,6 +1,6 @@
 """Run the benchmarks at one size; write one JSON file and a Markdown summary per run.
 
-    python bench/run.py quick|full [--only overhead,frames,scaling,join,churn,memory,collatz,browser,profile]
+    python bench/run.py quick|full [--only overhead,frames,scaling,join,churn,memory,collatz,browser,stragglers,journal,profile]
                                    [--readme]
 
 Results go to bench/results/ (git-ignored): ``<UTC time>-<size>.json`` holds the
@@ -22,10 +22,12 @@ import browser  # noqa: E402
 import churn  # noqa: E402
 import collatz  # noqa: E402
 import frames  # noqa: E402
+import journal_cost  # noqa: E402
 import memory  # noqa: E402
 import overhead  # noqa: E402
 import profile_root  # noqa: E402
 import scaling  # noqa: E402
+import stragglers  # noqa: E402
 from common import BENCH, RESULTS, fmt, log, machine_info, table, write_json  # noqa: E402
 
 SIZES: dict[str, dict[str, Any]] = {
@@ -41,6 +43,10 @@ SIZES: dict[str, dict[str, Any]] = {
         "memory": {"count": 300_000, "volunteers": 4, "batch": 256, "interval_ms": 1000, "sample_s": 0.25},
         "collatz": {"count": 12, "range": 6000, "reps": 1},
         "browser": {"first_result": {"reps": 3, "range": 20}, "throughput": {"reps": 3, "count": 12, "range": 2000}},
+        "stragglers": {"volunteers": 4, "count": 600, "delay_s": 0.03, "batches": [1, 8], "heartbeat_ms": 1000,
+                       "reporting_interval_s": 0.25, "slow_factor": 10, "freeze_at": 20, "reps": 2,
+                       "run_timeout_s": 120},
+        "journal": {"volunteers": 4, "batches": [1, 64], "count": 100_000, "count_batch1": 6_000, "reps": 5},
         "profile": None,
     },
     "full": {
@@ -55,6 +61,10 @@ SIZES: dict[str, dict[str, Any]] = {
         "memory": {"count": 10_000_000, "volunteers": 4, "batch": 256, "interval_ms": 5000, "sample_s": 1.0},
         "collatz": {"count": 40, "range": 10000, "reps": 3},
         "browser": {"first_result": {"reps": 7, "range": 20}, "throughput": {"reps": 5, "count": 40, "range": 5000}},
+        "stragglers": {"volunteers": 4, "count": 2400, "delay_s": 0.03, "batches": [1, 16], "heartbeat_ms": 1000,
+                       "reporting_interval_s": 0.25, "slow_factor": 10, "freeze_at": 20, "reps": 3,
+                       "run_timeout_s": 300},
+        "journal": {"volunteers": 4, "batches": [1, 64, 256], "count": 200_000, "count_batch1": 20_000, "reps": 7},
         "profile": {"volunteers": 4, "batches": [64, 8, 1], "count": 200_000},
     },
 }
@@ -111,6 +121,10 @@ def summary_markdown(result: dict[str, Any]) -> str:
         parts += ["", "#### 6. Collatz speedup", "", collatz.markdown(w["collatz"])]
     if "browser" in w:
         parts += ["", "#### 7. Browser volunteers (Chromium + Pyodide)", "", browser.markdown(w["browser"])]
+    if "stragglers" in w:
+        parts += ["", "#### 8. Stragglers and `--verify 2`", "", stragglers.markdown(w["stragglers"])]
+    if "journal" in w:
+        parts += ["", "#### 9. Cost of `--journal FILE`", "", journal_cost.markdown(w["journal"])]
     if "profile" in w:
         parts += ["", "#### Root profile (py-spy, GIL-holding samples)", ""]
         for key, r in w["profile"].items():
@@ -164,6 +178,10 @@ def main() -> None:
         w["collatz"] = collatz.run(params["collatz"])
     if wanted("browser"):
         w["browser"] = browser.run(params["browser"])
+    if wanted("stragglers"):
+        w["stragglers"] = stragglers.run(params["stragglers"])
+    if wanted("journal"):
+        w["journal"] = journal_cost.run(params["journal"])
     if wanted("profile"):
         p = params["profile"]
         counts = {0: p["count"], 1: min(p["count"], 10_000), 8: min(p["count"], 100_000)}
