@@ -259,9 +259,11 @@ class StatusThread:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop, after a last status: the log and the page then show how the run ended."""
         self._stopping.set()
         if self._thread.ident is not None:
             self._thread.join()
+            self._monitor.publish()
         self._monitor.close_viewers()
 
     def _run(self) -> None:
