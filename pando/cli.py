@@ -70,8 +70,8 @@ a decimal literal such as 2.5 or 1e3 as a float, anything else (007 too) as
 a str. Put -- before items that start with a dash. A result is printed as is
 if it is a str, with str() if it is a number, and as JSON otherwise.
 
-Monitoring: the printed http://HOST:PORT/monitor page shows volunteers and
-throughput live. On a terminal, stderr also shows a QR code of the join URL
+Monitoring: the printed http://HOST:PORT/monitor#key=KEY; page shows
+volunteers and throughput live. On a terminal, stderr also shows a QR code of the join URL
 (for phones) and a progress line.
 PANDO_DEBUG=monitoring writes a JSON status per interval on stderr; other
 topics: lender, session, websockets, threads, all (see docs/monitoring.md).
