@@ -97,28 +97,58 @@ def _worker_main(conn: Connection, source: str, filename: str, current: Any, sta
         conn.send(("broken", str(exc)))
         return
     conn.send(("ready",))
+    outbox = _Outbox(conn)
+    threading.Thread(target=outbox.send_every, args=(FLUSH_SECONDS,), daemon=True).start()
     while True:
         try:
             batch = conn.recv()
         except (EOFError, OSError):
             return  # the volunteer is gone
-        answers: list[Answer] = []
-        cpu_time = 0.0
-        flushed = time.monotonic()
         for item_id, text in batch:
             # The start first: a collector that reads this id then reads this item's start.
             started.value = time.monotonic()
             current.value = item_id
             cpu_before = time.process_time()
-            answers.append(compute(fn, item_id, text))
-            cpu_time += time.process_time() - cpu_before
+            answer = compute(fn, item_id, text)
             current.value = _IDLE
-            if time.monotonic() - flushed >= FLUSH_SECONDS:
-                conn.send((answers, reporting.take(len(answers), cpu_time)))
-                answers, cpu_time = [], 0.0
-                flushed = time.monotonic()
-        if answers:
-            conn.send((answers, reporting.take(len(answers), cpu_time)))
+            outbox.add(answer, time.process_time() - cpu_before)
+        outbox.send()
+
+
+class _Outbox:
+    """A worker's answers not sent yet. They go in groups: at the end of each batch, after an
+    item once FLUSH_SECONDS have passed, and every FLUSH_SECONDS from a thread of their own,
+    so that an answer never waits behind an item that hangs."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._answers: list[Answer] = []
+        self._cpu_time = 0.0
+        self._sent = time.monotonic()
+
+    def add(self, answer: Answer, cpu_time: float) -> None:
+        with self._lock:
+            self._answers.append(answer)
+            self._cpu_time += cpu_time
+            due = time.monotonic() - self._sent >= FLUSH_SECONDS
+        if due:
+            self.send()
+
+    def send(self) -> None:
+        with self._lock:
+            if self._answers:
+                self._conn.send((self._answers, reporting.take(len(self._answers), self._cpu_time)))
+                self._answers, self._cpu_time = [], 0.0
+            self._sent = time.monotonic()
+
+    def send_every(self, seconds: float) -> None:
+        while True:
+            time.sleep(seconds)
+            try:
+                self.send()
+            except OSError:
+                return  # the volunteer is gone; the main thread sees it too
 
 
 def _death(process: multiprocessing.process.BaseProcess) -> str:

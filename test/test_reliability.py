@@ -166,3 +166,15 @@ def test_timeout_counts_each_item_not_the_queue_before_it(procs: Processes) -> N
     statuses = [json.loads(line) for line in root.err.splitlines() if line.startswith("{")]
     assert statuses and all(status["items"]["timed_out"] == 0 and status["items"]["relent"] == 0
                             for status in statuses)
+
+
+def test_a_result_is_sent_even_while_the_next_item_hangs(procs: Processes) -> None:
+    # Items 1..4 in one batch on one worker; item 5 hangs. The first four answers must not wait
+    # for it (a worker groups its answers, but never behind an item that does not end).
+    root = procs.pando(module(procs), "--stdin", "--start-idle", "--batch-size", "8", "--heartbeat", "60000",
+                       stdin=lines(*range(1, 6)), UNLUCKY="0")
+    procs.volunteer(root.port, "--workers", "1", HANG="1", UNLUCKY="0")
+    deadline = time.monotonic() + 20
+    while root.out != squares(range(1, 5)):
+        assert time.monotonic() < deadline, f"got {root.out!r}; stderr:\n{root.err}"
+        time.sleep(0.1)
