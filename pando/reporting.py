@@ -10,6 +10,9 @@ from typing import Optional
 
 FIELDS = ("items", "cpu_time", "data_transfer_time", "units")
 
+#: The largest figure a report frame may carry: the root refuses a frame with more.
+LARGEST = 2**53
+
 _sums: dict[str, float] = {}
 
 
@@ -23,8 +26,8 @@ def report(
     for name, value in (("cpu_time", cpu_time), ("data_transfer_time", data_transfer_time),
                         ("items", items), ("units", units)):
         if value is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"pando.report: {name} must be a non-negative number, not {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= LARGEST:
+                raise ValueError(f"pando.report: {name} must be a number from 0 to 2**53, not {value!r}")
             _sums[name] = _sums.get(name, 0) + value
 
 
@@ -34,4 +37,9 @@ def take(items: int, cpu_time: float) -> dict[str, float]:
     out = {**measured, **_sums}
     out.setdefault("units", out["items"])
     _sums.clear()
-    return out
+    return capped(out)
+
+
+def capped(figures: dict[str, float]) -> dict[str, float]:
+    """``figures`` with each at most :data:`LARGEST`: sums of many reports stay sendable."""
+    return {name: min(value, LARGEST) for name, value in figures.items()}

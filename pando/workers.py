@@ -272,8 +272,8 @@ class Workers:
                 return
             if time.monotonic() >= next_report:
                 next_report += self._report_seconds
-                self._on_report({"interval": self._report_seconds, **self._figures,
-                                 "items": int(self._figures["items"])})
+                figures = reporting.capped(self._figures)  # the workers' sums, added up
+                self._on_report({"interval": self._report_seconds, **figures, "items": int(figures["items"])})
                 self._figures = dict.fromkeys(reporting.FIELDS, 0.0)
             overran = self._overran(workers)
             if not ready and not overran:

@@ -150,3 +150,30 @@ def test_monitor_page_is_served(procs: Processes) -> None:
     response = connection.getresponse()
     assert response.status == 200 and response.getheader("Content-Type", "").startswith("text/html")
     connection.close()
+
+
+BIG_REPORTS = """
+import time
+import pando
+
+@pando.function
+def f(x):
+    time.sleep(0.15)  # a few reports go out before item 7
+    pando.report(units=2**52)  # four of these add up past what a frame may carry
+    pando.report(units=2**52)
+    if x == 7:
+        pando.report(cpu_time=float("inf"))
+    return x
+"""
+
+
+def test_reports_stay_sendable_and_a_bad_figure_is_the_items_error(procs: Processes) -> None:
+    path = procs.tmp / "big.py"
+    path.write_text(BIG_REPORTS)
+    root = procs.pando(str(path), "--stdin", "--start-idle", "--reporting-interval", "0.2", stdin=lines(*range(10)))
+    volunteer = procs.volunteer(root.port, "--workers", "2")
+    assert root.wait() == 1
+    assert root.out == lines(*range(7))  # no frame refused, no session dropped on the way
+    assert "item 8 (value '7') failed" in root.err and "must be a number from 0 to 2**53" in root.err
+    assert "bad frame" not in root.err
+    volunteer.wait(10)

@@ -68,7 +68,8 @@ export function error({ message, id = null, traceback = '', lost = false }) {
  * {items, cpu_time, data_transfer_time, units} (seconds for the times).
  */
 export function report(interval, { items = 0, cpu_time = 0, data_transfer_time = 0, units = 0 } = {}) {
-  const count = (value) => (Number.isFinite(value) && value > 0 ? value : 0);
+  // Finite and at most 2**53: the root refuses a frame with anything else.
+  const count = (value) => (Number.isFinite(value) && value > 0 ? Math.min(value, 2 ** 53) : 0);
   return frame('report', {
     interval: count(interval),
     items: Math.round(count(items)),
