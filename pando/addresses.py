@@ -5,6 +5,8 @@ import fcntl
 import socket
 import struct
 
+from pando.protocol import VOLUNTEER_PATH
+
 _SIOCGIFADDR = 0x8915  # Linux ioctl: an interface's IPv4 address
 
 
@@ -22,6 +24,12 @@ def lan_ipv4() -> list[str]:
             if not address.startswith("127.") and address not in found:
                 found.append(address)
     return found
+
+
+def helper_url(bind: str, port: int) -> str:
+    """The WebSocket URL for the root's own helper: loopback, unless the root listens on one address only."""
+    page = f"http://127.0.0.1:{port}" if bind in ("", "0.0.0.0") else volunteer_urls(bind, port)[0]
+    return "ws" + page.removeprefix("http") + VOLUNTEER_PATH
 
 
 def volunteer_urls(bind: str, port: int) -> list[str]:

@@ -120,8 +120,8 @@ class Helper:
     #: Times a helper that died is started again before the root gives up on it.
     RESTARTS = 3
 
-    def __init__(self, port: int, access: Access, log: Callable[[str], None]) -> None:
-        self._port = port
+    def __init__(self, url: str, access: Access, log: Callable[[str], None]) -> None:
+        self._url = url
         self._access = access
         self._log = log
         self._restarts = 0
@@ -140,8 +140,7 @@ class Helper:
         )
         assert process.stdin is not None
         # The secret goes through a pipe: a command line is visible to every user of the machine.
-        url = f"ws://127.0.0.1:{self._port}/volunteer"
-        process.stdin.write(json.dumps({"url": url, "secret": self._access.helper_secret}).encode() + b"\n")
+        process.stdin.write(json.dumps({"url": self._url, "secret": self._access.helper_secret}).encode() + b"\n")
         process.stdin.close()
         return process
 

@@ -14,7 +14,7 @@ from typing import BinaryIO, Callable, Iterable
 
 from pando import protocol, status
 from pando.access import Access, fragment
-from pando.addresses import volunteer_urls
+from pando.addresses import helper_url, volunteer_urls
 from pando.console import Console
 from pando.dispatcher import Dispatcher
 from pando.journal import Journal
@@ -154,15 +154,16 @@ class Root:
             reader.start()
             status_thread.start()
             key = fragment(settings.join_key)
-            urls = [f"{url}/{key}" for url in volunteer_urls(settings.bind, server.port)]
+            pages = volunteer_urls(settings.bind, server.port)
+            urls = [f"{url}/{key}" for url in pages]
             for url in urls:
                 log(f"Serving volunteer code at {url}")
-            log(f"Monitoring at {volunteer_urls(settings.bind, server.port)[-1]}/monitor{key}")
+            log(f"Monitoring at {pages[-1]}/monitor{key}")
             self._console.qr_code(urls[0])  # the first LAN address, if there is one
             if settings.verify > 1:  # the root's helper is one voice: it would only ever vote alone
                 log(f"pando: --verify {settings.verify} waits for {settings.verify} volunteers to agree on each item")
             elif not settings.start_idle:
-                helper = Helper(server.port, access, log)
+                helper = Helper(helper_url(settings.bind, server.port), access, log)
             while not reorder.done.wait(0.5) and not supervisor.failed.is_set():
                 if helper is not None:
                     helper.check()

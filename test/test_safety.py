@@ -118,6 +118,15 @@ def test_bind_listens_on_that_address_only(procs: Processes) -> None:
     assert root.wait() == 0 and root.out == b"1\n"
 
 
+def test_the_roots_helper_computes_when_the_root_listens_on_one_lan_address(procs: Processes) -> None:
+    addresses = lan_ipv4()
+    if not addresses:
+        pytest.skip("this machine has no LAN address")
+    root = procs.pando(FAST, "--bind", addresses[0], "1", "2", "3")
+    assert root.wait() == 0, root.err
+    assert root.out == b"1\n4\n9\n"
+
+
 # -- stdout is for results only -----------------------------------------------------------------
 
 
