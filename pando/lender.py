@@ -91,6 +91,8 @@ class _Item(Generic[H]):
         return sum(map(len, self.votes.values())) if self.votes else 0
 
 
+#: Lost holders (or timeouts) after which an item fails instead of being lent again.
+MAX_LOSSES = 3
 #: Seconds a lease lasts beyond what --timeout allows the items queued on a holder.
 LEASE_GRACE = 1.0
 #: Item times kept for the running median.
@@ -106,7 +108,7 @@ class Lender(Generic[H]):
 
     def __init__(
         self,
-        max_losses: int = 3,
+        max_losses: int = MAX_LOSSES,
         retries: int = 0,
         verify: int = 1,
         timeout: float | None = None,

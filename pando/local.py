@@ -21,7 +21,7 @@ from typing import BinaryIO, Callable, Iterable
 from pando import items, status
 from pando.access import Access
 from pando.journal import Journal, digest
-from pando.lender import Failure
+from pando.lender import MAX_LOSSES, Failure
 from pando.module import Answer, PandoFunction
 from pando.reader import replay
 from pando.reorder import Reorder
@@ -35,7 +35,7 @@ LOCAL_WINDOW_BYTES = 64 * 1024 * 1024
 
 #: Tries an item that runs past ``--timeout`` gets with ``--local``: as many as
 #: the lost holders after which a distributed run fails it.
-LOCAL_TRIES = 3
+LOCAL_TRIES = MAX_LOSSES
 
 
 def run_local(
@@ -75,11 +75,10 @@ def _compute(
             if not window.take(1, len(text), reorder.done):  # stdout was closed or cannot be written
                 break
             answer = _compute_with_tries(fn, position, text, timeout)
-            if answer[0] == "lost":
-                reorder.fail(Failure(position, text, f"{answer[2]}, on each of its {LOCAL_TRIES} tries"))
-                break
             if answer[0] != "ok":
-                reorder.fail(Failure(position, text, answer[3] or answer[2]))
+                lost = answer[0] == "lost"
+                details = f"{answer[2]}, on each of its {LOCAL_TRIES} tries" if lost else answer[3] or answer[2]
+                reorder.fail(Failure(position, text, details))
                 break
             if journal is not None:
                 reorder.record(position, [digest(text)])
@@ -115,7 +114,7 @@ _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
 
 class Helper:
-    """The root's own helper volunteer process, on ``port`` over loopback; owned by the root."""
+    """The root's own helper volunteer process, joining at ``url``; owned by the root."""
 
     #: Times a helper that died is started again before the root gives up on it.
     RESTARTS = 3

@@ -145,8 +145,7 @@ class Reorder:
         if lines:
             if self._journal is not None:
                 self._journal.write(self._entries(first, lines))
-            for line in lines:
-                self._waiting_bytes -= len(line)
+            self._waiting_bytes -= sum(map(len, lines))
             lines.append("")  # for the last newline
             # Strict: every line was checked to be UTF-8 text where it was made.
             self._out.write("\n".join(lines).encode("utf-8"))

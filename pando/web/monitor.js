@@ -5,6 +5,8 @@
 // Device names come from volunteers: everything from the feed is put on the
 // page with textContent (or as an attribute value), never as HTML.
 
+import { NO_KEY, joinKey } from './protocol.js';
+
 const MONITOR_PATH = '/monitor';
 const FIRST_BACKOFF_MS = 500;
 const MAX_BACKOFF_MS = 5_000;
@@ -62,22 +64,6 @@ function setText(element, value) {
 }
 
 // -- the connection -----------------------------------------------------------------
-
-const NO_KEY = 'This address lacks its join key: open the full URL the root printed (it ends with #key=…).';
-
-/** The run's join key, from the page's fragment (#key=K;, among other settings in any order). */
-function joinKey() {
-  for (const part of location.hash.replace(/^#/, '').split(';')) {
-    const eq = part.indexOf('=');
-    if (eq <= 0 || part.slice(0, eq).trim() !== 'key') continue;
-    try {
-      return decodeURIComponent(part.slice(eq + 1)).trim();
-    } catch {
-      return part.slice(eq + 1).trim(); // as typed, like the volunteer page
-    }
-  }
-  return '';
-}
 
 function monitorURL() {
   const url = new URL(location.href);
@@ -556,7 +542,7 @@ class Monitor {
     this.table = new Table();
     this.status = null;
     this.dirty = false;
-    const key = joinKey();
+    const key = joinKey(location.hash);
     this.feed = new Feed(
       key,
       (status) => this.receive(status),

@@ -30,6 +30,31 @@ export class ProtocolError extends Error {
   }
 }
 
+/** What a page shows when its address lacks the join key. */
+export const NO_KEY = 'This address lacks its join key: open the full URL the root printed (it ends with #key=…).';
+
+/** The settings in a page URL's fragment, in the original's form and any order: #key=K;device=NAME;workers=N; */
+export function fragmentSettings(hash) {
+  const out = {};
+  for (const part of hash.replace(/^#/, '').split(';')) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) continue;
+    let value = part.slice(eq + 1);
+    try {
+      value = decodeURIComponent(value);
+    } catch {
+      // keep it as typed
+    }
+    out[part.slice(0, eq).trim()] = value;
+  }
+  return out;
+}
+
+/** The run's join key from a page URL's fragment ('' if there is none). */
+export function joinKey(hash) {
+  return (fragmentSettings(hash).key || '').trim();
+}
+
 /** The URL of the root's WebSocket endpoint, from the page's own address. */
 export function volunteerURL(pageURL) {
   const url = new URL(pageURL);

@@ -18,30 +18,12 @@ const RATE_WINDOW_MS = 5_000;
 const REPORT_GRACE_MS = 250; // after a report boundary, wait this long for the workers' reports
 const OVERRUN_CHECK_MS = 1000; // with a timeout, workers are checked at least this often, and 4 times per timeout
 const LOG_LINES = 80;
-const NO_KEY = 'This address lacks its join key: open the full URL the root printed (it ends with #key=…).';
 const NAME_KEY = 'pando.device';
 const WORKERS_KEY = 'pando.workers';
 
 const $ = (id) => document.getElementById(id);
 
 // -- small helpers ---------------------------------------------------------
-
-function hashSettings() {
-  // The original's form, in any order: #key=K;device=NAME;workers=N;
-  const out = {};
-  for (const part of location.hash.replace(/^#/, '').split(';')) {
-    const eq = part.indexOf('=');
-    if (eq <= 0) continue;
-    let value = part.slice(eq + 1);
-    try {
-      value = decodeURIComponent(value);
-    } catch {
-      // keep it as typed
-    }
-    out[part.slice(0, eq).trim()] = value;
-  }
-  return out;
-}
 
 const storage = {
   get(key) {
@@ -438,11 +420,11 @@ class Volunteer {
   constructor(ui) {
     this.ui = ui;
     this.clock = new Clock();
-    const hash = hashSettings();
+    const hash = protocol.fragmentSettings(location.hash);
     if (hash.device) storage.set(NAME_KEY, hash.device.slice(0, 200));
     this.name = storage.get(NAME_KEY) || '';
     this.workers = clampWorkers(hash.workers) || clampWorkers(storage.get(WORKERS_KEY)) || defaultWorkers();
-    this.key = (hash.key || '').trim(); // the run's join key: only ever from the URL, never stored
+    this.key = protocol.joinKey(location.hash); // only ever from the URL, never stored
     this.state = 'idle';
     this.gen = 0; // one per connection
     this.ws = null;
@@ -477,7 +459,7 @@ class Volunteer {
     this.ui.problem(null);
     if (!this.key) {
       this.end('no-key', 'Not connected: no join key');
-      this.ui.problem(NO_KEY);
+      this.ui.problem(protocol.NO_KEY);
       this.log('this address has no join key (#key=…); not connecting', true);
       return;
     }
@@ -1031,7 +1013,7 @@ function main() {
 
   // The full URL pasted over one without its key changes only the fragment: the page does not reload.
   window.addEventListener('hashchange', () => {
-    const key = (hashSettings().key || '').trim();
+    const key = protocol.joinKey(location.hash);
     if (key === volunteer.key) return;
     volunteer.key = key;
     volunteer.end('stopped', 'Stopped'); // a session under the old key ends
