@@ -58,8 +58,9 @@ class Uplink:
             self._thread.join(5)
 
     def _connect(self) -> ClientConnection:
+        # Entered here, closed by stop() or when the server drops it: it outlives this call.
         socket = connect(self._url, max_size=rendezvous.MAX_FRAME_BYTES, compression=None, proxy=None,
-                         open_timeout=10, close_timeout=2)
+                         open_timeout=10, close_timeout=2).__enter__()
         try:
             socket.send(rendezvous.root(self._secret, self._gateway.config))
             frame = rendezvous.decode(socket.recv(timeout=10), ("welcome", "bye"))
