@@ -170,8 +170,10 @@ def _run(args: dict[str, Any]) -> int:
     if options["resume"] and options["journal"] is None:
         raise status.PandoError("--resume needs --journal FILE: the journal to resume from")
     secret = options["secret"] or os.environ.get("PANDO_SECRET") or ""
-    if options["host"] is not None and not secret:
-        raise status.PandoError("--host needs the server's secret: --secret SECRET, or PANDO_SECRET in the environment")
+    if options["host"] is not None:
+        rendezvous.server_urls(options["host"])  # a bad --host stops the run before anything starts
+        if not secret:
+            raise status.PandoError("--host needs the server's secret: --secret SECRET, or PANDO_SECRET in the environment")
     ice_servers = rendezvous.ice_servers(options["ice-servers"] or "")
     key = options["join-key"]
     if key is not None:
