@@ -24,7 +24,7 @@ from websockets.sync.server import ServerConnection
 from pando import protocol, rendezvous
 from pando.printable import printable
 
-LOG = logging.getLogger("pando.hub")
+LOG = logging.getLogger("pando.webrtc.hub")
 
 #: Hands a joiner's offer (its id, its SDP) to the root.
 Deliver = Callable[[str, str], None]

@@ -12,6 +12,7 @@ module imports it only when a data channel is first needed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 import time
@@ -32,6 +33,7 @@ LOW_WATER = 1024 * 1024
 DRAIN_SECONDS = 2.0
 
 _MORE, _LAST = b"\x01", b"\x00"
+LOG = logging.getLogger("pando.webrtc")
 _T = TypeVar("_T")
 INSTALL_HINT = "WebRTC needs the aiortc package: pip install 'pando-computing[webrtc]'"
 
@@ -60,6 +62,9 @@ class RtcLoop:
     def __init__(self, name: str = "pando-webrtc") -> None:
         _aiortc()  # fail here, with the install hint, not on the loop
         self._loop = asyncio.new_event_loop()
+        # aiortc's stray errors (a peer gone mid-handshake) end that peer's link, not the run:
+        # to the debug log, never raw to the terminal.
+        self._loop.set_exception_handler(lambda _, context: LOG.debug("%s", context.get("message"), exc_info=context.get("exception")))
         self._connections: set[Any] = set()
         self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
         self._thread.start()
