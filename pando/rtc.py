@@ -256,12 +256,18 @@ class ChannelLink:
 
     async def _close(self, drain: bool) -> None:
         deadline = time.monotonic() + DRAIN_SECONDS
-        while drain and self._channel.readyState == "open" and time.monotonic() < deadline and (
-            self._pending or self._channel.bufferedAmount
-        ):
+        while drain and self._channel.readyState == "open" and time.monotonic() < deadline and self._unsent():
             await asyncio.sleep(0.02)
         self._end("closed")
         await self._pc.close()
+
+    def _unsent(self) -> bool:
+        """Whether frames sent are still on their way: queued here, in the channel, or unacknowledged."""
+        # A channel's bufferedAmount falls as soon as SCTP takes the data; closing
+        # then would drop what SCTP has not sent or seen acknowledged (a bye, say).
+        sctp = self._pc.sctp
+        return bool(self._pending or self._channel.bufferedAmount or (
+            sctp is not None and (getattr(sctp, "_outbound_queue", None) or getattr(sctp, "_sent_queue", None))))
 
 
 async def answer(
