@@ -506,12 +506,16 @@ def _device(row: Any) -> dict[str, Any]:
 
 
 def _parse_join(body: dict[str, Any]) -> Join:
-    avoid = body.get("avoid", [])
+    return Join(joiner=_joiner(body, "from"), sdp=_bounded(body, "sdp", MAX_SDP), nodes=_int(body, "nodes", 1),
+                avoid=check_avoid(body.get("avoid", [])), hops=_int(body, "hops", 1, 1000))
+
+
+def check_avoid(avoid: Any) -> tuple[str, ...]:
+    """A join's ``avoid``: at most MAX_AVOID node ids."""
     if not isinstance(avoid, list) or len(avoid) > MAX_AVOID or not all(
             isinstance(node, str) and NODE_ID.fullmatch(node) for node in avoid):
         raise ValueError(f"'avoid' must be a list of at most {MAX_AVOID} node ids")
-    return Join(joiner=_joiner(body, "from"), sdp=_bounded(body, "sdp", MAX_SDP), nodes=_int(body, "nodes", 1),
-                avoid=tuple(avoid), hops=_int(body, "hops", 1, 1000))
+    return tuple(avoid)
 
 
 def _parse_answer(body: dict[str, Any]) -> Answer:

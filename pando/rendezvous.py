@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import unquote, urlsplit
 
 from pando import protocol
@@ -27,8 +27,6 @@ MAX_SIGNAL_FRAMES = 8
 #: Signal sockets one address may hold at once, and all addresses together.
 MAX_PER_ADDRESS = 32
 MAX_SIGNALS = 1000
-#: Joins in progress on a root at once (each holds a peer connection until it opens or expires).
-MAX_PENDING_JOINS = 256
 BOOTSTRAP_TIMEOUT = protocol.BOOTSTRAP_TIMEOUT
 MAX_ICE_SERVERS = protocol.MAX_ICE_SERVERS
 _MAX_SDP = protocol.MAX_SDP
@@ -53,12 +51,24 @@ def bye(reason: str, message: str) -> str:
     return encode({"type": "bye", "reason": reason, "message": message})
 
 
-def offer(sdp: str, joiner: str | None = None) -> str:
-    """A joiner's offer; the server stamps ``from`` when it passes it to the root."""
+def offer(sdp: str, nodes: int = 1, avoid: tuple[str, ...] = ()) -> str:
+    """A joiner's offer, with the subtree it brings and the nodes it must not hang under."""
     frame: dict[str, Any] = {"type": "signal", "kind": "offer", "sdp": sdp}
-    if joiner is not None:
-        frame["from"] = joiner
+    if nodes > 1:
+        frame["nodes"] = nodes
+    if avoid:
+        frame["avoid"] = list(avoid)
     return encode(frame)
+
+
+def join_of(joiner: str, offer: dict[str, Any]) -> protocol.Join:
+    """The tree's join for a checked offer frame from ``joiner``."""
+    return protocol.Join(joiner, offer["sdp"], offer.get("nodes", 1), tuple(offer.get("avoid", ())), hops=0)
+
+
+def replier(send: Callable[[str], None]) -> Callable[[str, str, str], None]:
+    """Turns a node's reply to a join (its id, the SDP or else why not) into the rendezvous frame ``send`` takes."""
+    return lambda joiner, sdp, message: send(answer(joiner, sdp) if sdp else reject(joiner, message))
 
 
 def answer(joiner: str, sdp: str) -> str:
@@ -113,6 +123,12 @@ def _signal(body: dict[str, Any]) -> dict[str, Any]:
         out["message"] = printable(_text(body, "message"), 300)
     else:
         raise ValueError("'kind' must be offer, answer or reject")
+    if kind == "offer":
+        nodes = body.get("nodes", 1)
+        if type(nodes) is not int or not 1 <= nodes <= protocol.MAX_INT:
+            raise ValueError("'nodes' must be a positive integer")
+        avoid = protocol.check_avoid(body.get("avoid", []))
+        out.update({"nodes": nodes} if nodes > 1 else {}, **({"avoid": list(avoid)} if avoid else {}))
     for key in ("from", "to"):
         if key in body and body[key] is not None:
             if not isinstance(body[key], str) or not _ID.fullmatch(body[key]):
