@@ -167,7 +167,9 @@ class Monitor:
             ever = self._ever
             shown = [self._device(device, held.get(key, 0)) for key, device in devices]
             for _, device in devices:  # global monitoring: every device under the direct children
-                shown.extend({**row, "name": printable(row["name"], protocol.MAX_NAME)} for row in device.descendants)
+                # Rows count depth from the child that sent them; the child is at depth 1.
+                shown.extend({**row, "name": printable(row["name"], protocol.MAX_NAME), "depth": row["depth"] + 1}
+                             for row in device.descendants)
             tree = {"nodes": connected, "children": sum(device.subtree_workers is not None for _, device in devices),
                     "depth": max((row["depth"] for row in shown), default=0),
                     "hidden": sum(device.more for _, device in devices)}

@@ -6,13 +6,12 @@ the run: the last result written, a failed item, a closed stdout or Ctrl-C.
 from __future__ import annotations
 
 import os
-import random
 import secrets
 import signal
 import threading
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, BinaryIO, Callable, Iterable
+from typing import Any, BinaryIO, Iterable
 
 from pando import assets, protocol, rendezvous, status
 from pando.access import Access, fragment
@@ -29,9 +28,9 @@ from pando.local import Helper
 from pando.monitor import Monitor, StatusThread
 from pando.reader import Reader
 from pando.reorder import Reorder
-from pando.server import Server
 from pando.overlay import Overlay
-from pando.session import Holder, Job, Session
+from pando.server import Server
+from pando.session import Holder, Job, Session, id_maker
 from pando.supervisor import Supervisor
 from pando.uplink import Uplink
 from pando.window import Window
@@ -76,22 +75,6 @@ class Settings:
     #: Children a node of the tree holds at most; whether every device's status comes up to the root.
     degree: int = 10
     global_monitoring: bool = False
-
-
-def id_maker(seed: int | None = None) -> Callable[[str], str]:
-    """Session ids: the one a volunteer prefers (its node id) if free, else random, or a
-    repeatable sequence with a seed; never twice the same."""
-    rng = random.Random(seed)
-    used: set[str] = set()
-
-    def new_id(preferred: str = "") -> str:
-        candidate = preferred
-        while not candidate or candidate in used:
-            candidate = f"{rng.getrandbits(32):08x}"
-        used.add(candidate)
-        return candidate
-
-    return new_id
 
 
 class Root:

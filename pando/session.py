@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +33,22 @@ LOG = logging.getLogger("pando.session")
 
 _NO_KEY = ("wrong or missing join key: open the URL the root printed, with its #key=...; "
            "for pando-volunteer, pass that URL as printed")
+
+
+def id_maker(seed: int | None = None) -> Callable[[str], str]:
+    """Session ids: the one a volunteer prefers (its node id) if free, else random, or a
+    repeatable sequence with a seed; never twice the same."""
+    rng = random.Random(seed)
+    used: set[str] = set()
+
+    def new_id(preferred: str = "") -> str:
+        candidate = preferred
+        while not candidate or candidate in used:
+            candidate = f"{rng.getrandbits(32):08x}"
+        used.add(candidate)
+        return candidate
+
+    return new_id
 
 
 class Sink(Protocol):
@@ -242,7 +259,7 @@ class Session:
             self.label = f"the root's own helper {self.id}"
         else:
             name = printable(frame.name, protocol.MAX_NAME)
-            frame = protocol.Hello(name, frame.workers, "", frame.role, frame.protocol)
+            frame = protocol.Hello(name, frame.workers, "", frame.role, frame.protocol, frame.node, frame.relay)
             self.label = f"volunteer {self.id}" + (f" ({name})" if name else "")
         module = protocol.Module(
             self.id, job.filename, job.source, job.heartbeat_ms, job.batch_size, job.reporting_interval,
