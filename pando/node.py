@@ -36,7 +36,7 @@ from pando.joiner import JoinFailed, join
 from pando.junction import Junction
 from pando.lender import Failure, Lender
 from pando.link import Duplex
-from pando.overlay import Overlay
+from pando.overlay import Overlay, Summary
 from pando.printable import printable
 from pando.session import Holder, Job, Session, id_maker, settle
 from pando.supervisor import Supervisor
@@ -382,7 +382,7 @@ class _Running:
     def join(self, frame: protocol.Join, upstream: Upstream) -> None:
         self._junction.offer(frame, lambda joiner, sdp, message: upstream.send(protocol.Answer(joiner, sdp, message)))
 
-    def summary(self) -> Any:
+    def summary(self) -> Summary:
         return self._overlay.summary(self._node._workers_count)
 
     def changed(self) -> None:
@@ -442,7 +442,7 @@ class _Running:
             if self._tree is not None and self._tree.monitoring == "global":
                 rows, more = self._tally.rows(self._node.id)
             self._node._upstream.send(protocol.Status(summary.nodes, summary.workers, summary.free, summary.depth,
-                                                      rows, more))
+                                                      summary.nearest, rows, more))
 
 
 def _beat(upstream: Upstream, seconds: float, ended: threading.Event) -> None:

@@ -26,6 +26,8 @@ class Subtree:
     nodes: int = 1
     free: int = 0
     depth: int = 0
+    #: Levels below the child to its nearest free slot (0: the child has room; None: no room below).
+    nearest: int | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Summary:
     workers: int
     free: int
     depth: int
+    nearest: int | None
 
 
 class Overlay(Generic[K]):
@@ -73,18 +76,20 @@ class Overlay(Generic[K]):
         """A child joined; a relay has this node's degree of free slots until its first status says otherwise."""
         with self._lock:
             if child.relay:
-                child.free = self._degree
+                child.free, child.nearest = self._degree, 0
             self._children[key] = child
 
     def remove(self, key: K) -> None:
         with self._lock:
             self._children.pop(key, None)
 
-    def update(self, key: K, nodes: int, workers: int, free: int, depth: int) -> None:
+    def update(self, key: K, summary: Summary) -> None:
+        """A child's status."""
         with self._lock:
             child = self._children.get(key)
             if child is not None:
-                child.nodes, child.workers, child.free, child.depth = nodes, workers, free, depth
+                child.nodes, child.workers, child.free = summary.nodes, summary.workers, summary.free
+                child.depth, child.nearest = summary.depth, summary.nearest
 
     def join_ended(self) -> None:
         """A join this node accepted ended: its channel opened (its session adds it) or the join failed."""
@@ -92,7 +97,8 @@ class Overlay(Generic[K]):
             self._joining = max(0, self._joining - 1)
 
     def route(self, nodes: int, avoid: tuple[str, ...] = (), hops: int = 0) -> Route[K]:
-        """Where a joiner bringing ``nodes`` goes: here while there is room, else down the roomiest subtree.
+        """Where a joiner bringing ``nodes`` goes: here while there is room, else toward the nearest free
+        slot below (the most free slots, then the smallest subtree, among equals): the tree stays shallow.
 
         Accepting counts the join against this node's room until :meth:`join_ended`.
         """
@@ -102,25 +108,24 @@ class Overlay(Generic[K]):
             if len(self._children) + self._joining < self._degree:
                 self._joining += 1
                 return Accept()
-            candidates = [(child.free, -child.nodes, key) for key, child in self._children.items()
-                          if child.relay and child.node not in avoid]
+            candidates = [(child.nearest, -child.free, child.nodes, key) for key, child in self._children.items()
+                          if child.relay and child.node not in avoid and child.nearest is not None]
             if not candidates:
                 return Refuse("no room in the tree here: every child is full or cannot take children")
-            best = max(candidates, key=lambda c: (c[0], c[1]))
-            if best[0] <= 0:
-                return Refuse("the tree is full: no relay below has room")
-            return Forward(best[2])
+            return Forward(min(candidates, key=lambda c: c[:3])[3])
 
     def summary(self, own_workers: int) -> Summary:
         """This node's subtree: itself with ``own_workers`` and everything below."""
         with self._lock:
             children = list(self._children.values())
             room = max(0, self._degree - len(children) - self._joining)
+            below = [c.nearest for c in children if c.relay and c.nearest is not None]
             return Summary(
                 nodes=1 + sum(c.nodes for c in children),
                 workers=own_workers + sum(c.workers for c in children),
                 free=room + sum(c.free for c in children),
                 depth=1 + max(c.depth for c in children) if children else 0,
+                nearest=0 if room else (1 + min(below) if below else None),
             )
 
     def children(self) -> dict[K, Subtree]:

@@ -265,6 +265,8 @@ class Status:
     workers: int
     free: int
     depth: int
+    #: Levels below it to its nearest free child slot (0: it has room itself; None: no room in its subtree).
+    nearest: int | None = None
     #: With global monitoring: a row per device in the subtree, and how many were left out.
     devices: list[dict[str, Any]] | None = None
     more: int = 0
@@ -272,6 +274,8 @@ class Status:
 
     def payload(self) -> dict[str, Any]:
         out: dict[str, Any] = {"nodes": self.nodes, "workers": self.workers, "free": self.free, "depth": self.depth}
+        if self.nearest is not None:
+            out["nearest"] = self.nearest
         if self.devices is not None:
             out["devices"] = self.devices
             out["more"] = self.more
@@ -490,7 +494,9 @@ def _parse_status(body: dict[str, Any]) -> Status:
             raise ValueError(f"'devices' must be a list of at most {MAX_DEVICES} rows")
         devices = [_device(row) for row in devices]
     return Status(nodes=_int(body, "nodes", 1), workers=_int(body, "workers", 0), free=_int(body, "free"),
-                  depth=_int(body, "depth", 0, 1000), devices=devices, more=_int(body, "more") if "more" in body else 0)
+                  depth=_int(body, "depth", 0, 1000),
+                  nearest=_int(body, "nearest", 0, 1000) if body.get("nearest") is not None else None,
+                  devices=devices, more=_int(body, "more") if "more" in body else 0)
 
 
 def _device(row: Any) -> dict[str, Any]:

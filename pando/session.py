@@ -21,7 +21,7 @@ from pando import protocol
 from pando.access import Access, refuse
 from pando.lender import Failure, Lender
 from pando.link import Link
-from pando.overlay import Subtree
+from pando.overlay import Subtree, Summary
 from pando.printable import printable
 from pando.reorder import MAX_DETAILS
 
@@ -280,7 +280,7 @@ class Session:
         elif isinstance(frame, protocol.Status) and self._child and job.junction is not None:
             self._relay = frame.nodes > 1
             job.lender.resize(self, max(1, frame.workers) * job.batch_size)
-            job.junction.overlay.update(self, frame.nodes, frame.workers, frame.free, frame.depth)
+            job.junction.overlay.update(self, Summary(frame.nodes, frame.workers, frame.free, frame.depth, frame.nearest))
             job.monitor.subtree(self, frame)
             job.junction.changed()
         elif isinstance(frame, protocol.Answer) and self._child and job.junction is not None:
