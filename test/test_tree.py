@@ -109,3 +109,21 @@ def test_degree_2_seven_volunteers_an_interior_death(procs: Processes, hosts: Ho
         assert "joined again" in (procs.tmp / f"{name}.err").read_text()
     for name in grandchildren:  # below the orphans nobody reconnects
         assert "joined again" not in (procs.tmp / f"{name}.err").read_text()
+
+
+def test_without_global_monitoring_the_root_lists_its_children_with_subtree_totals(
+        procs: Processes, hosts: Hosts) -> None:
+    module = procs.tmp / "slow.py"
+    module.write_text(SLOW)
+    items = lines(*range(300))
+    root_host = hosts.add("root")
+    root = start_root(procs, root_host, str(module), items, "--degree", "1")
+    root.wait_for_stderr("Serving volunteer code at")
+    for number in range(1, 4):
+        start_volunteer(procs, hosts.add(f"v{number}"), root_host)
+        time.sleep(0.3)
+    chain = wait_for_status(root, lambda s: s["tree"]["nodes"] == 3, what="a chain of 3 volunteers")
+    assert [(d["parent"], d["depth"], d["nodes"], d["subtree_workers"]) for d in chain["devices"]] == [(None, 1, 3, 3)]
+    assert chain["tree"]["depth"] == 1 and chain["volunteers"]["now"] == 3
+    assert root.wait(120) == 0, root.err[-3000:]
+    assert root.out == local(procs, str(module), items)
