@@ -34,7 +34,6 @@ STUN, no TURN): host candidates only, as on one LAN. Ports 19600-19699.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -48,8 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from common import (BENCH, BIN, EXAMPLES, KEY, PYTHON, RESULTS, LineClock, Procs, Volunteer, cpu_seconds, fmt, log,
-                    machine_cpu, percentile, ratio, stderr_collector, summary, table, wait_rusage, wait_volunteers,
-                    worker_pids)
+                    percentile, ratio, stderr_collector, summary, table, wait_rusage, wait_volunteers)
+from overhead import _feed, items_bytes, stream
 
 MODULE = EXAMPLES / "square_fast.py"
 ADDR = "127.0.0.2"
@@ -179,24 +178,6 @@ def start_volunteer(procs: Procs, url: str, transport: str, name: str) -> Volunt
     return Volunteer(popen)
 
 
-def items_bytes(count: int) -> bytes:
-    return "".join(f"{i}\n" for i in range(count)).encode()
-
-
-def squares_digest(count: int) -> str:
-    return hashlib.sha1("".join(f"{i * i}\n" for i in range(count)).encode()).hexdigest()
-
-
-def _feed(stdin: Any, data: bytes, close: bool = True) -> None:
-    try:
-        stdin.write(data)
-        stdin.flush()
-        if close:
-            stdin.close()
-    except (BrokenPipeError, ValueError, OSError):
-        pass
-
-
 # -- 1. join ---------------------------------------------------------------
 
 
@@ -309,40 +290,9 @@ def run_throughput(transport: str, batch: int, count: int, volunteers: int, *, p
         joined_at = time.monotonic()
         wait_volunteers(vols, 1, settle=0.3 + 0.05 * volunteers)
         join_wall = max(v.joined_at or joined_at for v in vols) - joined_at
-        data = items_bytes(count)
-        clock = LineClock(root.stdout, keep=True)
-        spy = None
-        if profile:
-            spy = subprocess.Popen([str(BIN / "py-spy"), "record", "--pid", str(root.pid), "--rate", "500",
-                                    "--format", "raw", "--output", profile, "--threads", "--gil"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-            time.sleep(0.5)
-        cpu_before = cpu_seconds(root.pid)
-        vol_before = sum(cpu_seconds(pid) for v in vols for pid in [v.popen.pid, *worker_pids(v.popen.pid)])
-        busy_before, total_before = machine_cpu()
-        start = time.monotonic()
-        threading.Thread(target=_feed, args=(root.stdin, data), daemon=True).start()
-        cpu = wait_rusage(root, timeout)
-        exited = time.monotonic()
-        busy_after, total_after = machine_cpu()
-        code = root.returncode
-        clock.join(10)
-        vol_cpu = [wait_rusage(v.popen, 15) for v in vols]
-        vol_total = sum(vol_cpu) - vol_before if None not in vol_cpu else None
-        end = clock.last or time.monotonic()
-        if spy is not None:
-            try:
-                spy.wait(30)
-            except subprocess.TimeoutExpired:
-                spy.kill()
-        seconds = end - start
-        exact = clock.count == count and hashlib.sha1(clock.text()).hexdigest() == squares_digest(count)
-        return {"transport": transport, "batch": batch, "count": count, "volunteers": volunteers,
-                "seconds": seconds, "items_per_s": count / seconds, "exit": code, "exact": exact,
-                "lines": clock.count, "timed_out": cpu is None, "root_exit_after_last_line_s": exited - end,
-                "root_cpu_s": None if cpu is None else cpu - cpu_before,
-                "volunteers_cpu_s": vol_total, "volunteers_join_s": join_wall,
-                "machine_busy_share": (busy_after - busy_before) / max(1e-9, total_after - total_before),
+        run = stream(root, vols, count, profile=profile, profile_rate=500, timeout=timeout)
+        return {"transport": transport, "batch": batch, "volunteers": volunteers, **run,
+                "volunteers_join_s": join_wall,
                 # asyncio's complaint at the root's exit about aiortc tasks left on the stopped loop
                 "pending_task_warnings": sum("Task was destroyed but it is pending" in line for line in list(err)),
                 "stderr_tail": [line for line in err if "Serving" not in line and "Monitoring" not in line
@@ -434,7 +384,8 @@ def run_inside(params: dict[str, Any]) -> dict[str, Any]:
         r["rep"] = rep
         runs.append(r)
         log(f"webrtc rep {rep} b={batch} {transport}: {fmt(r.get('items_per_s'))} items/s, exact={r.get('exact')}"
-            + (f", root CPU {1e6 * r['root_cpu_s'] / count:.1f} µs/item" if r.get("root_cpu_s") else "")
+            + (f", root CPU {1e6 * (r['root_cpu_s'] - r['root_cpu_before_s']) / count:.1f} µs/item"
+               if r.get("root_cpu_s") else "")
             + (f", ERROR {r['error']}" if "error" in r else ""))
     out["throughput"] = {"runs": runs, "summary": summarize_throughput(runs, t)}
     p = params.get("profile")
@@ -500,7 +451,7 @@ def summarize_throughput(runs: list[dict[str, Any]], params: dict[str, Any]) -> 
             good = [r for r in sel if r.get("exact")]
             st = summary(r["items_per_s"] for r in good)
             st["all_exact"] = bool(sel) and len(good) == len(sel)
-            st["root_cpu_per_item_s"] = summary(r["root_cpu_s"] / r["count"] for r in good
+            st["root_cpu_per_item_s"] = summary((r["root_cpu_s"] - r["root_cpu_before_s"]) / r["count"] for r in good
                                                 if r.get("root_cpu_s") is not None)["median"]
             st["volunteers_cpu_per_item_s"] = summary(r["volunteers_cpu_s"] / r["count"] for r in good
                                                       if r.get("volunteers_cpu_s") is not None)["median"]
