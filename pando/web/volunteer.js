@@ -1,10 +1,15 @@
-// The Pando volunteer page: joins the root over a WebSocket, runs the user's
-// Python module in Pyodide Web Workers (worker.mjs), and sends results back.
+// The Pando volunteer page: joins the root over a link (link.js: a WebSocket on
+// a LAN, or a WebRTC data channel opened through a rendezvous, signal.js), runs
+// the user's Python module in Pyodide Web Workers (worker.mjs), and sends
+// results back.
 //
 // Everything that comes from outside (device names, module names, error
 // messages, tracebacks) is put on the page with textContent, never as HTML.
 
 import * as protocol from './protocol.js';
+import { pageClock } from './clock.js';
+import { WebSocketLink } from './link.js';
+import { chooseTransport, join } from './signal.js';
 
 const DEFAULT_MAX_WORKERS = 4; // each Pyodide costs ~75 MB and a few seconds to start
 const MAX_WORKERS = 64;
@@ -55,77 +60,6 @@ function clampWorkers(value) {
 
 function describe(err) {
   return err && err.message ? err.message : String(err);
-}
-
-// A timer service in a tiny worker: timers on a background tab's main thread
-// are throttled to one a second or less, a worker's are not. Heartbeats,
-// answer flushing and reconnection must keep going when the tab is hidden.
-const CLOCK_SOURCE = `
-const timers = new Map();
-onmessage = (event) => {
-  const { op, id, ms } = event.data;
-  if (op === 'after') timers.set(id, setTimeout(() => { timers.delete(id); postMessage(id); }, ms));
-  else if (op === 'every') timers.set(id, setInterval(() => postMessage(id), ms));
-  else if (op === 'cancel') { clearTimeout(timers.get(id)); clearInterval(timers.get(id)); timers.delete(id); }
-};`;
-
-class Clock {
-  constructor() {
-    this.next = 1;
-    this.callbacks = new Map();
-    this.repeating = new Set();
-    this.worker = null;
-    try {
-      const url = URL.createObjectURL(new Blob([CLOCK_SOURCE], { type: 'text/javascript' }));
-      this.worker = new Worker(url);
-      this.worker.onmessage = (event) => this.fire(event.data);
-      this.worker.onerror = () => {
-        this.worker = null; // fall back to the page's own timers
-      };
-    } catch {
-      this.worker = null;
-    }
-  }
-
-  fire(id) {
-    const callback = this.callbacks.get(id);
-    if (!callback) return;
-    if (!this.repeating.has(id)) this.callbacks.delete(id);
-    callback();
-  }
-
-  start(op, ms, callback) {
-    const id = this.next++;
-    this.callbacks.set(id, callback);
-    if (op === 'every') this.repeating.add(id);
-    if (this.worker) {
-      this.worker.postMessage({ op, id, ms });
-    } else {
-      const handle = op === 'every' ? setInterval(() => this.fire(id), ms) : setTimeout(() => this.fire(id), ms);
-      this.callbacks.get(id).handle = handle;
-    }
-    return id;
-  }
-
-  after(ms, callback) {
-    return this.start('after', ms, callback);
-  }
-
-  every(ms, callback) {
-    return this.start('every', ms, callback);
-  }
-
-  cancel(id) {
-    const callback = this.callbacks.get(id);
-    if (!callback) return;
-    this.callbacks.delete(id);
-    this.repeating.delete(id);
-    if (this.worker) this.worker.postMessage({ op: 'cancel', id });
-    else if (callback.handle !== undefined) {
-      clearTimeout(callback.handle);
-      clearInterval(callback.handle);
-    }
-  }
 }
 
 // -- the workers ------------------------------------------------------------
@@ -419,7 +353,7 @@ const ENDED = new Set(['done', 'refused', 'broken', 'stopped', 'no-key']);
 class Volunteer {
   constructor(ui) {
     this.ui = ui;
-    this.clock = new Clock();
+    this.clock = pageClock();
     const hash = protocol.fragmentSettings(location.hash);
     if (hash.device) storage.set(NAME_KEY, hash.device.slice(0, 200));
     this.name = storage.get(NAME_KEY) || '';
@@ -427,7 +361,9 @@ class Volunteer {
     this.key = protocol.joinKey(location.hash); // only ever from the URL, never stored
     this.state = 'idle';
     this.gen = 0; // one per connection
-    this.ws = null;
+    this.link = null; // the open link to the root (link.js), if any
+    this.joining = null; // an AbortController while a link is being opened
+    this.waiting = 'Root unreachable'; // what the page says while it waits to retry
     this.session = null; // {id, heartbeat, batchSize} of the current connection
     this.pool = null;
     this.outResults = [];
@@ -438,7 +374,6 @@ class Volunteer {
     this.reconnectAt = 0;
     this.backoff = FIRST_BACKOFF_MS;
     this.lastSent = 0;
-    this.lastHeard = 0;
     this.computed = 0;
     this.errors = 0;
     this.recent = []; // [time, count] of answers, for the throughput
@@ -466,64 +401,104 @@ class Volunteer {
     this.connect();
   }
 
-  connect() {
+  /** One attempt to join: choose the transport, open a link, say hello. */
+  async connect() {
     const gen = ++this.gen;
-    const url = protocol.volunteerURL(location.href);
     this.session = null;
-    this.setState('connecting', `Connecting to ${new URL(url).host}…`);
-    let ws;
+    this.setState('connecting', `Connecting to ${location.host}…`);
+    let link;
     try {
-      ws = new WebSocket(url);
+      link = await this.openLink(gen);
     } catch (err) {
-      this.log(`cannot open a WebSocket to ${url}: ${describe(err)}`, true);
-      this.lost();
+      if (gen !== this.gen) return; // stopped or replaced meanwhile
+      this.joining = null;
+      if (err.reason === 'no-root') {
+        this.log(`no job yet: ${describe(err)}`);
+        this.lost('No job here yet');
+      } else {
+        this.log(describe(err), true);
+        this.lost();
+      }
       return;
     }
-    this.ws = ws;
-    ws.onopen = () => {
-      if (gen !== this.gen) return;
-      this.lastHeard = performance.now();
-      this.send(protocol.hello(this.name, this.workers, this.key));
+    this.joining = null;
+    if (gen !== this.gen) {
+      link.close(1000, 'stopped');
+      return;
+    }
+    this.link = link;
+    link.onmessage = (text) => {
+      if (gen === this.gen) this.receive(text);
     };
-    ws.onmessage = (event) => {
+    link.onclose = (reason) => {
       if (gen !== this.gen) return;
-      this.lastHeard = performance.now();
-      let frame;
-      try {
-        frame = protocol.decode(event.data);
-      } catch (err) {
-        this.log(`the root sent a bad frame (${describe(err)}); reconnecting`, true);
-        this.drop(1008, 'bad frame');
-        return;
-      }
-      this.handle(frame);
-    };
-    ws.onclose = (event) => {
-      if (gen !== this.gen) return;
-      this.ws = null;
+      this.link = null;
       if (ENDED.has(this.state)) return;
-      const why = event.reason ? `: ${event.reason}` : event.code && event.code !== 1006 ? ` (code ${event.code})` : '';
+      const why = reason ? `: ${reason}` : '';
       this.log(this.session ? `connection to the root lost${why}` : `cannot reach the root${why}`, true);
       this.lost();
     };
+    this.log(`connected over ${link.transport}`);
+    this.send(protocol.hello(this.name, this.workers, this.key));
+  }
+
+  /**
+   * A link to the root, over the transport the page's host asks for
+   * (GET /rendezvous/config) or the fragment's protocol=webrtc; says why not by throwing.
+   */
+  async openLink(gen) {
+    const choice = await chooseTransport(location.href, protocol.fragmentProtocol(location.hash));
+    if (gen !== this.gen) throw new Error('stopped');
+    this.joining = new AbortController();
+    if (choice.transport === 'websocket') {
+      return WebSocketLink.open(protocol.volunteerURL(location.href), { clock: this.clock, abort: this.joining.signal });
+    }
+    if (!choice.root) {
+      const err = new Error('no root is connected to this server');
+      err.reason = 'no-root';
+      throw err;
+    }
+    this.setState('connecting', 'Joining over WebRTC…');
+    return join(location.href, {
+      clock: this.clock,
+      abort: this.joining.signal,
+      progress: (text) => {
+        if (gen === this.gen && this.state === 'connecting') this.ui.stateText(text);
+      },
+    });
+  }
+
+  /** A frame from the root, as text. */
+  receive(text) {
+    let frame;
+    try {
+      frame = protocol.decode(text);
+    } catch (err) {
+      this.log(`the root sent a bad frame (${describe(err)}); reconnecting`, true);
+      this.drop(1008, 'bad frame');
+      return;
+    }
+    this.handle(frame);
+  }
+
+  /** Close the current link (or give up joining) and forget it; its late events are ignored. */
+  hangUp(code, reason) {
+    const link = this.link;
+    this.link = null;
+    this.gen++;
+    if (this.joining) this.joining.abort();
+    this.joining = null;
+    if (link) link.close(code, reason);
   }
 
   /** Close the current connection ourselves and go on as if it had dropped. */
   drop(code, reason) {
-    const ws = this.ws;
-    this.ws = null;
-    this.gen++; // its late events are ignored
-    if (ws) {
-      try {
-        ws.close(code === 1008 ? 4008 : code, reason);
-      } catch {
-        // already closing
-      }
-    }
+    this.hangUp(code, reason);
     if (!ENDED.has(this.state)) this.lost();
   }
 
-  lost() {
+  /** The connection ended or could not be made: try again later, with back-off. */
+  lost(waiting = 'Root unreachable') {
     if (this.session) this.backoff = FIRST_BACKOFF_MS; // we were in: start the back-off again
     this.session = null;
     this.stopBeating();
@@ -534,6 +509,7 @@ class Volunteer {
     const delay = Math.round(this.backoff * (0.5 + Math.random() * 0.5)); // jitter spreads a crowd
     this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
     this.reconnectAt = performance.now() + delay;
+    this.waiting = waiting;
     this.setState('offline', '');
     this.countdown();
     this.reconnectTimer = this.clock.after(delay, () => {
@@ -544,12 +520,11 @@ class Volunteer {
 
   countdown() {
     const seconds = Math.max(0, Math.ceil((this.reconnectAt - performance.now()) / 1000));
-    this.ui.stateText(`Root unreachable — retrying in ${seconds} s`);
+    this.ui.stateText(`${this.waiting} — retrying in ${seconds} s`);
   }
 
   send(text) {
-    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
-    this.ws.send(text);
+    if (!this.link || !this.link.send(text)) return false;
     this.lastSent = performance.now();
     return true;
   }
@@ -571,15 +546,10 @@ class Volunteer {
     this.beatTimer = null;
   }
 
+  /** A heartbeat when nothing else was sent lately; the link itself ends when the root goes silent. */
   beat() {
-    if (!this.session || !this.ws) return;
-    const now = performance.now();
-    const beat = this.session.heartbeat;
-    if (now - this.lastSent >= (beat / 3) * 0.8) this.send(protocol.heartbeat());
-    if (now - this.lastHeard > 2 * beat) {
-      this.log(`the root has been silent for ${Math.round((now - this.lastHeard) / 1000)} s; reconnecting`, true);
-      this.drop(4000, 'the root went silent');
-    }
+    if (!this.session || !this.link) return;
+    if (performance.now() - this.lastSent >= (this.session.heartbeat / 3) * 0.8) this.send(protocol.heartbeat());
   }
 
   // -- reports -------------------------------------------------------------
@@ -682,6 +652,7 @@ class Volunteer {
       reportingInterval: frame.reportingInterval,
     };
     this.startBeating(frame.heartbeat);
+    this.link.watch(2 * frame.heartbeat); // a silent root is gone (a data channel may not notice)
     this.ui.module(frame.filename);
     this.log(`joined as volunteer ${frame.id}; module ${frame.filename}`);
     if (this.pool && this.pool.sameModule(frame.filename, frame.source)) {
@@ -722,19 +693,10 @@ class Volunteer {
   /** Stop for good (until the user asks again). */
   end(state, text) {
     this.setState(state, text);
-    const ws = this.ws;
-    this.ws = null;
-    this.gen++;
+    this.hangUp(1000, state);
     this.session = null;
     this.stopBeating();
     this.stopReporting();
-    if (ws) {
-      try {
-        ws.close(1000, state);
-      } catch {
-        // already closing
-      }
-    }
     if (this.reconnectTimer !== null) this.clock.cancel(this.reconnectTimer);
     this.reconnectTimer = null;
     this.stopWatchingOverruns();
@@ -845,7 +807,7 @@ class Volunteer {
   flush() {
     if (this.flushTimer !== null) this.clock.cancel(this.flushTimer);
     this.flushTimer = null;
-    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return; // the root lends them again
+    if (!this.link || !this.link.isOpen) return; // the root lends them again
     const results = this.outResults;
     const errors = this.outErrors;
     this.outResults = [];
@@ -858,11 +820,12 @@ class Volunteer {
 
   setState(state, text) {
     this.state = state;
+    const over = this.link ? ` over ${this.link.transport}` : '';
     const texts = {
       connecting: 'Connecting…',
       loading: 'Starting Python…',
-      computing: 'Computing',
-      waiting: 'Connected — waiting for items',
+      computing: `Computing — connected${over}`,
+      waiting: `Connected${over} — waiting for items`,
       offline: 'Root unreachable',
     };
     this.ui.state(state, text || texts[state] || state);
@@ -994,7 +957,7 @@ function main() {
   }, 250);
 
   window.addEventListener('pagehide', () => {
-    if (volunteer.ws) volunteer.ws.close(1000, 'page closed');
+    if (volunteer.link) volunteer.link.close(1000, 'page closed');
   });
 
   function begin() {
