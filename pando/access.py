@@ -18,6 +18,7 @@ from websockets.http11 import Request
 from websockets.sync.server import ServerConnection
 
 from pando import protocol
+from pando.link import Link
 from pando.status import PandoError
 
 #: What a join key may look like: URL-safe, long enough not to be guessed.
@@ -86,7 +87,7 @@ def same_origin(request: Request) -> bool:
     return parts.scheme in ("http", "https") and parts.netloc.lower() == host.lower()
 
 
-def refuse(connection: ServerConnection, message: str) -> None:
+def refuse(connection: Link | ServerConnection, message: str) -> None:
     """Send ``bye refused`` with ``message`` and close: all an uninvited peer ever gets."""
     connection.send(protocol.encode(protocol.Bye("refused", message)))
     connection.close(1008, "refused")

@@ -53,6 +53,20 @@ Options:
                     the journal holds without computing them again, and
                     compute the rest (after a crash, say). Input that is not
                     the journal's stops the run before anything is written.
+  --host=HOST       Also take volunteers through the pando-server at HOST
+                    (HOST:PORT, or an http(s):// URL): it serves the page to
+                    anyone who can reach it, and volunteers join this root
+                    over WebRTC data channels. Needs the server's secret.
+  --secret=SECRET   The secret of the pando-server at --host (default:
+                    $PANDO_SECRET, which other users cannot see in ps).
+  --ice-servers=URLS
+                    STUN and TURN servers for WebRTC joins, comma separated,
+                    such as stun:stun.example.org:3478 or
+                    turn:USER:PASSWORD@turn.example.org:3478 (default: none,
+                    which is enough on one LAN).
+  --bootstrap-timeout=SECONDS
+                    Longest a WebRTC join may take before it is abandoned
+                    and tried again (default: 60).
   --reporting-interval=S
                     Seconds between volunteers' status reports, and between
                     updates of the monitoring page and log (default: 3).
@@ -95,7 +109,7 @@ import sys
 from typing import Any, BinaryIO
 
 
-from pando import access, config, debug, status, stdout, usage
+from pando import access, config, debug, rendezvous, status, stdout, usage
 from pando.console import Console
 from pando.local import run_local
 from pando.module import ModuleError, load_file
@@ -106,7 +120,8 @@ from pando.server import raise_file_limit
 # Built-in defaults, under the config file, under the command line.
 DEFAULTS: dict[str, Any] = {"port": 5000, "bind": "", "join-key": None, "batch-size": 1, "heartbeat": 30_000,
                             "seed": None, "timeout": None, "retries": 1, "verify": None, "journal": None,
-                            "resume": False, "reporting-interval": 3.0, "start-idle": False, "stdin": False,
+                            "resume": False, "reporting-interval": 3.0,
+                            "host": None, "secret": None, "ice-servers": None, "bootstrap-timeout": 60.0, "start-idle": False, "stdin": False,
                             "local": False, "quiet": False, "global-monitoring": False}
 # Options with a value: how to read it, and its bounds (both inclusive).
 _VALUES: dict[str, tuple[type, float, float]] = {
@@ -118,6 +133,7 @@ _VALUES: dict[str, tuple[type, float, float]] = {
     "retries": (int, 0, 100),
     "verify": (int, 2, 100),
     "reporting-interval": (float, 0.05, 86_400),
+    "bootstrap-timeout": (float, 1, 3600),
 }
 
 
@@ -153,6 +169,12 @@ def _run(args: dict[str, Any]) -> int:
         raise status.PandoError("--verify needs volunteers to compare; it cannot be used with --local")
     if options["resume"] and options["journal"] is None:
         raise status.PandoError("--resume needs --journal FILE: the journal to resume from")
+    secret = options["secret"] or os.environ.get("PANDO_SECRET") or ""
+    if options["host"] is not None:
+        rendezvous.server_urls(options["host"])  # a bad --host stops the run before anything starts
+        if not secret:
+            raise status.PandoError("--host needs the server's secret: --secret SECRET, or PANDO_SECRET in the environment")
+    ice_servers = rendezvous.ice_servers(options["ice-servers"] or "")
     key = options["join-key"]
     if key is not None:
         access.check_key(key, "--join-key")
@@ -183,6 +205,10 @@ def _run(args: dict[str, Any]) -> int:
                 journal=options["journal"],
                 resume=options["resume"],
                 reporting_interval=options["reporting-interval"],
+                host=options["host"],
+                secret=secret,
+                ice_servers=ice_servers,
+                bootstrap_timeout=options["bootstrap-timeout"],
             )
             total = None if options["stdin"] else len(args["ITEM"])
             code = Root(settings, os.path.basename(module_path), source, batches, total, out, console).run()

@@ -20,6 +20,10 @@ KEYS: dict[str, type] = {
     "retries": int,
     "verify": int,
     "reporting-interval": float,
+    "host": str,
+    "secret": str,
+    "ice-servers": str,
+    "bootstrap-timeout": float,
     "start-idle": bool,
     "stdin": bool,
     "local": bool,
@@ -30,8 +34,7 @@ _JSON_NAMES = {int: "integer", float: "number", bool: "boolean", str: "string"}
 
 #: Keys of the original tool for options this version does not have yet:
 #: accepted, with a warning, so an existing config file keeps working.
-NOT_YET = ("host", "secret", "degree", "ice-servers",
-           "iceServers", "bootstrap-timeout", "headless", "sync-stdio", "public", "limit")
+NOT_YET = ("degree", "iceServers", "headless", "sync-stdio", "public", "limit")
 
 
 def path() -> Path:

@@ -9,16 +9,20 @@ import os
 import random
 import signal
 import threading
-from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, BinaryIO, Callable, Iterable
 
-from pando import protocol, status
+from pando import assets, protocol, rendezvous, status
 from pando.access import Access, fragment
 from pando.addresses import helper_url, volunteer_urls
 from pando.console import Console
 from pando.dispatcher import Dispatcher
+from pando.gateway import Gateway
+from pando.hub import Hub
 from pando.journal import Journal
 from pando.lender import Lender
+from pando.link import WebSocketLink
 from pando.local import Helper
 from pando.monitor import Monitor, StatusThread
 from pando.reader import Reader
@@ -26,6 +30,7 @@ from pando.reorder import Reorder
 from pando.server import Server
 from pando.session import Job, Session
 from pando.supervisor import Supervisor
+from pando.uplink import Uplink
 from pando.window import Window
 
 #: Items read but not yet written, at most (plus one batch), and their bytes
@@ -33,6 +38,10 @@ from pando.window import Window
 #: waits: memory stays flat on an endless input.
 WINDOW_ITEMS = 50_000
 WINDOW_BYTES = 256 * 1024 * 1024
+
+#: ``GET /rendezvous/config`` on a root: its own page uses WebSocket (WebRTC if the URL asks).
+_CONFIG = assets.Answer(HTTPStatus.OK, (("Content-Type", "application/json"), ("Cache-Control", "no-store")),
+                        b'{"service":"pando","transport":"websocket","root":true}')
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,11 @@ class Settings:
     journal: str | None = None
     resume: bool = False
     reporting_interval: float = 3.0
+    #: A pando-server to take volunteers through too (``--host``), and its secret.
+    host: str | None = None
+    secret: str = ""
+    ice_servers: list[dict[str, Any]] = field(default_factory=list)
+    bootstrap_timeout: float = rendezvous.BOOTSTRAP_TIMEOUT
 
 
 def _id_maker(seed: int | None) -> Callable[[], str]:
@@ -132,18 +146,38 @@ class Root:
             self._filename, self._source, settings.heartbeat_ms, settings.batch_size, settings.reporting_interval,
             lender, reorder, monitor, _id_maker(settings.seed), log, access, timeout=settings.timeout,
         )
+        # WebRTC joiners: on this root's own port (a LAN), and through a pando-server with --host.
+        rtc_config = {"ice_servers": settings.ice_servers, "bootstrap_timeout": settings.bootstrap_timeout}
+        gateway = Gateway(rtc_config, supervisor.guard(lambda link: Session(link, job).serve()))
+        hub = Hub(None, log)
+        hub.attach(rtc_config, lambda joiner, sdp: gateway.offer(joiner, sdp, hub.reply))
         server = Server(
             settings.bind,
             settings.port,
             {
-                protocol.VOLUNTEER_PATH: supervisor.guard(lambda connection: Session(connection, job).serve()),
+                protocol.VOLUNTEER_PATH: supervisor.guard(lambda connection: Session(WebSocketLink(connection), job).serve()),
                 protocol.MONITOR_PATH: supervisor.guard(
                     lambda connection: monitor.serve_viewer(connection, lambda key: access.admits(key, "viewer"))
                 ),
+                rendezvous.SIGNAL_PATH: supervisor.guard(hub.serve_signal),
             },
             settings.heartbeat_ms,
             log,
+            pages={rendezvous.CONFIG_PATH: lambda: _CONFIG},
         )
+        uplink: Uplink | None = None
+        public = ""
+        if settings.host is not None:
+            public, socket_url = rendezvous.server_urls(settings.host)
+            uplink = Uplink(socket_url, settings.host, settings.secret, gateway, log)
+            try:
+                uplink.start()  # before anything runs: a refusal ends the run with nothing done
+            except BaseException:
+                server.close()
+                raise
+            if public.startswith("http:"):
+                log("pando: warning: the secret went to the pando-server over plain HTTP; "
+                    "put the server behind TLS and use --host https://...")
         dispatcher = Dispatcher(lender, reorder, settings.heartbeat_ms, settings.timeout)
         status_thread = StatusThread(monitor, self._console.progress)
         helper: Helper | None = None
@@ -155,11 +189,11 @@ class Root:
             status_thread.start()
             key = fragment(settings.join_key)
             pages = volunteer_urls(settings.bind, server.port)
-            urls = [f"{url}/{key}" for url in pages]
+            urls = ([f"{public}{key}"] if public else []) + [f"{url}/{key}" for url in pages]
             for url in urls:
                 log(f"Serving volunteer code at {url}")
             log(f"Monitoring at {pages[-1]}/monitor{key}")
-            self._console.qr_code(urls[0])  # the first LAN address, if there is one
+            self._console.qr_code(urls[0])  # the server's, else the first LAN address if there is one
             if settings.verify > 1:  # the root's helper is one voice: it would only ever vote alone
                 log(f"pando: --verify {settings.verify} waits for {settings.verify} volunteers to agree on each item")
             elif not settings.start_idle:
@@ -189,6 +223,9 @@ class Root:
                 session.finish()
             for session in sessions:
                 session.wait_finished(2)
+            if uplink is not None:
+                uplink.stop()
+            gateway.stop()
             server.close()
             if helper is not None:
                 helper.stop()

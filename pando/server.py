@@ -66,8 +66,14 @@ def connection_cap() -> int:
     return max(1, min(MAX_CONNECTIONS, (soft - FDS_RESERVED) // FDS_PER_CONNECTION))
 
 
+#: Answers made on each request rather than read from a file, by path.
+Pages = dict[str, Callable[[], assets.Answer]]
+
+
 class _Connection(ServerConnection):
     """A connection that answers a plain GET itself, from the one cached copy of the file."""
+
+    pages: Pages = {}  # set per server, by a subclass
 
     def handshake(
         self,
@@ -79,7 +85,8 @@ class _Connection(ServerConnection):
         if not self.request_rcvd.wait(timeout):
             raise TimeoutError("no request in time")
         if self.request is not None and not _is_upgrade(self.request):
-            answer = assets.answer(self.request)
+            page = self.pages.get(_path(self.request))
+            answer = page() if page is not None else assets.answer(self.request)
             try:
                 for part in (answer.head(), answer.body):
                     _send(self.socket, memoryview(part), self.server.socket_closed)
@@ -115,13 +122,16 @@ class Server:
     """Listens on ``bind`` (all interfaces if empty) and ``port`` (0: any free port), from its own thread.
 
     ``websockets`` maps WebSocket paths (the volunteer endpoint, the monitoring
-    feed) to the function that runs each such connection in its own thread.
+    feed) to the function that runs each such connection in its own thread;
+    ``pages`` maps GET paths to answers made on each request.
     """
 
     def __init__(
-        self, bind: str, port: int, websockets: dict[str, Handler], heartbeat_ms: int, log: Callable[[str], None]
+        self, bind: str, port: int, websockets: dict[str, Handler], heartbeat_ms: int, log: Callable[[str], None],
+        pages: Pages | None = None,
     ) -> None:
         self._websockets = websockets
+        self._connection_type = type("Connection", (_Connection,), {"pages": pages or {}})
         self._heartbeat = heartbeat_ms / 1000
         self._log = log
         self._cap = connection_cap()
@@ -162,7 +172,7 @@ class Server:
             self._route_websocket,
             sock=self._socket,
             process_request=self._check_upgrade,
-            create_connection=_Connection,
+            create_connection=self._connection_type,
             # Until a peer proves it was invited, a frame is a few KiB at most;
             # a session raises its own limit after the hello.
             max_size=protocol.MAX_GREETING_BYTES,

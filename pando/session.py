@@ -1,7 +1,7 @@
 """One volunteer's session on the root: frames in, frames out, and its end.
 
-The server runs :meth:`Session.serve` in the connection's own thread, which
-reads frames; a second thread per session writes them, so a slow or stopped
+The server (or, for a data channel, the gateway) runs :meth:`Session.serve`
+in the connection's own thread, which reads frames; a second thread per session writes them, so a slow or stopped
 peer blocks nobody but itself. Whatever way a session ends, its items go back
 to the lender.
 """
@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import logging
 import queue
-import socket
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Union
 
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.server import ServerConnection
 
 from pando import protocol
 from pando.access import Access, refuse
 from pando.lender import Lender
+from pando.link import Link
 from pando.monitor import Monitor
 from pando.printable import printable
 from pando.reorder import MAX_DETAILS, Reorder
@@ -65,8 +64,8 @@ _Outgoing = Union[str, _Close, None]
 class Session:
     """A volunteer connected to the root."""
 
-    def __init__(self, connection: ServerConnection, job: Job) -> None:
-        self._connection = connection
+    def __init__(self, link: Link, job: Job) -> None:
+        self._connection = link
         self._job = job
         self._outbox: queue.SimpleQueue[_Outgoing] = queue.SimpleQueue()
         self._sender = threading.Thread(target=self._send_loop, name="pando-session-sender", daemon=True)
@@ -93,10 +92,7 @@ class Session:
     def abort(self, reason: str) -> None:
         """Drop a peer that stopped answering, without waiting for it."""
         self._job.log(f"pando: dropping {self.label}: {reason}")
-        try:
-            self._connection.socket.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already closed
+        self._connection.abort()
 
     # -- the connection's thread -----------------------------------------
 
@@ -156,7 +152,7 @@ class Session:
         if not job.access.admits(frame.key, frame.role):
             self._refuse(_NO_KEY)
             return None
-        self._connection.protocol.max_message_size = protocol.frame_limit(frame.workers * job.batch_size)
+        self._connection.limit(protocol.frame_limit(frame.workers * job.batch_size))
         self.id = job.new_id()
         if frame.role == "local":
             self.label = f"the root's own helper {self.id}"

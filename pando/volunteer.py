@@ -1,14 +1,15 @@
 """pando-volunteer: join a Pando root as a headless volunteer.
 
 Usage:
-  pando-volunteer URL [--workers=N] [--name=NAME]
+  pando-volunteer URL [--workers=N] [--name=NAME] [--protocol=P]
   pando-volunteer (-h | --help | --version)
 
 Connects to the root at URL, exactly as pando printed it
 (http://HOST:PORT/#key=KEY; the join key after #key= is what lets this
 volunteer in), receives the Python module to run, and computes the items it
 is lent with N worker processes. When the connection drops it retries with
-back-off, until the root says the job is over.
+back-off, until the root says the job is over. A URL of a pando-server
+(pando --host) is joined over a WebRTC data channel to the root.
 
 The module comes from the root and runs with your rights on this machine: only
 join roots you trust.
@@ -16,6 +17,9 @@ join roots you trust.
 Options:
   --workers=N   Worker processes (default: one per core).
   --name=NAME   Device name shown to the root (default: this host's name).
+  --protocol=P  websocket, webrtc, or auto: WebRTC when URL is a
+                pando-server's, WebSocket otherwise (default: auto).
+                WebRTC needs aiortc: pip install 'pando-computing[webrtc]'.
   -h --help     Show this text.
   --version     Show the version.
 
@@ -27,23 +31,29 @@ key, other protocol version), 130 on Ctrl-C.
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
 import sys
 import threading
 import time
+import urllib.request
+from typing import ContextManager
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import connect
 
-from pando import protocol, status, stdout, usage
+from pando import protocol, rendezvous, rtc, status, stdout, usage
 from pando.access import KEY_PATTERN
+from pando.joiner import JoinFailed, join
+from pando.link import Duplex
 from pando.printable import printable
 from pando.workers import Answer, ModuleBroken, Workers
 
 MAX_BACKOFF = 10.0
+PROTOCOLS = ("auto", "websocket", "webrtc")
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -67,9 +77,11 @@ class Volunteer:
 
     def __init__(
         self, url: str, key: str, workers: int, name: str, role: str = "volunteer", quiet: bool = False,
-        retry: bool = True,
+        retry: bool = True, transport: str = "websocket",
     ) -> None:
         self._url = url
+        self._transport = transport
+        self._rtc: rtc.RtcLoop | None = None
         self._key = key
         self._retry = retry
         self._workers = workers
@@ -91,6 +103,8 @@ class Volunteer:
                 self.log(f"cannot reach the root at {self._url}: {exc or type(exc).__name__}")
             except protocol.ProtocolError as exc:
                 self.log(f"the root sent a bad frame ({exc})")
+            except JoinFailed as exc:
+                self.log(f"could not join through {self._url}: {printable(str(exc))}")
             else:
                 if outcome is not None:
                     return outcome
@@ -103,14 +117,35 @@ class Volunteer:
             time.sleep(pause)
             delay = min(delay * 2, MAX_BACKOFF)
 
-    def _session(self) -> int | None:
-        """One connection; an exit status when the job is over, None if it dropped."""
+    def close(self) -> None:
+        """Close the WebRTC loop, if a join started one."""
+        if self._rtc is not None:
+            self._rtc.stop()
+
+    def _connect(self) -> ContextManager[Duplex]:
+        if self._uses_webrtc():
+            if self._rtc is None:
+                self._rtc = rtc.RtcLoop()
+            return join(_with_path(self._url, rendezvous.SIGNAL_PATH), self._rtc)
         # max_queue=None: frames keep being read (and pings answered) while the
         # main thread is busy starting workers; the root lends no more than it may.
-        with connect(
-            self._url, max_size=protocol.MAX_FRAME_BYTES, max_queue=None, compression=None, proxy=None,
-            open_timeout=10,
-        ) as ws:
+        return connect(self._url, max_size=protocol.MAX_FRAME_BYTES, max_queue=None, compression=None, proxy=None,
+                       open_timeout=10)
+
+    def _uses_webrtc(self) -> bool:
+        """``auto``: WebRTC when the page's server says so (a pando-server), else WebSocket."""
+        if self._transport != "auto":
+            return self._transport == "webrtc"
+        page = _with_path(self._url, rendezvous.CONFIG_PATH).replace("ws", "http", 1)
+        try:
+            with urllib.request.urlopen(page, timeout=10) as answer:
+                return bool(json.loads(answer.read(4096)).get("transport") == "webrtc")
+        except (OSError, ValueError, AttributeError):
+            return False  # an older root, or not reachable now: WebSocket says why soon enough
+
+    def _session(self) -> int | None:
+        """One connection; an exit status when the job is over, None if it dropped."""
+        with self._connect() as ws:
             ws.send(protocol.encode(protocol.Hello(self._name, self._workers, self._key, self._role)))
             frame = protocol.decode(ws.recv(timeout=30), protocol.FROM_ROOT)
             if isinstance(frame, protocol.Bye):
@@ -139,8 +174,18 @@ class Volunteer:
                 ws.send(protocol.encode(protocol.Error(message=str(exc))))
                 print(f"pando-volunteer: cannot run the module: {exc}", file=sys.stderr, flush=True)
                 return status.FAILED
+            # The root answers every heartbeat: silence this long means it is gone,
+            # even where the transport cannot tell (a data channel to a killed peer).
+            silence = 2 * frame.heartbeat_ms / 1000
             try:
-                for message in ws:
+                while True:
+                    try:
+                        message = ws.recv(timeout=silence)
+                    except TimeoutError:
+                        self.log("the root went silent")
+                        return None
+                    except ConnectionClosed:
+                        return None
                     frame = protocol.decode(message, protocol.FROM_ROOT)
                     if isinstance(frame, protocol.Lend):
                         workers.submit(frame.items)
@@ -162,19 +207,24 @@ class Volunteer:
         return status.USAGE
 
 
-def _beat(ws: ClientConnection, seconds: float, ended: threading.Event) -> None:
+def _with_path(url: str, path: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def _beat(ws: Duplex, seconds: float, ended: threading.Event) -> None:
     while not ended.wait(seconds):
         _send(ws, protocol.Heartbeat())
 
 
-def _send(ws: ClientConnection, frame: protocol.Frame) -> None:
+def _send(ws: Duplex, frame: protocol.Frame) -> None:
     try:
         ws.send(protocol.encode(frame))
     except ConnectionClosed:
         pass  # the main thread sees the end and reconnects
 
 
-def _send_answers(ws: ClientConnection, answers: list[Answer]) -> None:
+def _send_answers(ws: Duplex, answers: list[Answer]) -> None:
     """Turn worker answers into result and error frames."""
     results = []
     for answer in answers:
@@ -206,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         url, key = parse_url(args["URL"])
         workers = _count(args["--workers"], "--workers") if args["--workers"] else os.cpu_count() or 1
+        transport = args["--protocol"] or "auto"
+        if transport not in PROTOCOLS:
+            raise status.PandoError(f"--protocol must be one of {', '.join(PROTOCOLS)}, not {printable(transport)!r}")
     except status.PandoError as exc:
         print(f"pando-volunteer: {exc}", file=sys.stderr)
         return exc.status
@@ -217,14 +270,20 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
+    volunteer = Volunteer(url, key, workers, name, transport=transport)
     try:
-        return Volunteer(url, key, workers, name).run()
+        return volunteer.run()
+    except status.PandoError as exc:  # WebRTC asked for, and aiortc missing
+        print(f"pando-volunteer: {exc}", file=sys.stderr)
+        return exc.status
     except KeyboardInterrupt:
         print("pando-volunteer: interrupted", file=sys.stderr)
         return status.INTERRUPTED
     except InvalidURI as exc:
         print(f"pando-volunteer: {exc}", file=sys.stderr)
         return status.USAGE
+    finally:
+        volunteer.close()
 
 
 if __name__ == "__main__":

@@ -86,6 +86,8 @@ class Processes:
     """Starts processes for one test and kills whatever is left at its end."""
 
     pando_path = PANDO
+    #: Where the installed commands are (pando, pando-volunteer, pando-server).
+    bin = BIN
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp

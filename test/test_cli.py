@@ -239,10 +239,10 @@ def test_malformed_config_is_a_clear_error(procs: Processes, text: str, message:
 
 
 def test_config_keys_of_later_options_are_ignored_with_a_warning(procs: Processes) -> None:
-    write_config(procs, json.dumps({"secret": "s3cret", "local": True}))
+    write_config(procs, json.dumps({"degree": 4, "local": True}))
     done = procs.run([PANDO, FAST, "4"])
     assert done.returncode == 0 and done.stdout == b"16\n"
-    assert b"'secret' is not supported" in done.stderr
+    assert b"'degree' is not supported" in done.stderr
 
 
 # -- bad modules, bad command lines ------------------------------------------------------------
@@ -281,6 +281,10 @@ def test_unreadable_module(procs: Processes) -> None:
         (["--port", "http"], "--port must be an integer"),
         (["--stdin", "1"], "not both"),
         (["--frobnicate"], "Usage:"),
+        (["--ice-servers", "http://example.org"], "is not a stun:, turn: or turns: URL"),
+        (["--bootstrap-timeout", "0"], "--bootstrap-timeout must be between"),
+        (["--host", "ftp://example.org", "--secret", "s", "1"], "--host must be HOST:PORT or an http(s):// URL"),
+        (["--host", "example.org:99999", "--secret", "s", "1"], "--host has a bad port"),
     ],
 )
 def test_bad_command_line(procs: Processes, args: list[str], message: str) -> None:
@@ -294,9 +298,10 @@ def test_help_and_version(procs: Processes) -> None:
     assert shown.returncode == 0
     text = shown.stdout.decode()
     for option in ("--stdin", "--local", "--start-idle", "--port", "--batch-size", "--heartbeat", "--seed",
-                   "--reporting-interval", "--global-monitoring", "--quiet"):
+                   "--reporting-interval", "--global-monitoring", "--quiet", "--host", "--secret", "--ice-servers",
+                   "--bootstrap-timeout"):
         assert option in text
-    for later in ("--host", "--secret", "--degree"):
+    for later in ("--degree",):
         assert later not in text  # not before they work
     assert procs.run([PANDO, "--version"]).stdout.strip() == b"1.0.0"
 
