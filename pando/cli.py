@@ -88,7 +88,7 @@ Monitoring: the printed http://HOST:PORT/monitor#key=KEY; page shows
 volunteers and throughput live. On a terminal, stderr also shows a QR code of the join URL
 (for phones) and a progress line.
 PANDO_DEBUG=monitoring writes a JSON status per interval on stderr; other
-topics: lender, session, websockets, threads, all (see docs/monitoring.md).
+topics: lender, session, websockets, threads, webrtc, all (see docs/monitoring.md).
 
 Defaults for any option can be set in $HOME/.pando/config.json, for example
 {"port": 6000, "batch-size": 4, "start-idle": true}; the command line wins.

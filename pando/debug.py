@@ -17,6 +17,7 @@ TOPICS = {
     "session": "pando.session",
     "websockets": "pando.websockets",
     "threads": "pando.threads",
+    "webrtc": "pando.webrtc",
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from pando import protocol, rendezvous, rtc, status
 from pando.link import Link
 
-LOG = logging.getLogger("pando.gateway")
+LOG = logging.getLogger("pando.webrtc.gateway")
 
 #: Sends a rendezvous frame to a joiner: (its id, the frame's text).
 Reply = Callable[[str, str], None]

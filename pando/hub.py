@@ -24,7 +24,7 @@ from websockets.sync.server import ServerConnection
 from pando import protocol, rendezvous
 from pando.printable import printable
 
-LOG = logging.getLogger("pando.hub")
+LOG = logging.getLogger("pando.webrtc.hub")
 
 #: Hands a joiner's offer (its id, its SDP) to the root.
 Deliver = Callable[[str, str], None]
@@ -157,6 +157,7 @@ class Hub:
                                               "only one job at a time"), 1008)
             return
         self._log(f"pando-server: a root joined from {address}")
+        bad = False
         try:
             connection.protocol.max_message_size = rendezvous.MAX_FRAME_BYTES
             connection.send(rendezvous.welcome(root.config))
@@ -167,13 +168,15 @@ class Hub:
                 self.reply(frame["to"], rendezvous.encode(frame))
         except protocol.ProtocolError as exc:
             self._log(f"pando-server: the root sent a bad frame ({printable(str(exc))}); closing its socket")
-            connection.close(1008, "bad frame")
+            bad = True
         except ConnectionClosed:
             pass
         finally:
-            with self._lock:
+            with self._lock:  # free the slot before the root can see its socket closed
                 if self._root is root:
                     self._root = None
+            if bad:
+                connection.close(1008, "bad frame")
             self._log(f"pando-server: the root from {address} left")
 
 

@@ -12,6 +12,7 @@ module imports it only when a data channel is first needed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 import time
@@ -32,6 +33,7 @@ LOW_WATER = 1024 * 1024
 DRAIN_SECONDS = 2.0
 
 _MORE, _LAST = b"\x01", b"\x00"
+LOG = logging.getLogger("pando.webrtc")
 _T = TypeVar("_T")
 INSTALL_HINT = "WebRTC needs the aiortc package: pip install 'pando-computing[webrtc]'"
 
@@ -60,6 +62,9 @@ class RtcLoop:
     def __init__(self, name: str = "pando-webrtc") -> None:
         _aiortc()  # fail here, with the install hint, not on the loop
         self._loop = asyncio.new_event_loop()
+        # aiortc's stray errors (a peer gone mid-handshake) end that peer's link, not the run:
+        # to the debug log, never raw to the terminal.
+        self._loop.set_exception_handler(lambda _, context: LOG.debug("%s", context.get("message"), exc_info=context.get("exception")))
         self._connections: set[Any] = set()
         self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
         self._thread.start()
@@ -251,12 +256,18 @@ class ChannelLink:
 
     async def _close(self, drain: bool) -> None:
         deadline = time.monotonic() + DRAIN_SECONDS
-        while drain and self._channel.readyState == "open" and time.monotonic() < deadline and (
-            self._pending or self._channel.bufferedAmount
-        ):
+        while drain and self._channel.readyState == "open" and time.monotonic() < deadline and self._unsent():
             await asyncio.sleep(0.02)
         self._end("closed")
         await self._pc.close()
+
+    def _unsent(self) -> bool:
+        """Whether frames sent are still on their way: queued here, in the channel, or unacknowledged."""
+        # A channel's bufferedAmount falls as soon as SCTP takes the data; closing
+        # then would drop what SCTP has not sent or seen acknowledged (a bye, say).
+        sctp = self._pc.sctp
+        return bool(self._pending or self._channel.bufferedAmount or (
+            sctp is not None and (getattr(sctp, "_outbound_queue", None) or getattr(sctp, "_sent_queue", None))))
 
 
 async def answer(

@@ -265,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     name = args["--name"] or socket.gethostname()
     stdout.claim()  # the module's prints go to stderr, here and in the worker processes
     print(
-        f"pando-volunteer: warning: this runs Python code sent by the root at {url} with your rights; "
+        f"pando-volunteer: warning: this runs Python code sent by the root at {printable(args['URL'].split('#')[0])} "
+        "with your rights; "
         "only join roots you trust.",
         file=sys.stderr,
         flush=True,

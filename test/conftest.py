@@ -13,8 +13,8 @@ from typing import IO, Any
 
 import pytest
 
-# The real-browser fixtures (browser, tabs, start_root, start_volunteer).
-pytest_plugins = ["browser_helpers"]
+# The real-browser fixtures (browser, tabs, start_root, start_volunteer); separate hosts (hosts).
+pytest_plugins = ["browser_helpers", "netns"]
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

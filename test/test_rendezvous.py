@@ -195,3 +195,29 @@ def test_a_websocket_run_never_imports_aiortc(procs: Processes) -> None:
     assert result.stdout == squares([1, 2, 3])
     assert result.stderr.strip().endswith(b"False")
     assert lines(1, 4, 9) == result.stdout
+
+
+def test_ice_servers_and_the_bootstrap_timeout_reach_joiners(procs: Processes) -> None:
+    _, port = start_server(procs, "--secret", SECRET)
+    root = procs.pando(str(EXAMPLES / "square.py"), "--start-idle", "--host", f"127.0.0.1:{port}",
+                       "--ice-servers", "stun:10.9.9.9:3478, turn:ann:p%40ss:w@10.9.9.9:3478?transport=udp",
+                       "--bootstrap-timeout", "7.5", "1", PANDO_SECRET=SECRET)
+    root.wait_for_stderr("Serving volunteer code at")
+    with ExitStack() as stack:
+        _, welcome = joiner(stack, port)
+    assert welcome["config"] == {
+        "ice_servers": [{"urls": "stun:10.9.9.9:3478"},
+                        {"urls": "turn:10.9.9.9:3478?transport=udp", "username": "ann", "credential": "p@ss:w"}],
+        "bootstrap_timeout": 7.5,
+    }
+    root.popen.kill()
+    root.wait()
+
+
+def test_config_file_keys_for_the_server(procs: Processes) -> None:
+    _, port = start_server(procs, "--secret", SECRET)
+    (procs.home / ".pando" / "config.json").write_text(json.dumps(
+        {"host": f"127.0.0.1:{port}", "secret": "not-the-secret", "bootstrap-timeout": 5, "ice-servers": ""}))
+    root = procs.pando(str(EXAMPLES / "square.py"), "1", PANDO_SECRET="")
+    assert root.wait(20) == 2
+    assert f"wrong secret for 127.0.0.1:{port}" in root.err
