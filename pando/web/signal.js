@@ -14,8 +14,9 @@
 import { pageClock } from './clock.js';
 import { ChannelLink } from './link.js';
 
-export const CONFIG_PATH = '/rendezvous/config';
-export const SIGNAL_PATH = '/rendezvous/signal';
+// Relative to the page, which a pando-server behind a proxy may serve under a path (https://example.org/pando/).
+export const CONFIG_PATH = 'rendezvous/config';
+export const SIGNAL_PATH = 'rendezvous/signal';
 
 /** Largest rendezvous frame, in UTF-8 bytes. */
 export const MAX_RENDEZVOUS_BYTES = 64 * 1024;
@@ -28,7 +29,7 @@ const MAX_PEER_TEXT = 500; // longest message from the rendezvous or the root re
 const SIGNAL_CLOSE = 4008; // closing a signal socket over a bad frame (a page may not use 1008)
 
 /** Why a join failed. `reason`: a bye's reason (no-root, busy, limit, timeout, refused), or
- * unreachable, reject, bad-frame, failed, stopped. */
+ * unreachable, reject, bad-frame, failed, unsupported (no WebRTC here), stopped. */
 export class JoinError extends Error {
   constructor(reason, message) {
     super(message);
@@ -42,13 +43,10 @@ function peerText(value) {
   return text.length > MAX_PEER_TEXT ? `${text.slice(0, MAX_PEER_TEXT)}…` : text;
 }
 
-/** `/rendezvous/…` on the page's own host, as a ws(s): URL. */
+/** The rendezvous's signal socket beside the page, as a ws(s): URL. */
 export function signalURL(pageURL) {
-  const url = new URL(pageURL);
+  const url = new URL(SIGNAL_PATH, pageURL);
   url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
-  url.pathname = SIGNAL_PATH;
-  url.search = '';
-  url.hash = '';
   return url.toString();
 }
 
@@ -246,6 +244,9 @@ class Join {
     this.bootstrapMs = welcome.bootstrapMs;
     const left = welcome.bootstrapMs - (performance.now() - this.openedAt);
     this.deadline(left, `the data channel did not open within ${Math.round(welcome.bootstrapMs / 100) / 10} s`);
+    if (typeof RTCPeerConnection === 'undefined') {
+      throw new JoinError('unsupported', 'this browser cannot use WebRTC (it has no RTCPeerConnection)');
+    }
     try {
       this.pc = new RTCPeerConnection({ iceServers: welcome.iceServers });
     } catch (err) {

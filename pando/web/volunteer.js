@@ -348,6 +348,9 @@ function emptyReport() {
   return { items: 0, cpu_time: 0, data_transfer_time: 0, units: 0 };
 }
 
+const UNREACHABLE = 'Root unreachable';
+const NO_JOB = 'No job here yet';
+
 const ENDED = new Set(['done', 'refused', 'broken', 'stopped', 'no-key']);
 
 class Volunteer {
@@ -363,7 +366,7 @@ class Volunteer {
     this.gen = 0; // one per connection
     this.link = null; // the open link to the root (link.js), if any
     this.joining = null; // an AbortController while a link is being opened
-    this.waiting = 'Root unreachable'; // what the page says while it waits to retry
+    this.waiting = UNREACHABLE; // what the page says while it waits to retry
     this.session = null; // {id, heartbeat, batchSize} of the current connection
     this.pool = null;
     this.outResults = [];
@@ -403,6 +406,8 @@ class Volunteer {
 
   /** One attempt to join: choose the transport, open a link, say hello. */
   async connect() {
+    if (this.joining) this.joining.abort(); // a join still under way is given up
+    this.joining = null;
     const gen = ++this.gen;
     this.session = null;
     this.setState('connecting', `Connecting to ${location.host}…`);
@@ -413,8 +418,12 @@ class Volunteer {
       if (gen !== this.gen) return; // stopped or replaced meanwhile
       this.joining = null;
       if (err.reason === 'no-root') {
-        this.log(`no job yet: ${describe(err)}`);
-        this.lost('No job here yet');
+        if (this.waiting !== NO_JOB) this.log(`no job yet: ${describe(err)}; waiting for one`);
+        this.lost(NO_JOB);
+      } else if (err.reason === 'unsupported') {
+        this.end('broken', 'This browser cannot join over WebRTC');
+        this.ui.problem(describe(err));
+        this.log(describe(err), true);
       } else {
         this.log(describe(err), true);
         this.lost();
@@ -427,6 +436,7 @@ class Volunteer {
       return;
     }
     this.link = link;
+    this.waiting = UNREACHABLE;
     link.onmessage = (text) => {
       if (gen === this.gen) this.receive(text);
     };
@@ -498,7 +508,7 @@ class Volunteer {
   }
 
   /** The connection ended or could not be made: try again later, with back-off. */
-  lost(waiting = 'Root unreachable') {
+  lost(waiting = UNREACHABLE) {
     if (this.session) this.backoff = FIRST_BACKOFF_MS; // we were in: start the back-off again
     this.session = null;
     this.stopBeating();
