@@ -258,7 +258,8 @@ CLOSING = """async (pairSource) => {
     let rightClosed = null;
     right.onmessage = (text) => got.push(text.length);
     right.onclose = (reason) => { rightClosed = reason; };
-    // Closing by choice lets what was sent go out first, even a frame still queued in the page.
+    // Closing by choice lets what was sent go out first, even a frame still queued in the page
+    // (for as long as it moves).
     left.send('y'.repeat(12 * 1024 * 1024));
     left.send('the last word');
     left.close(1000, 'done');

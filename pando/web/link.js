@@ -31,8 +31,10 @@ export const HIGH_WATER_BYTES = 4 * 1024 * 1024;
 /** …until the channel's buffer falls to this (its bufferedamountlow event). */
 export const LOW_WATER_BYTES = 1024 * 1024;
 
-/** How long a closing data channel may take to send what it holds before its connection is closed. */
+/** A data channel closing by choice may send what it holds as long as that moves; it is hung up
+ * once nothing went out for LINGER_MS, and after MAX_LINGER_MS in all. */
 const LINGER_MS = 2000;
+const MAX_LINGER_MS = 60_000;
 
 /** The longest peer-supplied text (a close reason) a link repeats. */
 const MAX_REASON = 200;
@@ -248,8 +250,7 @@ export class ChannelLink extends Link {
 
   /** Roughly how much waits to be sent, here (in units or bytes) and in the channel (bytes). */
   get bufferedAmount() {
-    const queued = this.queue.reduce((sum, message) => sum + message.length, 0);
-    return queued + (this.channel.readyState === 'open' ? this.channel.bufferedAmount : 0);
+    return this.queue.reduce((sum, message) => sum + message.length, 0) + this.channel.bufferedAmount;
   }
 
   send(text) {
@@ -346,8 +347,17 @@ export class ChannelLink extends Link {
       return;
     }
     // Closing by choice: what was sent still goes out (an error saying why, say), then the
-    // channel closes, and the connection with it (at the latest after LINGER_MS).
-    this.linger = this.clock.after(LINGER_MS, () => this.hangUp());
+    // channel closes, and the connection with it; a peer that stops taking it is hung up on.
+    const started = performance.now();
+    let left = this.bufferedAmount;
+    let moved = started;
+    this.linger = this.clock.every(LINGER_MS / 4, () => {
+      const now = performance.now();
+      const still = this.bufferedAmount;
+      if (still < left) moved = now;
+      left = still;
+      if (now - moved >= LINGER_MS || now - started >= MAX_LINGER_MS) this.hangUp();
+    });
     this.drain();
   }
 
