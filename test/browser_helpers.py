@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 import warnings
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 from urllib.parse import quote
 
 import pytest
@@ -206,14 +206,17 @@ def stop_process(process: subprocess.Popen[bytes], grace: float = 5) -> None:
 class Root:
     """A ``pando MODULE --stdin --start-idle --port PORT`` child (0: a free port); the test writes the items.
 
-    A given port lets a test bring a root back on the same port.
+    A given port lets a test bring a root back on the same port. ``prefix`` runs
+    it through another command (``ip netns exec NS``: in another host, whose
+    ``address`` the page URLs then use).
     """
 
-    def __init__(self, module: Path, tmp: Path, *options: str, port: int = 0) -> None:
+    def __init__(self, module: Path, tmp: Path, *options: str, port: int = 0, prefix: Sequence[str] = (),
+                 address: str = "127.0.0.1") -> None:
         self.out_path = tmp / f"{module.stem}-{time.monotonic_ns()}.out"
         self._out = open(self.out_path, "wb")
         self.process = subprocess.Popen(
-            [*pando_command(), str(module), "--stdin", "--start-idle", "--port", str(port), *options],
+            [*prefix, *pando_command(), str(module), "--stdin", "--start-idle", "--port", str(port), *options],
             stdin=subprocess.PIPE,
             stdout=self._out,
             stderr=subprocess.PIPE,
@@ -224,7 +227,7 @@ class Root:
         match = self.stderr.wait_for(_SERVING.search, 30, "the root to print its URL")
         self.port = int(match.group(1))
         self.key = match.group(2)
-        self.url = f"http://127.0.0.1:{self.port}/"  # bare: a page opened here lacks the key
+        self.url = f"http://{address}:{self.port}/"  # bare: a page opened here lacks the key
         self.join_url = f"{self.url}#key={self.key};"  # as the root prints it, for tabs and native volunteers
         self.monitor_url = f"{self.url}monitor#key={self.key};"
 

@@ -1,8 +1,9 @@
 // The Pando wire protocol, version 2, as the browser volunteer speaks it.
 //
 // pando/protocol.py is the reference and docs/protocol.md says the same in
-// prose; this file follows them. Every frame is one WebSocket text message
-// holding one JSON object with a "type" key.
+// prose; this file follows them. Every frame is one JSON object with a "type"
+// key, in one text message of a WebSocket or a WebRTC data channel (link.js
+// carries them; signal.js opens a data channel).
 
 /** Bumped on any incompatible change; the root refuses another version. */
 export const VERSION = 2;
@@ -33,7 +34,11 @@ export class ProtocolError extends Error {
 /** What a page shows when its address lacks the join key. */
 export const NO_KEY = 'This address lacks its join key: open the full URL the root printed (it ends with #key=…).';
 
-/** The settings in a page URL's fragment, in the original's form and any order: #key=K;device=NAME;workers=N; */
+/**
+ * The settings in a page URL's fragment, in the original's form and any order:
+ * #key=K;device=NAME;workers=N;protocol=webrtc; (protocol: join over a WebRTC
+ * data channel even when the page's host does not ask for it).
+ */
 export function fragmentSettings(hash) {
   const out = {};
   for (const part of hash.replace(/^#/, '').split(';')) {
@@ -53,6 +58,11 @@ export function fragmentSettings(hash) {
 /** The run's join key from a page URL's fragment ('' if there is none). */
 export function joinKey(hash) {
   return (fragmentSettings(hash).key || '').trim();
+}
+
+/** 'webrtc' when the fragment asks for a data channel (protocol=webrtc;), else ''. */
+export function fragmentProtocol(hash) {
+  return (fragmentSettings(hash).protocol || '').trim().toLowerCase() === 'webrtc' ? 'webrtc' : '';
 }
 
 /** The URL of the root's WebSocket endpoint, from the page's own address. */

@@ -1,19 +1,22 @@
-// The Pando volunteer page: joins the root over a WebSocket, runs the user's
-// Python module in Pyodide Web Workers (worker.mjs), and sends results back.
+// The Pando volunteer page: joins the root over a link (link.js: a WebSocket on
+// a LAN, or a WebRTC data channel opened through a rendezvous, signal.js), runs
+// the user's Python module in Pyodide Web Workers (pool.js, worker.mjs), and
+// sends results back.
 //
 // Everything that comes from outside (device names, module names, error
 // messages, tracebacks) is put on the page with textContent, never as HTML.
 
 import * as protocol from './protocol.js';
+import { pageClock } from './clock.js';
+import { WebSocketLink } from './link.js';
+import { chooseTransport, join } from './signal.js';
+import { Pool } from './pool.js';
 
 const DEFAULT_MAX_WORKERS = 4; // each Pyodide costs ~75 MB and a few seconds to start
 const MAX_WORKERS = 64;
 const FIRST_BACKOFF_MS = 500;
 const MAX_BACKOFF_MS = 10_000;
 const FLUSH_MS = 5; // gather answers this long before sending one frame
-const WORKER_RESTARTS = 3; // replacements per worker slot before it is given up
-const RESTART_DELAY_MS = 500; // times the number of failed starts so far
-const STAGGER_LIMIT_MS = 20_000; // the longest the other workers wait for the first to start
 const RATE_WINDOW_MS = 5_000;
 const REPORT_GRACE_MS = 250; // after a report boundary, wait this long for the workers' reports
 const OVERRUN_CHECK_MS = 1000; // with a timeout, workers are checked at least this often, and 4 times per timeout
@@ -57,369 +60,21 @@ function describe(err) {
   return err && err.message ? err.message : String(err);
 }
 
-// A timer service in a tiny worker: timers on a background tab's main thread
-// are throttled to one a second or less, a worker's are not. Heartbeats,
-// answer flushing and reconnection must keep going when the tab is hidden.
-const CLOCK_SOURCE = `
-const timers = new Map();
-onmessage = (event) => {
-  const { op, id, ms } = event.data;
-  if (op === 'after') timers.set(id, setTimeout(() => { timers.delete(id); postMessage(id); }, ms));
-  else if (op === 'every') timers.set(id, setInterval(() => postMessage(id), ms));
-  else if (op === 'cancel') { clearTimeout(timers.get(id)); clearInterval(timers.get(id)); timers.delete(id); }
-};`;
-
-class Clock {
-  constructor() {
-    this.next = 1;
-    this.callbacks = new Map();
-    this.repeating = new Set();
-    this.worker = null;
-    try {
-      const url = URL.createObjectURL(new Blob([CLOCK_SOURCE], { type: 'text/javascript' }));
-      this.worker = new Worker(url);
-      this.worker.onmessage = (event) => this.fire(event.data);
-      this.worker.onerror = () => {
-        this.worker = null; // fall back to the page's own timers
-      };
-    } catch {
-      this.worker = null;
-    }
-  }
-
-  fire(id) {
-    const callback = this.callbacks.get(id);
-    if (!callback) return;
-    if (!this.repeating.has(id)) this.callbacks.delete(id);
-    callback();
-  }
-
-  start(op, ms, callback) {
-    const id = this.next++;
-    this.callbacks.set(id, callback);
-    if (op === 'every') this.repeating.add(id);
-    if (this.worker) {
-      this.worker.postMessage({ op, id, ms });
-    } else {
-      const handle = op === 'every' ? setInterval(() => this.fire(id), ms) : setTimeout(() => this.fire(id), ms);
-      this.callbacks.get(id).handle = handle;
-    }
-    return id;
-  }
-
-  after(ms, callback) {
-    return this.start('after', ms, callback);
-  }
-
-  every(ms, callback) {
-    return this.start('every', ms, callback);
-  }
-
-  cancel(id) {
-    const callback = this.callbacks.get(id);
-    if (!callback) return;
-    this.callbacks.delete(id);
-    this.repeating.delete(id);
-    if (this.worker) this.worker.postMessage({ op: 'cancel', id });
-    else if (callback.handle !== undefined) {
-      clearTimeout(callback.handle);
-      clearInterval(callback.handle);
-    }
-  }
-}
-
-// -- the workers ------------------------------------------------------------
-
-// An item lent by the root: `gen` is the connection it came on, so that
-// answers for a connection that ended are dropped.
-// entry = {id, text, gen}
-
-class Slot {
-  constructor(pool, restarts = 0) {
-    this.pool = pool;
-    this.restarts = restarts;
-    this.state = 'pending'; // pending → loading → ready → dead
-    this.held = []; // entries given to the worker and not answered, in order
-    this.since = 0; // performance.now() when held[0] began, as far as the page can tell (never earlier)
-    this.worker = null;
-    this.notBefore = 0; // performance.now() before which it must not start
-  }
-
-  start() {
-    if (this.state !== 'pending') return;
-    this.state = 'loading';
-    this.worker = new Worker(new URL('./worker.mjs', import.meta.url), { type: 'module', name: 'pando-worker' });
-    this.worker.onmessage = (event) => this.message(event.data);
-    this.worker.onerror = (event) => {
-      event.preventDefault();
-      const where = event.filename ? ` (${event.filename}:${event.lineno})` : '';
-      this.pool.died(this, `its Web Worker crashed: ${event.message || 'the worker script failed'}${where}`);
-    };
-    this.worker.onmessageerror = () => this.pool.died(this, 'its Web Worker sent a message that cannot be read');
-    this.worker.postMessage({
-      type: 'load',
-      filename: this.pool.filename,
-      source: this.pool.source,
-      interval: this.pool.interval,
-      timeout: this.pool.timeout,
-    });
-  }
-
-  message(message) {
-    if (this.state === 'dead') return;
-    switch (message.type) {
-      case 'ready':
-        this.state = 'ready';
-        this.steps = message.steps; // timings of the load, in ms
-        this.readyAt = performance.now(); // since the page opened
-        this.pool.ready(this, message.ms);
-        break;
-      case 'answers':
-        this.pool.answered(this, JSON.parse(message.answers));
-        break;
-      case 'report':
-        this.pool.reported(message.report);
-        break;
-      case 'broken':
-        this.pool.broken(this, message.message);
-        break;
-      case 'failed':
-      case 'fatal':
-        this.pool.died(this, message.message);
-        break;
-      default:
-        break;
-    }
-  }
-
-  give(entries) {
-    if (!this.held.length) this.since = performance.now(); // an idle worker starts the first at once
-    for (const entry of entries) this.held.push(entry);
-    this.worker.postMessage({ type: 'items', items: entries.map((entry) => [entry.id, entry.text]) });
-  }
-
-  terminate() {
-    this.state = 'dead';
-    if (this.worker) this.worker.terminate();
-  }
-}
-
-/** N workers running one module, fed from a queue of lent items. */
-class Pool {
-  constructor(filename, source, size, events, interval = protocol.DEFAULT_REPORTING_INTERVAL, timeout = null) {
-    this.filename = filename;
-    this.source = source;
-    this.events = events;
-    this.interval = interval; // seconds between the workers' reports
-    this.timeout = timeout; // seconds an item may run on a worker (the run's --timeout), or null
-    this.queue = []; // entries not yet given to a worker
-    this.perWorker = 1;
-    this.slots = [];
-    this.closed = false;
-    this.staggerOver = false;
-    this.resize(size);
-    // Should the first worker take very long, the others do not wait for ever.
-    setTimeout(() => {
-      this.staggerOver = true;
-      this.startSlots();
-    }, STAGGER_LIMIT_MS);
-  }
-
-  sameModule(filename, source) {
-    return !this.closed && this.filename === filename && this.source === source;
-  }
-
-  resize(size) {
-    while (this.slots.length < size) this.slots.push(new Slot(this));
-    while (this.slots.length > size) {
-      const slot = this.slots.pop();
-      slot.terminate();
-      // Its items belong to a connection that is being replaced: the root lends them again.
-    }
-    this.startSlots();
-  }
-
-  /**
-   * Start workers that wait. With more workers than spare cores, starting them
-   * all at once makes each take as long as all of them: the first result comes
-   * sooner if one starts alone and the others follow once it is ready (it also
-   * warms the browser's caches for them).
-   */
-  startSlots() {
-    if (this.closed) return;
-    const now = performance.now();
-    const pending = this.slots.filter((slot) => slot.state === 'pending' && !(slot.notBefore > now));
-    if (!pending.length) return;
-    const spareCores = (navigator.hardwareConcurrency || 1) - 1; // one for the page
-    const anyReady = this.slots.some((slot) => slot.state === 'ready');
-    const loading = this.slots.filter((slot) => slot.state === 'loading').length;
-    if (anyReady || this.staggerOver || this.slots.length <= spareCores) {
-      for (const slot of pending) slot.start();
-    } else if (!loading) {
-      pending[0].start();
-    }
-  }
-
-  /** Workers report every `seconds` from now on. */
-  setInterval(seconds) {
-    if (seconds === this.interval) return;
-    this.interval = seconds;
-    for (const slot of this.slots) {
-      if (slot.worker && slot.state !== 'dead') slot.worker.postMessage({ type: 'interval', interval: seconds });
-    }
-  }
-
-  /** Items may run `seconds` on a worker from now on (null: no limit). */
-  setItemTimeout(seconds) {
-    if (seconds === this.timeout) return;
-    this.timeout = seconds;
-    for (const slot of this.slots) {
-      if (slot.worker && slot.state !== 'dead') slot.worker.postMessage({ type: 'timeout', timeout: seconds });
-    }
-  }
-
-  /**
-   * Terminate every worker whose current item has run for longer than the
-   * timeout: its item is reported lost, naming the timeout, and a fresh
-   * worker takes its place and its other items. A Web Worker busy in Python
-   * cannot be interrupted, only terminated. The page counts from the answer
-   * before (workers post each answer at once when there is a timeout), so
-   * it may act a little late, never early.
-   */
-  checkOverruns() {
-    if (this.closed || this.timeout === null) return;
-    const now = performance.now();
-    for (const slot of [...this.slots]) {
-      if (slot.state !== 'ready' || !slot.held.length || now - slot.since <= this.timeout * 1000) continue;
-      const over = `took longer than --timeout ${this.timeout} s`;
-      // Numbered from 1 on the page, as the root numbers items.
-      this.died(slot, `item ${slot.held[0].id + 1} ${over}`, `it ${over}; its worker was replaced`);
-    }
-  }
-
-  /** A worker's report for the interval that just ended (JSON text). */
-  reported(text) {
-    let report;
-    try {
-      report = JSON.parse(text);
-    } catch {
-      return; // a report is a nicety: a bad one is dropped
-    }
-    if (report && typeof report === 'object') this.events.onReport(report);
-  }
-
-  get readyCount() {
-    return this.slots.filter((slot) => slot.state === 'ready').length;
-  }
-
-  get loadingCount() {
-    return this.slots.filter((slot) => slot.state === 'loading' || slot.state === 'pending').length;
-  }
-
-  get busy() {
-    return this.queue.length > 0 || this.slots.some((slot) => slot.held.length > 0);
-  }
-
-  give(entries) {
-    for (const entry of entries) this.queue.push(entry);
-    this.dispatch();
-  }
-
-  /** A new connection: items of older ones are no longer ours to compute. */
-  forget(gen) {
-    this.queue = this.queue.filter((entry) => entry.gen === gen);
-  }
-
-  dispatch() {
-    if (this.closed) return;
-    const ready = this.slots.filter((slot) => slot.state === 'ready');
-    while (this.queue.length) {
-      let best = null;
-      for (const slot of ready) {
-        if (slot.held.length < this.perWorker && (!best || slot.held.length < best.held.length)) best = slot;
-      }
-      if (!best) return;
-      best.give(this.queue.splice(0, this.perWorker - best.held.length));
-    }
-  }
-
-  ready(slot, ms) {
-    this.startSlots();
-    this.events.onReady(slot, ms);
-    this.dispatch();
-  }
-
-  answered(slot, answers) {
-    for (const answer of answers) {
-      const entry = slot.held.shift();
-      if (!entry || entry.id !== answer[1]) {
-        this.died(slot, 'its Web Worker answered items out of order');
-        return;
-      }
-      this.events.onAnswer(entry, answer);
-    }
-    if (answers.length) slot.since = performance.now(); // the next item began at the latest now
-    this.dispatch();
-    this.events.onAnswered();
-  }
-
-  broken(slot, message) {
-    this.events.onBroken(message);
-  }
-
-  /**
-   * A worker crashed, could not start or was stopped: its current item is lost
-   * (said with `lostMessage`, by default `message`), the rest go back to the queue.
-   */
-  died(slot, message, lostMessage = message) {
-    if (slot.state === 'dead' || this.closed) return;
-    const wasReady = slot.state === 'ready';
-    slot.terminate();
-    const [current, ...rest] = slot.held;
-    slot.held = [];
-    if (current) this.events.onLost(current, lostMessage);
-    this.queue.unshift(...rest);
-    const index = this.slots.indexOf(slot);
-    this.events.onWorkerDied(message, slot.restarts < WORKER_RESTARTS);
-    if (index >= 0 && slot.restarts < WORKER_RESTARTS) {
-      // A worker that had been working gets a fresh count; one that never started does not,
-      // and its next try waits a little (a network that hiccups may be back by then).
-      const fresh = new Slot(this, wasReady ? 1 : slot.restarts + 1);
-      if (!wasReady) {
-        const delay = RESTART_DELAY_MS * fresh.restarts;
-        fresh.notBefore = performance.now() + delay;
-        setTimeout(() => this.startSlots(), delay + 10);
-      }
-      this.slots[index] = fresh;
-    }
-    if (!this.slots.some((other) => other.state !== 'dead')) {
-      this.events.onFailed(message);
-      return;
-    }
-    this.startSlots();
-    this.dispatch();
-  }
-
-  close() {
-    this.closed = true;
-    for (const slot of this.slots) slot.terminate();
-    this.slots = [];
-    this.queue = [];
-  }
-}
-
 // -- the volunteer ------------------------------------------------------------
 
 function emptyReport() {
   return { items: 0, cpu_time: 0, data_transfer_time: 0, units: 0 };
 }
 
+const UNREACHABLE = 'Root unreachable';
+const NO_JOB = 'No job here yet';
+
 const ENDED = new Set(['done', 'refused', 'broken', 'stopped', 'no-key']);
 
 class Volunteer {
   constructor(ui) {
     this.ui = ui;
-    this.clock = new Clock();
+    this.clock = pageClock();
     const hash = protocol.fragmentSettings(location.hash);
     if (hash.device) storage.set(NAME_KEY, hash.device.slice(0, 200));
     this.name = storage.get(NAME_KEY) || '';
@@ -427,7 +82,9 @@ class Volunteer {
     this.key = protocol.joinKey(location.hash); // only ever from the URL, never stored
     this.state = 'idle';
     this.gen = 0; // one per connection
-    this.ws = null;
+    this.link = null; // the open link to the root (link.js), if any
+    this.joining = null; // an AbortController while a link is being opened
+    this.waiting = UNREACHABLE; // what the page says while it waits to retry
     this.session = null; // {id, heartbeat, batchSize} of the current connection
     this.pool = null;
     this.outResults = [];
@@ -438,7 +95,6 @@ class Volunteer {
     this.reconnectAt = 0;
     this.backoff = FIRST_BACKOFF_MS;
     this.lastSent = 0;
-    this.lastHeard = 0;
     this.computed = 0;
     this.errors = 0;
     this.recent = []; // [time, count] of answers, for the throughput
@@ -466,64 +122,111 @@ class Volunteer {
     this.connect();
   }
 
-  connect() {
+  /** One attempt to join: choose the transport, open a link, say hello. */
+  async connect() {
+    if (this.joining) this.joining.abort(); // a join still under way is given up
+    this.joining = null;
     const gen = ++this.gen;
-    const url = protocol.volunteerURL(location.href);
     this.session = null;
-    this.setState('connecting', `Connecting to ${new URL(url).host}…`);
-    let ws;
+    this.setState('connecting', `Connecting to ${location.host}…`);
+    let link;
     try {
-      ws = new WebSocket(url);
+      link = await this.openLink(gen);
     } catch (err) {
-      this.log(`cannot open a WebSocket to ${url}: ${describe(err)}`, true);
-      this.lost();
+      if (gen !== this.gen) return; // stopped or replaced meanwhile
+      this.joining = null;
+      if (err.reason === 'no-root') {
+        if (this.waiting !== NO_JOB) this.log(`no job yet: ${describe(err)}; waiting for one`);
+        this.lost(NO_JOB);
+      } else if (err.reason === 'unsupported') {
+        this.end('broken', 'This browser cannot join over WebRTC');
+        this.ui.problem(describe(err));
+        this.log(describe(err), true);
+      } else {
+        this.log(describe(err), true);
+        this.lost();
+      }
       return;
     }
-    this.ws = ws;
-    ws.onopen = () => {
-      if (gen !== this.gen) return;
-      this.lastHeard = performance.now();
-      this.send(protocol.hello(this.name, this.workers, this.key));
+    this.joining = null;
+    if (gen !== this.gen) {
+      link.close(1000, 'stopped');
+      return;
+    }
+    this.link = link;
+    this.waiting = UNREACHABLE;
+    link.onmessage = (text) => {
+      if (gen === this.gen) this.receive(text);
     };
-    ws.onmessage = (event) => {
+    link.onclose = (reason) => {
       if (gen !== this.gen) return;
-      this.lastHeard = performance.now();
-      let frame;
-      try {
-        frame = protocol.decode(event.data);
-      } catch (err) {
-        this.log(`the root sent a bad frame (${describe(err)}); reconnecting`, true);
-        this.drop(1008, 'bad frame');
-        return;
-      }
-      this.handle(frame);
-    };
-    ws.onclose = (event) => {
-      if (gen !== this.gen) return;
-      this.ws = null;
+      this.link = null;
       if (ENDED.has(this.state)) return;
-      const why = event.reason ? `: ${event.reason}` : event.code && event.code !== 1006 ? ` (code ${event.code})` : '';
+      const why = reason ? `: ${reason}` : '';
       this.log(this.session ? `connection to the root lost${why}` : `cannot reach the root${why}`, true);
       this.lost();
     };
+    this.log(`connected over ${link.transport}`);
+    this.send(protocol.hello(this.name, this.workers, this.key));
+  }
+
+  /**
+   * A link to the root, over the transport the page's host asks for
+   * (GET /rendezvous/config) or the fragment's protocol=webrtc; says why not by throwing.
+   */
+  async openLink(gen) {
+    const choice = await chooseTransport(location.href, protocol.fragmentProtocol(location.hash));
+    if (gen !== this.gen) throw new Error('stopped');
+    this.joining = new AbortController();
+    if (choice.transport === 'websocket') {
+      return WebSocketLink.open(protocol.volunteerURL(location.href), { clock: this.clock, abort: this.joining.signal });
+    }
+    if (!choice.root) {
+      const err = new Error('no root is connected to this server');
+      err.reason = 'no-root';
+      throw err;
+    }
+    this.setState('connecting', 'Joining over WebRTC…');
+    return join(location.href, {
+      clock: this.clock,
+      abort: this.joining.signal,
+      progress: (text) => {
+        if (gen === this.gen && this.state === 'connecting') this.ui.stateText(text);
+      },
+    });
+  }
+
+  /** A frame from the root, as text. */
+  receive(text) {
+    let frame;
+    try {
+      frame = protocol.decode(text);
+    } catch (err) {
+      this.log(`the root sent a bad frame (${describe(err)}); reconnecting`, true);
+      this.drop(1008, 'bad frame');
+      return;
+    }
+    this.handle(frame);
+  }
+
+  /** Close the current link (or give up joining) and forget it; its late events are ignored. */
+  hangUp(code, reason) {
+    const link = this.link;
+    this.link = null;
+    this.gen++;
+    if (this.joining) this.joining.abort();
+    this.joining = null;
+    if (link) link.close(code, reason);
   }
 
   /** Close the current connection ourselves and go on as if it had dropped. */
   drop(code, reason) {
-    const ws = this.ws;
-    this.ws = null;
-    this.gen++; // its late events are ignored
-    if (ws) {
-      try {
-        ws.close(code === 1008 ? 4008 : code, reason);
-      } catch {
-        // already closing
-      }
-    }
+    this.hangUp(code, reason);
     if (!ENDED.has(this.state)) this.lost();
   }
 
-  lost() {
+  /** The connection ended or could not be made: try again later, with back-off. */
+  lost(waiting = UNREACHABLE) {
     if (this.session) this.backoff = FIRST_BACKOFF_MS; // we were in: start the back-off again
     this.session = null;
     this.stopBeating();
@@ -534,6 +237,7 @@ class Volunteer {
     const delay = Math.round(this.backoff * (0.5 + Math.random() * 0.5)); // jitter spreads a crowd
     this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
     this.reconnectAt = performance.now() + delay;
+    this.waiting = waiting;
     this.setState('offline', '');
     this.countdown();
     this.reconnectTimer = this.clock.after(delay, () => {
@@ -544,12 +248,11 @@ class Volunteer {
 
   countdown() {
     const seconds = Math.max(0, Math.ceil((this.reconnectAt - performance.now()) / 1000));
-    this.ui.stateText(`Root unreachable — retrying in ${seconds} s`);
+    this.ui.stateText(`${this.waiting} — retrying in ${seconds} s`);
   }
 
   send(text) {
-    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
-    this.ws.send(text);
+    if (!this.link || !this.link.send(text)) return false;
     this.lastSent = performance.now();
     return true;
   }
@@ -571,15 +274,10 @@ class Volunteer {
     this.beatTimer = null;
   }
 
+  /** A heartbeat when nothing else was sent lately; the link itself ends when the root goes silent. */
   beat() {
-    if (!this.session || !this.ws) return;
-    const now = performance.now();
-    const beat = this.session.heartbeat;
-    if (now - this.lastSent >= (beat / 3) * 0.8) this.send(protocol.heartbeat());
-    if (now - this.lastHeard > 2 * beat) {
-      this.log(`the root has been silent for ${Math.round((now - this.lastHeard) / 1000)} s; reconnecting`, true);
-      this.drop(4000, 'the root went silent');
-    }
+    if (!this.session || !this.link) return;
+    if (performance.now() - this.lastSent >= (this.session.heartbeat / 3) * 0.8) this.send(protocol.heartbeat());
   }
 
   // -- reports -------------------------------------------------------------
@@ -682,6 +380,7 @@ class Volunteer {
       reportingInterval: frame.reportingInterval,
     };
     this.startBeating(frame.heartbeat);
+    this.link.watch(2 * frame.heartbeat); // a silent root is gone (a data channel may not notice)
     this.ui.module(frame.filename);
     this.log(`joined as volunteer ${frame.id}; module ${frame.filename}`);
     if (this.pool && this.pool.sameModule(frame.filename, frame.source)) {
@@ -722,19 +421,10 @@ class Volunteer {
   /** Stop for good (until the user asks again). */
   end(state, text) {
     this.setState(state, text);
-    const ws = this.ws;
-    this.ws = null;
-    this.gen++;
+    this.hangUp(1000, state);
     this.session = null;
     this.stopBeating();
     this.stopReporting();
-    if (ws) {
-      try {
-        ws.close(1000, state);
-      } catch {
-        // already closing
-      }
-    }
     if (this.reconnectTimer !== null) this.clock.cancel(this.reconnectTimer);
     this.reconnectTimer = null;
     this.stopWatchingOverruns();
@@ -845,7 +535,7 @@ class Volunteer {
   flush() {
     if (this.flushTimer !== null) this.clock.cancel(this.flushTimer);
     this.flushTimer = null;
-    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return; // the root lends them again
+    if (!this.link || !this.link.isOpen) return; // the root lends them again
     const results = this.outResults;
     const errors = this.outErrors;
     this.outResults = [];
@@ -858,11 +548,12 @@ class Volunteer {
 
   setState(state, text) {
     this.state = state;
+    const over = this.link ? ` over ${this.link.transport}` : '';
     const texts = {
       connecting: 'Connecting…',
       loading: 'Starting Python…',
-      computing: 'Computing',
-      waiting: 'Connected — waiting for items',
+      computing: `Computing — connected${over}`,
+      waiting: `Connected${over} — waiting for items`,
       offline: 'Root unreachable',
     };
     this.ui.state(state, text || texts[state] || state);
@@ -994,7 +685,7 @@ function main() {
   }, 250);
 
   window.addEventListener('pagehide', () => {
-    if (volunteer.ws) volunteer.ws.close(1000, 'page closed');
+    if (volunteer.link) volunteer.link.close(1000, 'page closed');
   });
 
   function begin() {
