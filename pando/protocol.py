@@ -58,6 +58,10 @@ MAX_ITEM_BYTES = items.MAX_ITEM_BYTES
 #: A volunteer's node id in the tree: 16 hex digits, random, for its lifetime.
 NODE_ID = re.compile(r"[0-9a-f]{16}")
 
+#: A device in a status row: its node id, or the session id its parent gave it (8 hex digits) when another
+#: device had taken that node id there.
+DEVICE_ID = re.compile(r"[0-9a-f]{8}(?:[0-9a-f]{8})?")
+
 #: Most device rows a status frame carries (global monitoring), and most nodes a join may avoid.
 MAX_DEVICES = 256
 MAX_AVOID = 16
@@ -504,9 +508,12 @@ def _device(row: Any) -> dict[str, Any]:
     if not isinstance(row, dict):
         raise ValueError("a device row must be an object")
     parent = row.get("parent")
-    if parent is not None and (not isinstance(parent, str) or not NODE_ID.fullmatch(parent)):
-        raise ValueError("a device's 'parent' must be a node id or null")
-    return {"id": _node(row, "id"), "name": _str(row, "name", "")[:MAX_NAME], "parent": parent,
+    if parent is not None and (not isinstance(parent, str) or not DEVICE_ID.fullmatch(parent)):
+        raise ValueError("a device's 'parent' must be a device id or null")
+    device = row.get("id")
+    if not isinstance(device, str) or not DEVICE_ID.fullmatch(device):
+        raise ValueError("a device's 'id' must be a node id or a session id")
+    return {"id": device, "name": _str(row, "name", "")[:MAX_NAME], "parent": parent,
             "depth": _int(row, "depth", 1, 1000), "items": _int(row, "items"),
             "workers": _int(row, "workers", 0, MAX_WORKERS)}
 

@@ -314,6 +314,8 @@ def test_a_tab_terminates_a_worker_that_overruns_and_the_item_fails_after_three_
     assert re.search(r"lost 3 times; the last time .*--timeout 1 s", stderr), stderr
     assert root.output == "1\n"
     log = page.inner_text("#log")
-    assert log.count("a worker stopped: item 2 took longer than --timeout 1 s; starting a new one") >= 3, log
+    assert log.count("a worker stopped: item 2 took longer than --timeout 1 s; starting a new one") >= 2, log
+    # (Three on an idle machine; on a loaded one a new Pyodide worker can take longer to start than
+    # the root's lease on the item, and the root takes the third copy back itself: still 3 losses.)
     # The other items the tab held were computed, by the fresh workers.
     assert page.evaluate("() => pando.computed") >= 3
