@@ -36,7 +36,8 @@ def module(procs: Processes, name: str, body: str) -> str:
 def run_in(procs: Processes, mode: str, path: str, *items: object) -> tuple[int, bytes, str, str]:
     """Run ``path`` on ``items`` in ``mode``: the root's status, stdout and stderr, and the volunteer's stderr
     (its stdout must stay empty)."""
-    options = {"helper": [], "local": ["--local"], "volunteer": ["--start-idle"]}[mode]
+    # One worker in the helper too: what two workers print at once may interleave mid-line.
+    options = {"helper": ["--workers", "1"], "local": ["--local"], "volunteer": ["--start-idle"]}[mode]
     root = procs.pando(path, *options, "--", *map(str, items))
     volunteer_err = ""
     if mode == "volunteer":

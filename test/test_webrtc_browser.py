@@ -139,13 +139,15 @@ def page_url(base: str, device: str, workers: int, *, webrtc: bool = False) -> s
 
 def status(page: Page) -> dict[str, Any]:
     return page.evaluate(
-        """() => ({
-            state: pando.state,
-            text: document.querySelector('#state-text').textContent,
-            transport: pando.link ? pando.link.transport : null,
-            computed: pando.computed,
-            ready: pando.pool ? pando.pool.readyCount : 0,
-        })"""
+        """() => typeof pando === 'undefined'  // the page's module has not run yet
+            ? {state: 'loading', text: '', transport: null, computed: 0, ready: 0}
+            : {
+                state: pando.state,
+                text: document.querySelector('#state-text').textContent,
+                transport: pando.link ? pando.link.transport : null,
+                computed: pando.computed,
+                ready: pando.pool ? pando.pool.readyCount : 0,
+            }"""
     )
 
 
