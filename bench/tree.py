@@ -128,21 +128,7 @@ def _namespaced(params: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-_next_port = [PORTS[0]]
-
-
-def free_port() -> int:
-    for _ in range(PORTS[1] - PORTS[0] + 1):
-        port = _next_port[0]
-        _next_port[0] = port + 1 if port < PORTS[1] else PORTS[0]
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((ADDR, port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port in 19700-19799")
+free_port = webrtc.PortRange(*PORTS, ADDR).free
 
 
 # -- pieces of a real run --------------------------------------------------

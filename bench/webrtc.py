@@ -120,22 +120,29 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
 
 # -- processes and ports ---------------------------------------------------
 
-_next_port = [PORTS[0]]
+class PortRange:
+    """Ports handed out in turn from ``first``..``last``, each free on ``address`` when given (the namespace
+    is ours: only our own runs may hold one)."""
+
+    def __init__(self, first: int, last: int, address: str) -> None:
+        self._first, self._last, self._address = first, last, address
+        self._next = first
+
+    def free(self) -> int:
+        for _ in range(self._last - self._first + 1):
+            port = self._next
+            self._next = port + 1 if port < self._last else self._first
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((self._address, port))
+                except OSError:
+                    continue
+            return port
+        raise RuntimeError(f"no free port in {self._first}-{self._last}")
 
 
-def free_port() -> int:
-    """A port in 19600-19699 free on 127.0.0.2 (this namespace is ours: only our own runs may hold one)."""
-    for _ in range(PORTS[1] - PORTS[0] + 1):
-        port = _next_port[0]
-        _next_port[0] = port + 1 if port < PORTS[1] else PORTS[0]
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((ADDR, port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port in 19600-19699")
+free_port = PortRange(*PORTS, ADDR).free
 
 
 def wait_port(port: int, timeout: float = 20, popen: subprocess.Popen[bytes] | None = None,
