@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from common import (BIN, EXAMPLES, PYTHON, BENCH, LineClock, Procs, cpu_seconds, free_port, log, ratio,
+from common import (BIN, EXAMPLES, PYTHON, BENCH, LineClock, Procs, Volunteer, cpu_seconds, free_port, log, ratio,
                     machine_cpu, stderr_collector, summary, table, fmt, wait_port, wait_rusage, wait_volunteers,
                     worker_pids)
 
@@ -31,10 +31,12 @@ def squares_digest(count: int, start: int = 0) -> str:
     return hashlib.sha1("".join(f"{i * i}\n" for i in range(start, start + count)).encode()).hexdigest()
 
 
-def _feed(stdin: Any, data: bytes) -> None:
+def _feed(stdin: Any, data: bytes, close: bool = True) -> None:
     try:
         stdin.write(data)
-        stdin.close()
+        stdin.flush()
+        if close:
+            stdin.close()
     except (BrokenPipeError, ValueError, OSError):
         pass
 
@@ -51,37 +53,53 @@ def run_pando(volunteers: int, batch: int, count: int, *, profile: str | None = 
         wait_port(port)
         vols = [procs.volunteer(port, 1, f"v{i}") for i in range(volunteers)]
         wait_volunteers(vols, 1, settle=0.3 + 0.05 * volunteers)
-        data = items_bytes(count)
-        clock = LineClock(root.stdout, keep=True)
-        spy = None
-        if profile:
-            spy = subprocess.Popen([str(BIN / "py-spy"), "record", "--pid", str(root.pid), "--rate", str(profile_rate),
-                                    "--format", "raw", "--output", profile, "--threads", *PROFILE_FLAGS],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-            time.sleep(0.5)  # py-spy attaches
-        cpu_before = cpu_seconds(root.pid)
-        vol_before = sum(cpu_seconds(pid) for v in vols for pid in [v.popen.pid, *worker_pids(v.popen.pid)])
-        busy_before, total_before = machine_cpu()
-        start = time.monotonic()
-        threading.Thread(target=_feed, args=(root.stdin, data), daemon=True).start()
-        cpu = wait_rusage(root, timeout)
-        code = root.returncode
-        busy_after, total_after = machine_cpu()
-        clock.join(10)
-        vol_cpu = [wait_rusage(v.popen, 15) for v in vols]
-        vol_total = sum(vol_cpu) - vol_before if None not in vol_cpu else None
-        end = clock.last or time.monotonic()
-        if spy is not None:
-            spy.wait(30)  # py-spy stops and writes its file when the root exits
-        seconds = end - start
-        exact = hashlib.sha1(clock.text()).hexdigest() == squares_digest(count)
-        return {"system": "pando", "volunteers": volunteers, "batch": batch, "count": count, "seconds": seconds,
-                "items_per_s": count / seconds, "exit": code, "exact": exact, "lines": clock.count,
-                "root_cpu_s": cpu, "root_cpu_before_s": cpu_before, "volunteers_cpu_s": vol_total,
-                "machine_busy_share": (busy_after - busy_before) / max(1e-9, total_after - total_before),
+        run = stream(root, vols, count, profile=profile, profile_rate=profile_rate, timeout=timeout)
+        return {"system": "pando", "volunteers": volunteers, "batch": batch, **run,
                 "stderr_tail": [line for line in err if "Serving" not in line][-5:]}
     finally:
         procs.cleanup()
+
+
+def stream(root: subprocess.Popen[bytes], vols: list[Volunteer], count: int, *, profile: str | None = None,
+           profile_rate: int = 200, timeout: float = 600) -> dict[str, Any]:
+    """Stream ``count`` items through a root whose volunteers have joined; the figures of the run.
+
+    Time runs from the first item written to the last line read; CPU seconds are the root's and
+    the volunteers' (with their workers) from the first item on; the output is checked whole.
+    """
+    data = items_bytes(count)
+    clock = LineClock(root.stdout, keep=True)
+    spy = None
+    if profile:
+        spy = subprocess.Popen([str(BIN / "py-spy"), "record", "--pid", str(root.pid), "--rate", str(profile_rate),
+                                "--format", "raw", "--output", profile, "--threads", *PROFILE_FLAGS],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(0.5)  # py-spy attaches
+    cpu_before = cpu_seconds(root.pid)
+    vol_before = sum(cpu_seconds(pid) for v in vols for pid in [v.popen.pid, *worker_pids(v.popen.pid)])
+    busy_before, total_before = machine_cpu()
+    start = time.monotonic()
+    threading.Thread(target=_feed, args=(root.stdin, data), daemon=True).start()
+    cpu = wait_rusage(root, timeout)
+    exited = time.monotonic()
+    code = root.returncode
+    busy_after, total_after = machine_cpu()
+    clock.join(10)
+    vol_cpu = [wait_rusage(v.popen, 15) for v in vols]
+    vol_total = sum(vol_cpu) - vol_before if None not in vol_cpu else None  # type: ignore[operator]
+    end = clock.last or time.monotonic()
+    if spy is not None:
+        try:
+            spy.wait(30)  # py-spy stops and writes its file when the root exits
+        except subprocess.TimeoutExpired:
+            spy.kill()
+    seconds = end - start
+    exact = clock.count == count and hashlib.sha1(clock.text()).hexdigest() == squares_digest(count)
+    return {"count": count, "seconds": seconds, "items_per_s": count / seconds, "exit": code, "exact": exact,
+            "lines": clock.count, "timed_out": cpu is None, "root_exit_after_last_line_s": exited - end,
+            "root_cpu_s": cpu, "root_cpu_before_s": cpu_before,
+            "volunteers_cpu_s": vol_total,
+            "machine_busy_share": (busy_after - busy_before) / max(1e-9, total_after - total_before)}
 
 
 def run_peer(kind: str, workers: int, count: int, chunksize: int = 1024) -> dict[str, Any]:

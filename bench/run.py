@@ -1,6 +1,7 @@
 """Run the benchmarks at one size; write one JSON file and a Markdown summary per run.
 
-    python bench/run.py quick|full [--only overhead,frames,scaling,join,churn,memory,collatz,browser,stragglers,journal,profile]
+    python bench/run.py quick|full [--only overhead,frames,scaling,join,churn,memory,collatz,browser,stragglers,journal,webrtc,
+                                          profile]
                                    [--readme]
 
 Results go to bench/results/ (git-ignored): ``<UTC time>-<size>.json`` holds the
@@ -28,6 +29,7 @@ import overhead  # noqa: E402
 import profile_root  # noqa: E402
 import scaling  # noqa: E402
 import stragglers  # noqa: E402
+import webrtc  # noqa: E402
 from common import BENCH, RESULTS, fmt, log, machine_info, table, write_json  # noqa: E402
 
 SIZES: dict[str, dict[str, Any]] = {
@@ -47,6 +49,11 @@ SIZES: dict[str, dict[str, Any]] = {
                        "reporting_interval_s": 0.25, "slow_factor": 10, "freeze_at": 20, "reps": 2,
                        "run_timeout_s": 120},
         "journal": {"volunteers": 4, "batches": [1, 64], "count": 100_000, "count_batch1": 6_000, "reps": 5},
+        "webrtc": {"join": {"rounds": 1, "sequential": 20, "crowds": 2, "crowd": 30, "task_s": 0.5, "items": 20_000,
+                            "timeout_s": 90},
+                   "throughput": {"volunteers": 4, "batches": [1, 16, 64, 256], "reps": 2, "run_timeout_s": 300,
+                                  "counts": {"1": 3_000, "16": 50_000, "64": 100_000, "256": 200_000}},
+                   "profile": {"batch": 64, "count": 100_000}},
         "profile": None,
     },
     "full": {
@@ -65,6 +72,11 @@ SIZES: dict[str, dict[str, Any]] = {
                        "reporting_interval_s": 0.25, "slow_factor": 10, "freeze_at": 20, "reps": 3,
                        "run_timeout_s": 300},
         "journal": {"volunteers": 4, "batches": [1, 64, 256], "count": 200_000, "count_batch1": 20_000, "reps": 7},
+        "webrtc": {"join": {"rounds": 2, "sequential": 20, "crowds": 3, "crowd": 30, "task_s": 0.5, "items": 40_000,
+                            "timeout_s": 120},
+                   "throughput": {"volunteers": 4, "batches": [1, 16, 64, 256], "reps": 5, "run_timeout_s": 600,
+                                  "counts": {"1": 6_000, "16": 100_000, "64": 200_000, "256": 400_000}},
+                   "profile": {"batch": 64, "count": 200_000}},
         "profile": {"volunteers": 4, "batches": [64, 8, 1], "count": 200_000},
     },
 }
@@ -125,6 +137,8 @@ def summary_markdown(result: dict[str, Any]) -> str:
         parts += ["", "#### 8. Stragglers and `--verify 2`", "", stragglers.markdown(w["stragglers"])]
     if "journal" in w:
         parts += ["", "#### 9. Cost of `--journal FILE`", "", journal_cost.markdown(w["journal"])]
+    if "webrtc" in w:
+        parts += ["", "#### 10. WebRTC data channels", "", webrtc.markdown(w["webrtc"])]
     if "profile" in w:
         parts += ["", "#### Root profile (py-spy, GIL-holding samples)", ""]
         for key, r in w["profile"].items():
@@ -182,6 +196,8 @@ def main() -> None:
         w["stragglers"] = stragglers.run(params["stragglers"])
     if wanted("journal"):
         w["journal"] = journal_cost.run(params["journal"])
+    if wanted("webrtc"):
+        w["webrtc"] = webrtc.run(params["webrtc"])
     if wanted("profile"):
         p = params["profile"]
         counts = {0: p["count"], 1: min(p["count"], 10_000), 8: min(p["count"], 100_000)}

@@ -70,11 +70,14 @@ Options:
   --reporting-interval=S
                     Seconds between volunteers' status reports, and between
                     updates of the monitoring page and log (default: 3).
+  --degree=D        Children each node of the WebRTC tree takes at most:
+                    this root, and every volunteer that can relay
+                    (default: 10). Later joiners go further down the tree,
+                    whose inner volunteers pass items down and results up.
   --global-monitoring
-                    Also take status reports from volunteers that are not
-                    directly connected to this root. Every volunteer is
-                    directly connected in this version, so it changes nothing
-                    yet; it is accepted for scripts written for the overlay.
+                    Show every volunteer of the tree on the monitoring page
+                    and in the status log, not only this root's children
+                    (each with its subtree's totals).
   -q --quiet        No progress line nor QR code on stderr.
   -h --help         Show this text.
   --version         Show the version.
@@ -121,7 +124,8 @@ from pando.server import raise_file_limit
 DEFAULTS: dict[str, Any] = {"port": 5000, "bind": "", "join-key": None, "batch-size": 1, "heartbeat": 30_000,
                             "seed": None, "timeout": None, "retries": 1, "verify": None, "journal": None,
                             "resume": False, "reporting-interval": 3.0,
-                            "host": None, "secret": None, "ice-servers": None, "bootstrap-timeout": 60.0, "start-idle": False, "stdin": False,
+                            "host": None, "secret": None, "ice-servers": None, "bootstrap-timeout": 60.0, "degree": 10,
+                            "start-idle": False, "stdin": False,
                             "local": False, "quiet": False, "global-monitoring": False}
 # Options with a value: how to read it, and its bounds (both inclusive).
 _VALUES: dict[str, tuple[type, float, float]] = {
@@ -134,6 +138,7 @@ _VALUES: dict[str, tuple[type, float, float]] = {
     "verify": (int, 2, 100),
     "reporting-interval": (float, 0.05, 86_400),
     "bootstrap-timeout": (float, 1, 3600),
+    "degree": (int, 1, 1000),
 }
 
 
@@ -209,6 +214,8 @@ def _run(args: dict[str, Any]) -> int:
                 secret=secret,
                 ice_servers=ice_servers,
                 bootstrap_timeout=options["bootstrap-timeout"],
+                degree=options["degree"],
+                global_monitoring=options["global-monitoring"],
             )
             total = None if options["stdin"] else len(args["ITEM"])
             code = Root(settings, os.path.basename(module_path), source, batches, total, out, console).run()

@@ -24,6 +24,7 @@ KEYS: dict[str, type] = {
     "secret": str,
     "ice-servers": str,
     "bootstrap-timeout": float,
+    "degree": int,
     "start-idle": bool,
     "stdin": bool,
     "local": bool,
@@ -34,7 +35,7 @@ _JSON_NAMES = {int: "integer", float: "number", bool: "boolean", str: "string"}
 
 #: Keys of the original tool for options this version does not have yet:
 #: accepted, with a warning, so an existing config file keeps working.
-NOT_YET = ("degree", "iceServers", "headless", "sync-stdio", "public", "limit")
+NOT_YET = ("iceServers", "headless", "sync-stdio", "public", "limit")
 
 
 def path() -> Path:

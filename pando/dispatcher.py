@@ -12,18 +12,17 @@ import threading
 import time
 
 from pando.lender import Lender
-from pando.reorder import Reorder
-from pando.session import Session
+from pando.session import Holder, Sink
 
 LOG = logging.getLogger("pando.lender")
 
 
 class Dispatcher:
-    """Lends items to sessions as soon as both exist; owned and stopped by the root."""
+    """Lends items to holders as soon as both exist; owned and stopped by the root (or a relay)."""
 
-    def __init__(self, lender: Lender[Session], reorder: Reorder, heartbeat_ms: int, timeout: float | None) -> None:
+    def __init__(self, lender: Lender[Holder], sink: Sink, heartbeat_ms: int, timeout: float | None) -> None:
         self._lender = lender
-        self._reorder = reorder
+        self._sink = sink
         self._silence_limit = 1.5 * heartbeat_ms / 1000
         self._sweep_every = min(heartbeat_ms / 4000, timeout / 4 if timeout else 1.0, 1.0)
         self._stopping = threading.Event()
@@ -53,4 +52,4 @@ class Dispatcher:
                     if silent > self._silence_limit:
                         session.abort(f"nothing heard for {silent:.1f} s")
                 for failure in self._lender.sweep():
-                    self._reorder.fail(failure)
+                    self._sink.fail(failure)

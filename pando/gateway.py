@@ -1,11 +1,11 @@
-"""The root's door for WebRTC volunteers: it answers their offers and gives each open channel a session.
+"""A node's door for WebRTC children: it answers their offers and gives each open channel a session.
 
-Offers come from the root's own hub (joiners on its LAN) or from a
-``pando-server`` through the :class:`pando.uplink.Uplink`; either way the
-gateway answers on the :class:`pando.rtc.RtcLoop` and, once a joiner's
-channel opens, runs an ordinary session over it in a thread of its own. The
-loop, and aiortc with it, starts on the first offer: a run without WebRTC
-joiners never imports it.
+At the root, offers come from its own hub (joiners on its LAN) or from a
+``pando-server`` through the :class:`pando.uplink.Uplink`; at a relay, from its
+parent. Either way the gateway answers on the :class:`pando.rtc.RtcLoop` and,
+once a joiner's channel opens, runs an ordinary session over it in a thread of
+its own. The loop, and aiortc with it, starts on the first offer: a run
+without WebRTC joiners never imports it.
 """
 from __future__ import annotations
 
@@ -13,37 +13,31 @@ import logging
 import threading
 from typing import Any, Callable
 
-from pando import protocol, rendezvous, rtc, status
+from pando import protocol, rtc, status
 from pando.link import Link
 
 LOG = logging.getLogger("pando.webrtc.gateway")
 
-#: Sends a rendezvous frame to a joiner: (its id, the frame's text).
-Reply = Callable[[str, str], None]
+#: Answers a joiner: (its id, the answer's SDP, or else why not).
+Reply = Callable[[str, str, str], None]
 
 
 class Gateway:
-    """Answers joins with the run's ICE servers; ``start`` runs a session over each opened link."""
+    """Answers joins with the run's ICE servers; ``start`` runs a session over each opened link.
 
-    def __init__(self, config: dict[str, Any], start: Callable[[Link], None]) -> None:
+    ``ended`` is called once per offer taken, when its channel opened or the join failed.
+    """
+
+    def __init__(self, config: dict[str, Any], start: Callable[[Link], None], ended: Callable[[], None]) -> None:
         self.config = config
         self._start = start
+        self._ended = ended
         self._lock = threading.Lock()
         self._rtc: rtc.RtcLoop | None = None
-        self._joining = 0  # offers taken whose channel has not opened nor expired
         self._stopped = False
 
     def offer(self, joiner: str, sdp: str, reply: Reply) -> None:
         """Answer ``joiner``'s offer, from a thread of its own: the caller reads a socket."""
-        with self._lock:
-            refusal = ("the run is over" if self._stopped else
-                       "too many joins at once; try again shortly" if self._joining >= rendezvous.MAX_PENDING_JOINS
-                       else None)
-            if refusal is None:
-                self._joining += 1
-        if refusal is not None:
-            reply(joiner, rendezvous.reject(joiner, refusal))
-            return
         threading.Thread(target=self._answer, args=(joiner, sdp, reply), name="pando-join", daemon=True).start()
 
     def stop(self) -> None:
@@ -68,23 +62,19 @@ class Gateway:
             loop = self._loop()
             answer = loop.run(
                 rtc.answer(loop, sdp, self.config["ice_servers"], protocol.MAX_GREETING_BYTES, timeout,
-                           opened=self._opened, expired=self._left),
+                           opened=self._opened, expired=self._ended),
                 timeout,
             )
         except status.PandoError as exc:
-            self._left()
-            reply(joiner, rendezvous.reject(joiner, str(exc)))
+            self._ended()
+            reply(joiner, "", str(exc))
         except Exception as exc:  # aiortc's errors on an offer it cannot take vary (ValueError, parse errors)
-            self._left()
+            self._ended()
             LOG.debug("cannot answer %s: %r", joiner, exc)
-            reply(joiner, rendezvous.reject(joiner, "cannot answer this offer"))
+            reply(joiner, "", "cannot answer this offer")
         else:
-            reply(joiner, rendezvous.answer(joiner, answer))
+            reply(joiner, answer, "")
 
     def _opened(self, link: rtc.ChannelLink) -> None:
-        self._left()
+        self._ended()
         threading.Thread(target=self._start, args=(link,), name="pando-session", daemon=True).start()
-
-    def _left(self) -> None:
-        with self._lock:
-            self._joining -= 1

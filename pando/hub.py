@@ -26,8 +26,8 @@ from pando.printable import printable
 
 LOG = logging.getLogger("pando.webrtc.hub")
 
-#: Hands a joiner's offer (its id, its SDP) to the root.
-Deliver = Callable[[str, str], None]
+#: Hands a joiner's offer (its id, the checked offer frame) to the root.
+Deliver = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class Hub:
             if root is None:
                 _close(connection, rendezvous.bye("no-root", self._absent))
                 return
-            root.deliver(joiner, frame["sdp"])
+            root.deliver(joiner, frame)
         _close(connection, rendezvous.bye("limit", "too many frames on one signal socket"), 1008)
 
     # -- /rendezvous/root (pando-server) ----------------------------------
@@ -147,7 +147,7 @@ class Hub:
             _close(connection, rendezvous.bye("refused", "wrong secret"), 1008)
             return
         address = printable(str(connection.remote_address[0])) if connection.remote_address else "?"
-        root = _Root(frame["config"], lambda joiner, sdp: connection.send(rendezvous.offer(sdp, joiner)))
+        root = _Root(frame["config"], lambda joiner, offer: connection.send(rendezvous.encode({**offer, "from": joiner})))
         with self._lock:
             busy = self._root is not None
             if not busy:

@@ -18,8 +18,11 @@ class JoinFailed(Exception):
     """The join did not happen (no root there, a refusal, a timeout); worth trying again later."""
 
 
-def join(signal_url: str, loop: rtc.RtcLoop) -> rtc.ChannelLink:
-    """An open link to the root whose rendezvous is at ``signal_url``."""
+def join(signal_url: str, loop: rtc.RtcLoop, nodes: int = 1, avoid: tuple[str, ...] = ()) -> rtc.ChannelLink:
+    """An open link to a parent in the tree of the root whose rendezvous is at ``signal_url``.
+
+    ``nodes``: the subtree this volunteer brings; ``avoid``: node ids not to hang under.
+    """
     with connect(signal_url, max_size=rendezvous.MAX_FRAME_BYTES, compression=None, proxy=None,
                  open_timeout=10, close_timeout=2) as socket:
         first = rendezvous.decode(socket.recv(timeout=protocol.GREETING_SECONDS), ("welcome", "bye"))
@@ -29,7 +32,7 @@ def join(signal_url: str, loop: rtc.RtcLoop) -> rtc.ChannelLink:
         deadline = time.monotonic() + config["bootstrap_timeout"]
         offer = loop.run(rtc.offer(loop, config["ice_servers"]), config["bootstrap_timeout"])
         try:
-            socket.send(rendezvous.offer(offer.sdp))
+            socket.send(rendezvous.offer(offer.sdp, nodes, avoid))
             reply = rendezvous.decode(socket.recv(timeout=_left(deadline)), ("signal", "bye"))
             if reply["type"] == "bye" or reply["kind"] == "reject":
                 raise JoinFailed(reply["message"])

@@ -115,6 +115,7 @@ class Lender(Generic[H]):
         queued: int = 1,
         straggler_floor: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        halt_on_failure: bool = True,
     ) -> None:
         self._cond = threading.Condition()
         self._max_losses = max_losses
@@ -126,6 +127,8 @@ class Lender(Generic[H]):
         # times each item from its start, should be the one to act first.
         self._lease_limit = timeout * queued + LEASE_GRACE if timeout is not None else None
         self._straggler_floor = straggler_floor
+        # The root stops lending past a failed item; a relay passes failures up and lets the root decide.
+        self._halt_on_failure = halt_on_failure
         self._clock = clock
         self._values: dict[int, str] = {}  # every item not yet done or failed, in input order
         self._items: dict[int, _Item[H]] = {}  # those of them lent at least once
@@ -194,6 +197,32 @@ class Lender(Generic[H]):
                     failures.append(failure)
             self._cond.notify_all()
             return failures
+
+    def resize(self, holder: H, capacity: int) -> None:
+        """A holder may now hold ``capacity`` items (a relay whose subtree changed); nothing is taken back."""
+        with self._cond:
+            holding = self._holders.get(holder)
+            if holding is None:
+                return
+            holding.capacity = max(1, capacity)
+            self._recheck(holder)
+            self._cond.notify_all()
+
+    def clear(self) -> None:
+        """Forget every item (a relay's lease from its parent is void); holders stay, holding nothing.
+
+        Answers still coming for the old items are dropped, as for any item not held.
+        """
+        with self._cond:
+            self._values.clear()
+            self._items.clear()
+            self._fresh.clear()
+            self._again.clear()
+            self._stop_after = None
+            for holder, holding in self._holders.items():
+                holding.held.clear()
+                self._recheck(holder)
+            self._cond.notify_all()
 
     def volunteers(self) -> int:
         """How many holders are not the root's own helper."""
@@ -528,7 +557,7 @@ class Lender(Generic[H]):
         self._items.pop(item_id, None)
         value = self._values.pop(item_id)
         self._counts["failed"] += 1
-        if self._stop_after is None or item_id < self._stop_after:
+        if self._halt_on_failure and (self._stop_after is None or item_id < self._stop_after):
             self._stop_after = item_id
         return Failure(item_id, value, details, holder)
 

@@ -25,7 +25,7 @@ from pando.lender import MAX_LOSSES, Failure
 from pando.module import Answer, PandoFunction
 from pando.reader import replay
 from pando.reorder import Reorder
-from pando.volunteer import Volunteer
+from pando.node import Node
 from pando.window import Window
 from pando.workers import compute
 
@@ -171,5 +171,5 @@ class Helper:
 def main() -> int:
     """The helper process: its URL and secret come on stdin."""
     given = json.loads(sys.stdin.readline())
-    helper = Volunteer(given["url"], given["secret"], workers=1, name="root", role="local", quiet=True, retry=False)
+    helper = Node(given["url"], given["secret"], workers=1, name="root", role="local", quiet=True, retry=False)
     return helper.run()

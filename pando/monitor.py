@@ -22,6 +22,7 @@ from websockets.sync.server import ServerConnection
 
 from pando import protocol
 from pando.access import refuse
+from pando.printable import printable
 
 #: The JSON log: one status object per line, when PANDO_DEBUG names "monitoring".
 LOG = logging.getLogger("pando.monitoring")
@@ -75,6 +76,11 @@ class _Device:
     cpu_usage: float = 0.0
     throughput_stats: Stats = field(default_factory=Stats)
     cpu_stats: Stats = field(default_factory=Stats)
+    #: A tree child's subtree (itself included), from its latest status, and its rows under global monitoring.
+    nodes: int = 1
+    subtree_workers: int | None = None
+    descendants: list[dict[str, Any]] = field(default_factory=list)
+    more: int = 0
 
 
 class Monitor:
@@ -125,6 +131,16 @@ class Monitor:
             if device is not None:
                 device.disagreements += 1
 
+    def subtree(self, key: Hashable, status: protocol.Status) -> None:
+        """A tree child's status: its subtree's size and workers, and (global monitoring) its devices."""
+        with self._lock:
+            device = self._devices.get(key)
+            if device is not None:
+                device.nodes = status.nodes
+                device.subtree_workers = status.workers
+                device.descendants = status.devices or []
+                device.more = status.more
+
     def reported(self, key: Hashable, report: protocol.Report) -> None:
         with self._lock:
             device = self._devices.get(key)
@@ -147,9 +163,16 @@ class Monitor:
             then, written_then = self._last
             self._last = (now, counts["written"])
             devices = sorted(self._devices.items(), key=lambda pair: -pair[1].throughput)
-            connected = sum(not device.local for _, device in devices)
+            connected = sum(device.nodes for _, device in devices if not device.local)
             ever = self._ever
             shown = [self._device(device, held.get(key, 0)) for key, device in devices]
+            for _, device in devices:  # global monitoring: every device under the direct children
+                # Rows count depth from the child that sent them; the child is at depth 1.
+                shown.extend({**row, "name": printable(row["name"], protocol.MAX_NAME), "depth": row["depth"] + 1}
+                             for row in device.descendants)
+            tree = {"nodes": connected, "children": sum(device.subtree_workers is not None for _, device in devices),
+                    "depth": max((row["depth"] for row in shown), default=0),
+                    "hidden": sum(device.more for _, device in devices)}
         return {
             "time": time.time(),
             "elapsed": now - self._started,
@@ -157,6 +180,7 @@ class Monitor:
             "items": {"total": self._total, **counts},
             "throughput": (counts["written"] - written_then) / max(now - then, 1e-9),
             "volunteers": {"now": connected, "ever": ever},
+            "tree": tree,
             "devices": shown,
         }
 
@@ -165,7 +189,11 @@ class Monitor:
         return {
             "id": device.id,
             "name": device.name,
+            "parent": None,
+            "depth": 1,
+            "nodes": device.nodes,
             "workers": device.workers,
+            "subtree_workers": device.subtree_workers if device.subtree_workers is not None else device.workers,
             "local": device.local,
             "state": "computing" if held else "idle",
             "items": device.items,
@@ -182,7 +210,7 @@ class Monitor:
         """The one-line summary for a terminal."""
         counts = self._counts()
         with self._lock:
-            volunteers = sum(not device.local for device in self._devices.values())
+            volunteers = sum(device.nodes for device in self._devices.values() if not device.local)
         elapsed = time.monotonic() - self._started
         rate = counts["written"] / elapsed if elapsed > 0 else 0.0
         done = f"{counts['written']}/{self._total}" if self._total is not None else f"{counts['written']}"

@@ -12,7 +12,8 @@ item.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any, Callable, Union
 
 from pando import items
@@ -54,6 +55,21 @@ MIN_INTERVAL = 0.001
 #: such item always fits, even if JSON escaping makes it six times longer.
 MAX_ITEM_BYTES = items.MAX_ITEM_BYTES
 
+#: A volunteer's node id in the tree: 16 hex digits, random, for its lifetime.
+NODE_ID = re.compile(r"[0-9a-f]{16}")
+
+#: Most device rows a status frame carries (global monitoring), and most nodes a join may avoid.
+MAX_DEVICES = 256
+MAX_AVOID = 16
+
+#: A joiner's id on a rendezvous: 32 hex digits.
+JOINER_ID = re.compile(r"[0-9a-f]{32}")
+#: Largest session description (an offer or answer, its candidates included).
+MAX_SDP = 60 * 1024
+#: Default seconds a WebRTC join may take, from the signal socket's opening to the open channel.
+BOOTSTRAP_TIMEOUT = 60.0
+MAX_ICE_SERVERS = 8
+
 #: Roles a volunteer may declare in its hello. ``local`` is the root's own
 #: helper process, which only computes while nobody else is connected.
 ROLES = ("volunteer", "local")
@@ -72,11 +88,19 @@ class Hello:
     key: str
     role: str = "volunteer"
     protocol: int = VERSION
+    #: Its node id, and whether it can take children over WebRTC (the tree).
+    node: str = ""
+    relay: bool = False
     type = "hello"
 
     def payload(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "name": self.name, "workers": self.workers, "role": self.role,
-                "key": self.key}
+        out: dict[str, Any] = {"protocol": self.protocol, "name": self.name, "workers": self.workers,
+                               "role": self.role, "key": self.key}
+        if self.node:
+            out["node"] = self.node
+        if self.relay:
+            out["relay"] = True
+        return out
 
 
 @dataclass(frozen=True)
@@ -103,6 +127,8 @@ class Module:
     #: Seconds one item may run on a worker before the volunteer gives it up
     #: (reports it lost and replaces the worker); None: no limit.
     timeout: float | None = None
+    #: What a relay needs to take children, when there is a tree.
+    tree: Tree | None = None
     type = "module"
 
     def payload(self) -> dict[str, Any]:
@@ -116,7 +142,25 @@ class Module:
         }
         if self.timeout is not None:  # absent means no limit: the frame stays as it was without --timeout
             out["timeout"] = self.timeout
+        if self.tree is not None:
+            out.update(self.tree.payload())
         return out
+
+
+@dataclass(frozen=True)
+class Tree:
+    """The tree's part of a module frame: the parent's id and settings for taking children."""
+
+    degree: int
+    node: str
+    depth: int
+    ice_servers: list[dict[str, Any]] = field(default_factory=list)
+    bootstrap_timeout: float = 60.0
+    monitoring: str = "local"
+
+    def payload(self) -> dict[str, Any]:
+        return {"degree": self.degree, "node": self.node, "depth": self.depth, "ice_servers": self.ice_servers,
+                "bootstrap_timeout": self.bootstrap_timeout, "monitoring": self.monitoring}
 
 
 @dataclass(frozen=True)
@@ -213,11 +257,80 @@ class Bye:
         return out
 
 
-Frame = Union[Hello, Watch, Module, Lend, Result, Error, Report, Heartbeat, Bye]
+@dataclass(frozen=True)
+class Status:
+    """Child → parent: its subtree, as soon as it joined, on any change, and every reporting interval."""
+
+    nodes: int
+    workers: int
+    free: int
+    depth: int
+    #: Levels below it to its nearest free child slot (0: it has room itself; None: no room in its subtree).
+    nearest: int | None = None
+    #: With global monitoring: a row per device in the subtree, and how many were left out.
+    devices: list[dict[str, Any]] | None = None
+    more: int = 0
+    type = "status"
+
+    def payload(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"nodes": self.nodes, "workers": self.workers, "free": self.free, "depth": self.depth}
+        if self.nearest is not None:
+            out["nearest"] = self.nearest
+        if self.devices is not None:
+            out["devices"] = self.devices
+            out["more"] = self.more
+        return out
+
+
+@dataclass(frozen=True)
+class Join:
+    """Parent → child: a joiner's offer to take, or to pass down."""
+
+    joiner: str
+    sdp: str
+    nodes: int = 1
+    avoid: tuple[str, ...] = ()
+    hops: int = 1
+    type = "join"
+
+    def payload(self) -> dict[str, Any]:
+        return {"from": self.joiner, "sdp": self.sdp, "nodes": self.nodes, "avoid": list(self.avoid),
+                "hops": self.hops}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Child → parent: the answer to a join (``sdp``), or why nobody below took it (``message``)."""
+
+    joiner: str
+    sdp: str = ""
+    message: str = ""
+    type = "answer"
+
+    def payload(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"to": self.joiner}
+        if self.sdp:
+            out["sdp"] = self.sdp
+        else:
+            out["message"] = self.message
+        return out
+
+
+@dataclass(frozen=True)
+class Reset:
+    """Parent → child: everything the parent lent is void (it lost its own parent)."""
+
+    type = "reset"
+
+    def payload(self) -> dict[str, Any]:
+        return {}
+
+
+Frame = Union[Hello, Watch, Module, Lend, Result, Error, Report, Heartbeat, Bye, Status, Join, Answer, Reset]
 
 #: Frames each side may receive.
-FROM_VOLUNTEER = ("hello", "result", "error", "report", "heartbeat")
-FROM_ROOT = ("module", "lend", "heartbeat", "bye")
+FROM_VOLUNTEER = ("hello", "result", "error", "report", "heartbeat", "status", "answer")
+FROM_ROOT = ("module", "lend", "heartbeat", "bye", "join", "reset")
 FROM_VIEWER = ("watch",)
 
 _HEARTBEAT = Heartbeat()
@@ -325,8 +438,20 @@ def _parse_hello(body: dict[str, Any]) -> Hello:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
     name = _str(body, "name", "")
+    relay = body.get("relay", False)
+    if not isinstance(relay, bool):
+        raise ValueError("'relay' must be a boolean")
     return Hello(name=name[:MAX_NAME], workers=_int(body, "workers", 1, MAX_WORKERS), key=_str(body, "key", ""),
-                 role=role, protocol=version)
+                 role=role, protocol=version, node=_node(body, "node", optional=True), relay=relay)
+
+
+def _node(body: dict[str, Any], key: str, optional: bool = False) -> str:
+    value = body.get(key, "" if optional else None)
+    if optional and value == "":
+        return ""
+    if not isinstance(value, str) or not NODE_ID.fullmatch(value):
+        raise ValueError(f"{key!r} must be a node id (16 hex digits)")
+    return value
 
 
 def _parse_error(body: dict[str, Any]) -> Error:
@@ -348,7 +473,101 @@ def _parse_module(body: dict[str, Any]) -> Module:
         batch_size=_int(body, "batch_size", 1),
         reporting_interval=_number(body, "reporting_interval", 3.0, minimum=MIN_INTERVAL),
         timeout=_optional_positive(body, "timeout"),
+        tree=_parse_tree(body) if "degree" in body else None,
     )
+
+
+def _parse_tree(body: dict[str, Any]) -> Tree:
+    config = check_join_config(body)
+    monitoring = body.get("monitoring", "local")
+    if monitoring not in ("local", "global"):
+        raise ValueError("'monitoring' must be local or global")
+    return Tree(degree=_int(body, "degree", 0, 1000), node=_node(body, "node"), depth=_int(body, "depth", 1, 1000),
+                ice_servers=config["ice_servers"], bootstrap_timeout=config["bootstrap_timeout"],
+                monitoring=monitoring)
+
+
+def _parse_status(body: dict[str, Any]) -> Status:
+    devices = body.get("devices")
+    if devices is not None:
+        if not isinstance(devices, list) or len(devices) > MAX_DEVICES:
+            raise ValueError(f"'devices' must be a list of at most {MAX_DEVICES} rows")
+        devices = [_device(row) for row in devices]
+    return Status(nodes=_int(body, "nodes", 1), workers=_int(body, "workers", 0), free=_int(body, "free"),
+                  depth=_int(body, "depth", 0, 1000),
+                  nearest=_int(body, "nearest", 0, 1000) if body.get("nearest") is not None else None,
+                  devices=devices, more=_int(body, "more") if "more" in body else 0)
+
+
+def _device(row: Any) -> dict[str, Any]:
+    """One device row of a status frame, checked; the name is kept as text (made printable where shown)."""
+    if not isinstance(row, dict):
+        raise ValueError("a device row must be an object")
+    parent = row.get("parent")
+    if parent is not None and (not isinstance(parent, str) or not NODE_ID.fullmatch(parent)):
+        raise ValueError("a device's 'parent' must be a node id or null")
+    return {"id": _node(row, "id"), "name": _str(row, "name", "")[:MAX_NAME], "parent": parent,
+            "depth": _int(row, "depth", 1, 1000), "items": _int(row, "items"),
+            "workers": _int(row, "workers", 0, MAX_WORKERS)}
+
+
+def _parse_join(body: dict[str, Any]) -> Join:
+    return Join(joiner=_joiner(body, "from"), sdp=_bounded(body, "sdp", MAX_SDP), nodes=_int(body, "nodes", 1),
+                avoid=check_avoid(body.get("avoid", [])), hops=_int(body, "hops", 1, 1000))
+
+
+def check_avoid(avoid: Any) -> tuple[str, ...]:
+    """A join's ``avoid``: at most MAX_AVOID node ids."""
+    if not isinstance(avoid, list) or len(avoid) > MAX_AVOID or not all(
+            isinstance(node, str) and NODE_ID.fullmatch(node) for node in avoid):
+        raise ValueError(f"'avoid' must be a list of at most {MAX_AVOID} node ids")
+    return tuple(avoid)
+
+
+def _parse_answer(body: dict[str, Any]) -> Answer:
+    joiner = _joiner(body, "to")
+    if "sdp" in body:
+        return Answer(joiner, sdp=_bounded(body, "sdp", MAX_SDP))
+    return Answer(joiner, message=_str(body, "message")[:300] or "no answer")
+
+
+def _joiner(body: dict[str, Any], key: str) -> str:
+    value = _str(body, key)
+    if not JOINER_ID.fullmatch(value):
+        raise ValueError(f"{key!r} must be a joiner id (32 hex digits)")
+    return value
+
+
+def _bounded(body: dict[str, Any], key: str, limit: int = 512) -> str:
+    """A non-empty string of at most ``limit`` characters."""
+    value = body[key]
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise ValueError(f"{key!r} must be a string of 1 to {limit} characters")
+    return value
+
+
+def check_join_config(config: Any) -> dict[str, Any]:
+    """A join config from the network, checked field by field; only known keys are kept."""
+    if not isinstance(config, dict):
+        raise ValueError("'config' must be an object")
+    servers = config.get("ice_servers", [])
+    if not isinstance(servers, list) or len(servers) > MAX_ICE_SERVERS:
+        raise ValueError(f"'ice_servers' must be a list of at most {MAX_ICE_SERVERS}")
+    checked = []
+    for server in servers:
+        if not isinstance(server, dict):
+            raise ValueError("an ICE server must be an object")
+        entry = {"urls": _bounded(server, "urls")}
+        if not entry["urls"].startswith(("stun:", "turn:", "turns:")):
+            raise ValueError("an ICE server's urls must start with stun:, turn: or turns:")
+        for key in ("username", "credential"):
+            if server.get(key) is not None:
+                entry[key] = _bounded(server, key)
+        checked.append(entry)
+    timeout = config.get("bootstrap_timeout", BOOTSTRAP_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 1 <= timeout <= 3600:
+        raise ValueError("'bootstrap_timeout' must be a number of seconds from 1 to 3600")
+    return {"ice_servers": checked, "bootstrap_timeout": timeout}
 
 
 def _optional_positive(body: dict[str, Any], key: str) -> float | None:
@@ -381,6 +600,10 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], Frame]] = {
     "report": _parse_report,
     "heartbeat": lambda body: _HEARTBEAT,
     "bye": lambda body: Bye(reason=_str(body, "reason"), message=_str(body, "message", "")),
+    "status": _parse_status,
+    "join": _parse_join,
+    "answer": _parse_answer,
+    "reset": lambda body: Reset(),
 }
 
 
@@ -413,5 +636,6 @@ __all__ = [
     "VERSION", "VOLUNTEER_PATH", "MONITOR_PATH", "MAX_FRAME_BYTES", "MAX_GREETING_BYTES", "GREETING_SECONDS", "MAX_ITEM_BYTES",
     "MAX_WORKERS", "MAX_NAME", "MAX_INT", "MIN_INTERVAL", "ROLES", "ProtocolError",
     "Hello", "Watch", "Module", "Lend", "Result", "Error", "Report", "Heartbeat", "Bye", "Frame",
+    "Tree", "Status", "Join", "Answer", "Reset", "NODE_ID", "MAX_DEVICES", "MAX_AVOID",
     "FROM_VOLUNTEER", "FROM_ROOT", "FROM_VIEWER", "encode", "decode", "pack", "frame_limit",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import unquote, urlsplit
 
 from pando import protocol
@@ -27,14 +27,11 @@ MAX_SIGNAL_FRAMES = 8
 #: Signal sockets one address may hold at once, and all addresses together.
 MAX_PER_ADDRESS = 32
 MAX_SIGNALS = 1000
-#: Joins in progress on a root at once (each holds a peer connection until it opens or expires).
-MAX_PENDING_JOINS = 256
-#: Default seconds a join may take, from the signal socket's opening to the open channel.
-BOOTSTRAP_TIMEOUT = 60.0
-MAX_ICE_SERVERS = 8
-_MAX_SDP = 60 * 1024
+BOOTSTRAP_TIMEOUT = protocol.BOOTSTRAP_TIMEOUT
+MAX_ICE_SERVERS = protocol.MAX_ICE_SERVERS
+_MAX_SDP = protocol.MAX_SDP
 _MAX_FIELD = 512
-_ID = re.compile(r"[0-9a-f]{32}")
+_ID = protocol.JOINER_ID
 REASONS = ("refused", "busy", "no-root", "limit", "timeout")
 
 
@@ -54,12 +51,24 @@ def bye(reason: str, message: str) -> str:
     return encode({"type": "bye", "reason": reason, "message": message})
 
 
-def offer(sdp: str, joiner: str | None = None) -> str:
-    """A joiner's offer; the server stamps ``from`` when it passes it to the root."""
+def offer(sdp: str, nodes: int = 1, avoid: tuple[str, ...] = ()) -> str:
+    """A joiner's offer, with the subtree it brings and the nodes it must not hang under."""
     frame: dict[str, Any] = {"type": "signal", "kind": "offer", "sdp": sdp}
-    if joiner is not None:
-        frame["from"] = joiner
+    if nodes > 1:
+        frame["nodes"] = nodes
+    if avoid:
+        frame["avoid"] = list(avoid)
     return encode(frame)
+
+
+def join_of(joiner: str, offer: dict[str, Any]) -> protocol.Join:
+    """The tree's join for a checked offer frame from ``joiner``."""
+    return protocol.Join(joiner, offer["sdp"], offer.get("nodes", 1), tuple(offer.get("avoid", ())), hops=0)
+
+
+def replier(send: Callable[[str], None]) -> Callable[[str, str, str], None]:
+    """Turns a node's reply to a join (its id, the SDP or else why not) into the rendezvous frame ``send`` takes."""
+    return lambda joiner, sdp, message: send(answer(joiner, sdp) if sdp else reject(joiner, message))
 
 
 def answer(joiner: str, sdp: str) -> str:
@@ -114,6 +123,12 @@ def _signal(body: dict[str, Any]) -> dict[str, Any]:
         out["message"] = printable(_text(body, "message"), 300)
     else:
         raise ValueError("'kind' must be offer, answer or reject")
+    if kind == "offer":
+        nodes = body.get("nodes", 1)
+        if type(nodes) is not int or not 1 <= nodes <= protocol.MAX_INT:
+            raise ValueError("'nodes' must be a positive integer")
+        avoid = protocol.check_avoid(body.get("avoid", []))
+        out.update({"nodes": nodes} if nodes > 1 else {}, **({"avoid": list(avoid)} if avoid else {}))
     for key in ("from", "to"):
         if key in body and body[key] is not None:
             if not isinstance(body[key], str) or not _ID.fullmatch(body[key]):
@@ -127,11 +142,11 @@ def _root(body: dict[str, Any]) -> dict[str, Any]:
     if type(version) is not int:
         raise ValueError("'protocol' must be an integer")
     return {"type": "root", "protocol": version, "secret": _text(body, "secret"),
-            "config": check_config(body.get("config", {})) if version == protocol.VERSION else {}}
+            "config": protocol.check_join_config(body.get("config", {})) if version == protocol.VERSION else {}}
 
 
 def _welcome(body: dict[str, Any]) -> dict[str, Any]:
-    out = {"type": "welcome", "config": check_config(body["config"])}
+    out = {"type": "welcome", "config": protocol.check_join_config(body["config"])}
     if "id" in body:
         if not isinstance(body["id"], str) or not _ID.fullmatch(body["id"]):
             raise ValueError("'id' must be 32 hex digits")
@@ -147,30 +162,6 @@ def _bye(body: dict[str, Any]) -> dict[str, Any]:
 
 
 _CHECKS = {"signal": _signal, "root": _root, "welcome": _welcome, "bye": _bye}
-
-
-def check_config(config: Any) -> dict[str, Any]:
-    """A join config from the network, checked field by field; only known keys are kept."""
-    if not isinstance(config, dict):
-        raise ValueError("'config' must be an object")
-    servers = config.get("ice_servers", [])
-    if not isinstance(servers, list) or len(servers) > MAX_ICE_SERVERS:
-        raise ValueError(f"'ice_servers' must be a list of at most {MAX_ICE_SERVERS}")
-    checked = []
-    for server in servers:
-        if not isinstance(server, dict):
-            raise ValueError("an ICE server must be an object")
-        entry = {"urls": _text(server, "urls")}
-        if not entry["urls"].startswith(("stun:", "turn:", "turns:")):
-            raise ValueError("an ICE server's urls must start with stun:, turn: or turns:")
-        for key in ("username", "credential"):
-            if server.get(key) is not None:
-                entry[key] = _text(server, key)
-        checked.append(entry)
-    timeout = config.get("bootstrap_timeout", BOOTSTRAP_TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 1 <= timeout <= 3600:
-        raise ValueError("'bootstrap_timeout' must be a number of seconds from 1 to 3600")
-    return {"ice_servers": checked, "bootstrap_timeout": timeout}
 
 
 def ice_servers(text: str) -> list[dict[str, Any]]:
@@ -189,7 +180,7 @@ def ice_servers(text: str) -> list[dict[str, Any]]:
     if len(servers) > MAX_ICE_SERVERS:
         raise PandoError(f"--ice-servers: at most {MAX_ICE_SERVERS} servers")
     try:
-        return check_config({"ice_servers": servers})["ice_servers"]
+        return protocol.check_join_config({"ice_servers": servers})["ice_servers"]
     except ValueError as exc:
         raise PandoError(f"--ice-servers: {exc}") from None
 

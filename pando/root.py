@@ -6,12 +6,12 @@ the run: the last result written, a failed item, a closed stdout or Ctrl-C.
 from __future__ import annotations
 
 import os
-import random
+import secrets
 import signal
 import threading
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, BinaryIO, Callable, Iterable
+from typing import Any, BinaryIO, Iterable
 
 from pando import assets, protocol, rendezvous, status
 from pando.access import Access, fragment
@@ -20,6 +20,7 @@ from pando.console import Console
 from pando.dispatcher import Dispatcher
 from pando.gateway import Gateway
 from pando.hub import Hub
+from pando.junction import Junction
 from pando.journal import Journal
 from pando.lender import Lender
 from pando.link import WebSocketLink
@@ -27,8 +28,9 @@ from pando.local import Helper
 from pando.monitor import Monitor, StatusThread
 from pando.reader import Reader
 from pando.reorder import Reorder
+from pando.overlay import Overlay
 from pando.server import Server
-from pando.session import Job, Session
+from pando.session import Holder, Job, Session, id_maker
 from pando.supervisor import Supervisor
 from pando.uplink import Uplink
 from pando.window import Window
@@ -70,20 +72,9 @@ class Settings:
     secret: str = ""
     ice_servers: list[dict[str, Any]] = field(default_factory=list)
     bootstrap_timeout: float = rendezvous.BOOTSTRAP_TIMEOUT
-
-
-def _id_maker(seed: int | None) -> Callable[[], str]:
-    """Session ids: random, or a repeatable sequence with a seed; never twice the same."""
-    rng = random.Random(seed)
-    used: set[str] = set()
-
-    def new_id() -> str:
-        while (candidate := f"{rng.getrandbits(32):08x}") in used:
-            pass
-        used.add(candidate)
-        return candidate
-
-    return new_id
+    #: Children a node of the tree holds at most; whether every device's status comes up to the root.
+    degree: int = 10
+    global_monitoring: bool = False
 
 
 class Root:
@@ -125,7 +116,7 @@ class Root:
         batches = self._batches if journal is None else journal.skip_done(self._batches)
         access = Access(settings.join_key)
         window = Window(WINDOW_ITEMS, WINDOW_BYTES)
-        lender: Lender[Session] = Lender(
+        lender: Lender[Holder] = Lender(
             retries=settings.retries,
             verify=settings.verify,
             timeout=settings.timeout,
@@ -142,15 +133,24 @@ class Root:
             lender.held_counts,
             self._total,
         )
+        # WebRTC joiners: on this root's own port (a LAN), and through a pando-server with --host;
+        # the root answers D of them, and passes later ones down the tree.
+        job: Job
+        rtc_config = {"ice_servers": settings.ice_servers, "bootstrap_timeout": settings.bootstrap_timeout}
+        overlay: Overlay[Session] = Overlay(settings.degree)
+        gateway = Gateway(rtc_config, supervisor.guard(lambda link: Session(link, job, child=True).serve()),
+                          ended=overlay.join_ended)
+        junction = Junction(overlay, gateway, changed=lambda: None)  # the root has no parent to tell
+        tree = protocol.Tree(settings.degree, secrets.token_hex(8), 1, settings.ice_servers, settings.bootstrap_timeout,
+                             "global" if settings.global_monitoring else "local")
         job = Job(
             self._filename, self._source, settings.heartbeat_ms, settings.batch_size, settings.reporting_interval,
-            lender, reorder, monitor, _id_maker(settings.seed), log, access, timeout=settings.timeout,
+            lender, reorder, monitor, id_maker(settings.seed), log, access, timeout=settings.timeout,
+            junction=junction, tree=tree,
         )
-        # WebRTC joiners: on this root's own port (a LAN), and through a pando-server with --host.
-        rtc_config = {"ice_servers": settings.ice_servers, "bootstrap_timeout": settings.bootstrap_timeout}
-        gateway = Gateway(rtc_config, supervisor.guard(lambda link: Session(link, job).serve()))
         hub = Hub(None, log)
-        hub.attach(rtc_config, lambda joiner, sdp: gateway.offer(joiner, sdp, hub.reply))
+        hub.attach(rtc_config, lambda joiner, offer: junction.offer(rendezvous.join_of(joiner, offer),
+                                                                    rendezvous.replier(lambda text: hub.reply(joiner, text))))
         server = Server(
             settings.bind,
             settings.port,
@@ -169,7 +169,7 @@ class Root:
         public = ""
         if settings.host is not None:
             public, socket_url = rendezvous.server_urls(settings.host)
-            uplink = Uplink(socket_url, settings.host, settings.secret, gateway, log)
+            uplink = Uplink(socket_url, settings.host, settings.secret, rtc_config, junction, log)
             try:
                 uplink.start()  # before anything runs: a refusal ends the run with nothing done
             except BaseException:

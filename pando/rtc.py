@@ -114,6 +114,11 @@ class RtcLoop:
 
     async def _close_all(self) -> None:
         await asyncio.gather(*(c.close() for c in list(self._connections)), return_exceptions=True)
+        # aiortc's own tasks (ICE checks of a peer that never closed) end with the loop, quietly.
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
 
 async def _wrap(coroutine: Awaitable[_T]) -> _T:

@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import TYPE_CHECKING, Callable, Hashable, Protocol, Union
 
 from websockets.exceptions import ConnectionClosed
 
 from pando import protocol
 from pando.access import Access, refuse
-from pando.lender import Lender
+from pando.lender import Failure, Lender
 from pando.link import Link
-from pando.monitor import Monitor
+from pando.overlay import Subtree, Summary
 from pando.printable import printable
-from pando.reorder import MAX_DETAILS, Reorder
+from pando.reorder import MAX_DETAILS
+
+if TYPE_CHECKING:
+    from pando.junction import Junction
 
 _HEARTBEAT = protocol.encode(protocol.Heartbeat())
 LOG = logging.getLogger("pando.session")
@@ -31,23 +35,105 @@ _NO_KEY = ("wrong or missing join key: open the URL the root printed, with its #
            "for pando-volunteer, pass that URL as printed")
 
 
+def id_maker(seed: int | None = None) -> Callable[[str], str]:
+    """Session ids: the one a volunteer prefers (its node id) if free, else random, or a
+    repeatable sequence with a seed; never twice the same."""
+    rng = random.Random(seed)
+    used: set[str] = set()
+
+    def new_id(preferred: str = "") -> str:
+        candidate = preferred
+        while not candidate or candidate in used:
+            candidate = f"{rng.getrandbits(32):08x}"
+        used.add(candidate)
+        return candidate
+
+    return new_id
+
+
+class Sink(Protocol):
+    """Where accepted results and failed items go: the reorder buffer at the root, the parent at a relay."""
+
+    def deliver(self, results: list[tuple[int, str]]) -> None: ...
+
+    def fail(self, failure: Failure) -> None: ...
+
+
+class Watcher(Protocol):
+    """What sessions tell about their volunteers: the root's monitor, a relay's tally."""
+
+    def joined(self, key: Hashable, session_id: str, name: str, workers: int, local: bool) -> None: ...
+
+    def left(self, key: Hashable) -> None: ...
+
+    def accepted(self, key: Hashable, count: int) -> None: ...
+
+    def disagreed(self, key: Hashable) -> None: ...
+
+    def reported(self, key: Hashable, report: protocol.Report) -> None: ...
+
+    def subtree(self, key: Hashable, status: protocol.Status) -> None: ...
+
+
 @dataclass(frozen=True)
 class Job:
-    """What every session of a run shares."""
+    """What every session of a run (or of a relay) shares."""
 
     filename: str
     source: str
     heartbeat_ms: int
     batch_size: int
     reporting_interval: float
-    lender: Lender[Session]
-    reorder: Reorder
-    monitor: Monitor
-    new_id: Callable[[], str]
+    lender: Lender[Holder]
+    sink: Sink
+    monitor: Watcher
+    #: A fresh session id, the volunteer's own node id if that is free.
+    new_id: Callable[[str], str]
     log: Callable[[str], None]
     access: Access
     #: Seconds an item may run on one worker; volunteers are told in the module frame.
     timeout: float | None = None
+    #: Where joins meet the tree here, and what children are told of it (None: no tree).
+    junction: Junction | None = None
+    tree: protocol.Tree | None = None
+
+
+class Holder(Protocol):
+    """One of a lender's holders, as the dispatcher drives it: a session, or a relay's own workers."""
+
+    last_seen: float
+
+    def __hash__(self) -> int: ...
+
+    def lend(self, items: list[tuple[int, str]]) -> None: ...
+
+    def abort(self, reason: str) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def wait_finished(self, timeout: float) -> None: ...
+
+
+def settle(job: Job, holder: Holder, label: str, frame: protocol.Result | protocol.Error) -> None:
+    """Results and item errors from ``holder``, through the lender to the sink."""
+    if isinstance(frame, protocol.Result):
+        outcome = job.lender.complete(holder, frame.results)
+        if outcome.accepted:
+            job.sink.deliver(outcome.accepted)
+            job.monitor.accepted(holder, len(outcome.accepted))
+        for session, name, item_id in outcome.losers:
+            job.log(f"pando: {name} disagreed with the majority on item {item_id + 1}")
+            job.monitor.disagreed(session)
+        for failure in outcome.failures:
+            job.sink.fail(failure)
+        return
+    assert frame.id is not None
+    if frame.lost:
+        ended = job.lender.lost(holder, frame.id, frame.message)
+    else:
+        ended = job.lender.fail(holder, frame.id, frame.traceback or frame.message)
+    if ended is not None:
+        job.sink.fail(ended)
 
 
 class _Close:
@@ -64,9 +150,12 @@ _Outgoing = Union[str, _Close, None]
 class Session:
     """A volunteer connected to the root."""
 
-    def __init__(self, link: Link, job: Job) -> None:
+    def __init__(self, link: Link, job: Job, child: bool = False) -> None:
+        """``child``: the volunteer joined through the tree (a WebRTC join), and counts against its degree."""
         self._connection = link
         self._job = job
+        self._child = child
+        self._relay = False  # a child with a subtree: its end says nothing about any one item
         self._outbox: queue.SimpleQueue[_Outgoing] = queue.SimpleQueue()
         self._sender = threading.Thread(target=self._send_loop, name="pando-session-sender", daemon=True)
         self.id = ""
@@ -83,6 +172,14 @@ class Session:
         """Queue ``lend`` frames for items the lender assigned to this session."""
         for group in protocol.pack(items):
             self._outbox.put(protocol.encode(protocol.Lend(group)))
+
+    def join(self, join: protocol.Join) -> None:
+        """Pass a joiner's offer down to this (relay) volunteer."""
+        self._outbox.put(protocol.encode(join))
+
+    def reset(self) -> None:
+        """Everything lent to this volunteer is void: its relay lost its own parent."""
+        self._outbox.put(protocol.encode(protocol.Reset()))
 
     def finish(self) -> None:
         """The job is over: say bye, then close."""
@@ -112,6 +209,8 @@ class Session:
         local = hello.role == "local"
         job.monitor.joined(self, self.id, hello.name, hello.workers, local)
         job.lender.join(self, hello.workers * job.batch_size, name=self.label, local=local)
+        if self._child and job.junction is not None:
+            job.junction.overlay.add(self, Subtree(hello.node, hello.relay, hello.workers))
         LOG.debug("%s joined with %d worker(s)", self.label, hello.workers)
         closing: _Close | None = None
         try:
@@ -129,9 +228,11 @@ class Session:
             # A session we close ourselves (bad frame, module that cannot run here)
             # says nothing about its items: only a vanished one counts against them.
             held = len(job.lender.held(self))
-            for failure in job.lender.leave(self, blame_items=closing is None):
-                job.reorder.fail(failure)
+            for failure in job.lender.leave(self, blame_items=closing is None and not self._relay):
+                job.sink.fail(failure)
             job.monitor.left(self)
+            if self._child and job.junction is not None:
+                job.junction.left(self)
             LOG.debug("%s left; %d item(s) it held go back to the lender", self.label, held)
             self._outbox.put(None)
             if closing is not None:
@@ -153,16 +254,16 @@ class Session:
             self._refuse(_NO_KEY)
             return None
         self._connection.limit(protocol.frame_limit(frame.workers * job.batch_size))
-        self.id = job.new_id()
+        self.id = job.new_id(frame.node if self._child else "")
         if frame.role == "local":
             self.label = f"the root's own helper {self.id}"
         else:
             name = printable(frame.name, protocol.MAX_NAME)
-            frame = protocol.Hello(name, frame.workers, "", frame.role, frame.protocol)
+            frame = protocol.Hello(name, frame.workers, "", frame.role, frame.protocol, frame.node, frame.relay)
             self.label = f"volunteer {self.id}" + (f" ({name})" if name else "")
         module = protocol.Module(
             self.id, job.filename, job.source, job.heartbeat_ms, job.batch_size, job.reporting_interval,
-            timeout=job.timeout,
+            timeout=job.timeout, tree=job.tree if self._child else None,
         )
         self._connection.send(protocol.encode(module))
         return frame
@@ -174,31 +275,24 @@ class Session:
 
     def _handle(self, frame: protocol.Frame) -> _Close | None:
         job = self._job
-        if isinstance(frame, protocol.Result):
-            outcome = job.lender.complete(self, frame.results)
-            if outcome.accepted:
-                job.reorder.deliver(outcome.accepted)
-                job.monitor.accepted(self, len(outcome.accepted))
-            for session, label, item_id in outcome.losers:
-                job.log(f"pando: {label} disagreed with the majority on item {item_id + 1}")
-                job.monitor.disagreed(session)
-            for failure in outcome.failures:
-                job.reorder.fail(failure)
+        if isinstance(frame, protocol.Result) or (isinstance(frame, protocol.Error) and frame.id is not None):
+            settle(job, self, self.label, frame)
+        elif isinstance(frame, protocol.Status) and self._child and job.junction is not None:
+            self._relay = frame.nodes > 1
+            job.lender.resize(self, max(1, frame.workers) * job.batch_size)
+            job.junction.overlay.update(self, Summary(frame.nodes, frame.workers, frame.free, frame.depth, frame.nearest))
+            job.monitor.subtree(self, frame)
+            job.junction.changed()
+        elif isinstance(frame, protocol.Answer) and self._child and job.junction is not None:
+            job.junction.answered(frame)
         elif isinstance(frame, protocol.Report):
             job.monitor.reported(self, frame)
         elif isinstance(frame, protocol.Heartbeat):
             self._outbox.put(_HEARTBEAT)
         elif isinstance(frame, protocol.Error):
-            if frame.id is None:
-                details = f"\n{printable(frame.traceback, MAX_DETAILS, multiline=True)}" if frame.traceback else ""
-                job.log(f"pando: {self.label} cannot run the module: {printable(frame.message, 2000)}{details}")
-                return _Close(1000, "cannot run the module")
-            if frame.lost:
-                ended = job.lender.lost(self, frame.id, frame.message)
-            else:
-                ended = job.lender.fail(self, frame.id, frame.traceback or frame.message)
-            if ended is not None:
-                job.reorder.fail(ended)
+            details = f"\n{printable(frame.traceback, MAX_DETAILS, multiline=True)}" if frame.traceback else ""
+            job.log(f"pando: {self.label} cannot run the module: {printable(frame.message, 2000)}{details}")
+            return _Close(1000, "cannot run the module")
         else:
             raise protocol.ProtocolError(f"unexpected {frame.type} frame")
         return None

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import random
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
 from pando import protocol, rendezvous
-from pando.gateway import Gateway
+from pando.junction import Junction
 from pando.printable import printable
 from pando.status import PandoError
 
@@ -30,11 +30,13 @@ class Refused(PandoError):
 class Uplink:
     """Joins the server at ``url`` (``…/rendezvous/root``) as its root, for ``gateway``."""
 
-    def __init__(self, url: str, host: str, secret: str, gateway: Gateway, log: Callable[[str], None]) -> None:
+    def __init__(self, url: str, host: str, secret: str, config: dict[str, Any], junction: Junction,
+                 log: Callable[[str], None]) -> None:
         self._url = url
         self._host = host
         self._secret = secret
-        self._gateway = gateway
+        self._config = config
+        self._junction = junction
         self._log = log
         self._socket: ClientConnection | None = None
         self._stopped = threading.Event()
@@ -62,7 +64,7 @@ class Uplink:
         socket = connect(self._url, max_size=rendezvous.MAX_FRAME_BYTES, compression=None, proxy=None,
                          open_timeout=10, close_timeout=2).__enter__()
         try:
-            socket.send(rendezvous.root(self._secret, self._gateway.config))
+            socket.send(rendezvous.root(self._secret, self._config))
             frame = rendezvous.decode(socket.recv(timeout=10), ("welcome", "bye"))
         except BaseException:
             socket.close()
@@ -98,18 +100,20 @@ class Uplink:
                 pass  # still away
 
     def _relay(self, socket: ClientConnection) -> None:
-        def reply(joiner: str, frame: str) -> None:
+        def send(frame: str) -> None:
             try:
                 socket.send(frame)
             except ConnectionClosed:
                 pass  # the joiner tries again later
+
+        reply = rendezvous.replier(send)
 
         try:
             for text in socket:
                 frame = rendezvous.decode(text, ("signal",))
                 if frame["kind"] != "offer" or "from" not in frame:
                     raise protocol.ProtocolError("the server relays offers only")
-                self._gateway.offer(frame["from"], frame["sdp"], reply)
+                self._junction.offer(rendezvous.join_of(frame["from"], frame), reply)
         except protocol.ProtocolError as exc:
             self._log(f"pando: pando-server at {self._host} sent a bad frame ({printable(str(exc))}); reconnecting")
             socket.close()

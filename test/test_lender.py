@@ -37,6 +37,7 @@ class _Holder:
         self.name = name
         self.held: set[int] = set()
         self.ever_held: set[int] = set()
+        self.shrunk = False  # its capacity was cut below what it held: nothing is taken back
 
     def __repr__(self) -> str:
         return f"<holder {self.key!r}{' local' if self.local else ''} capacity {self.capacity}>"
@@ -58,6 +59,8 @@ class LenderMachine(RuleBasedStateMachine):
         self.accepted: dict[int, str] = {}  # id -> line accepted
         self.accepted_by: dict[int, object] = {}
         self.failed: dict[int, Failure] = {}
+        self.forgotten: set[int] = set()  # items dropped by clear()
+        self.failed_before_clear: set[int] = set()
         self.stop_after: int | None = None
         self.counts = {"lent": 0, "relent": 0, "done": 0, "failed": 0, "speculative": 0, "timed_out": 0,
                        "retried": 0, "disagreements": 0}
@@ -138,6 +141,27 @@ class LenderMachine(RuleBasedStateMachine):
         self.live[key] = _Holder(key, capacity, local, name)
 
     @precondition(lambda self: self.live)
+    @rule(data=st.data(), capacity=st.integers(0, 5))
+    def resize(self, data: st.DataObject, capacity: int) -> None:
+        """A relay's subtree changed: its capacity follows, and nothing it holds is taken back."""
+        holder = data.draw(st.sampled_from(list(self.live.values())), label="resized")
+        self.lender.resize(holder.key, capacity)
+        holder.capacity = max(1, capacity)
+        holder.shrunk = len(holder.held) > holder.capacity
+
+    @rule()
+    def clear(self) -> None:
+        """A relay lost its parent: every item is forgotten, holders stay, holding nothing."""
+        self.lender.clear()
+        self.forgotten |= set(self.values) - set(self.accepted) - set(self.failed)
+        self.failed_before_clear = set(self.failed)
+        self.fresh, self.again, self.stop_after = [], set(), None
+        self.losses.clear()
+        for holder in self.live.values():
+            holder.held = set()
+            holder.shrunk = False
+
+    @precondition(lambda self: self.live)
     @rule(data=st.data(), blame=st.sampled_from([True, True, True, False]))
     def leave(self, data: st.DataObject, blame: bool) -> None:
         """A session ends; ``blame`` False (it broke the protocol) lends its items again without counting a loss."""
@@ -177,7 +201,7 @@ class LenderMachine(RuleBasedStateMachine):
     def assign(self, wait: bool) -> None:
         pool = self.pool()
         eligible = self.eligible()
-        room = sum(h.capacity - len(h.held) for h in eligible)
+        room = sum(max(0, h.capacity - len(h.held)) for h in eligible)
         already = self.held_anywhere()
         out = self.lender.wait_assign(0) if wait else self.lender.assign()
 
@@ -200,6 +224,7 @@ class LenderMachine(RuleBasedStateMachine):
                 holder.held.add(item_id)
                 holder.ever_held.add(item_id)
             assert len(holder.held) <= holder.capacity, f"{key!r} holds {len(holder.held)} > {holder.capacity}"
+            holder.shrunk = False
         assert len(given_ids) == len(set(given_ids)), f"an item lent twice in one assignment: {given_ids}"
         if self.stop_after is not None:
             assert all(i <= self.stop_after for i in given_ids), (
@@ -392,10 +417,10 @@ class LenderMachine(RuleBasedStateMachine):
         for holder in self.live.values():
             held = self.lender.held(holder.key)
             assert held == holder.held, f"{holder.key!r} holds {held}, expected {holder.held}"
-            assert len(held) <= holder.capacity
+            assert len(held) <= holder.capacity or holder.shrunk
             assert not held & seen, f"items {held & seen} held by two live holders"
             seen |= held
-        assert self.lender.pending() == len(self.values) - len(self.accepted) - len(self.failed)
+        assert self.lender.pending() == len(self.values) - len(self.accepted) - len(self.failed) - len(self.forgotten)
         assert self.lender.counts() == self.counts
         assert self.lender.held_counts() == {key: len(h.held) for key, h in self.live.items()}
 
@@ -424,14 +449,14 @@ class LenderMachine(RuleBasedStateMachine):
         assert not self.held_anywhere()
         assert not set(self.accepted) & set(self.failed)
         if self.stop_after is None:
-            missing = sorted(set(self.values) - set(self.accepted))
+            missing = sorted(set(self.values) - set(self.accepted) - set(self.failed) - self.forgotten)
             assert not missing, f"items never accepted: {missing}"
             assert self.lender.pending() == 0
             assert self.lender.assign() == []
         else:
             k = self.stop_after
-            assert k == min(self.failed)
-            missing = [i for i in range(k) if i not in self.accepted]
+            assert k == min(set(self.failed) - self.failed_before_clear)
+            missing = [i for i in range(k) if i not in self.accepted and i not in self.forgotten]
             assert not missing, f"items before the failed item {k} never accepted: {missing}"
             # Nothing after the failure is lent again, however long we wait.
             assert self.lender.assign() == []
@@ -830,3 +855,13 @@ def test_the_item_holding_the_output_back_gets_its_copy_while_everyone_is_busy()
         lender.sweep()
     assert frozen_item in busy_got  # its copy went before the new items
     assert lender.counts()["speculative"] == 1
+
+
+def test_a_relay_lender_passes_failures_up_and_goes_on_lending() -> None:
+    lender: Lender[str] = Lender(retries=0, halt_on_failure=False)
+    lender.add([(10, "a"), (11, "b"), (12, "c")])
+    lender.join("child", 1)
+    assert lender.assign() == [("child", [(10, "a")])]
+    failure = lender.fail("child", 10, "Traceback")
+    assert failure is not None and failure.id == 10
+    assert lender.assign() == [("child", [(11, "b")])]  # the root decides about item 10, not the relay
