@@ -221,3 +221,11 @@ def test_config_file_keys_for_the_server(procs: Processes) -> None:
     root = procs.pando(str(EXAMPLES / "square.py"), "1", PANDO_SECRET="")
     assert root.wait(20) == 2
     assert f"wrong secret for 127.0.0.1:{port}" in root.err
+
+
+def test_entry_points(procs: Processes) -> None:
+    shown = procs.run([sys.executable, "-m", "pando.pandoserver", "--help"])
+    assert shown.returncode == 0 and b"--secret" in shown.stdout
+    bad = procs.run([str(procs.bin / "pando-volunteer"), "http://127.0.0.1:9/#key=" + "k" * 20 + ";",
+                     "--protocol", "pigeon"])
+    assert bad.returncode == 2 and b"--protocol must be one of auto, websocket, webrtc" in bad.stderr
