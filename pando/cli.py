@@ -22,6 +22,8 @@ Options:
                     no volunteers: to try a module on a few items.
   --start-idle      Leave all the computing to volunteers. Without it, this
                     machine computes while no volunteer is connected.
+  --workers=N       Worker processes this machine computes with while no
+                    volunteer is connected (default: one per core).
   --port=PORT       Port of the volunteer page and WebSocket endpoint
                     (default: 5000; 0 picks a free one).
   --bind=ADDR       Address to listen on, such as 127.0.0.1 for this
@@ -124,7 +126,7 @@ from pando.server import raise_file_limit
 DEFAULTS: dict[str, Any] = {"port": 5000, "bind": "", "join-key": None, "batch-size": 1, "heartbeat": 30_000,
                             "seed": None, "timeout": None, "retries": 1, "verify": None, "journal": None,
                             "resume": False, "reporting-interval": 3.0,
-                            "host": None, "secret": None, "ice-servers": None, "bootstrap-timeout": 60.0, "degree": 10,
+                            "host": None, "secret": None, "ice-servers": None, "bootstrap-timeout": 60.0, "degree": 10, "workers": None,
                             "start-idle": False, "stdin": False,
                             "local": False, "quiet": False, "global-monitoring": False}
 # Options with a value: how to read it, and its bounds (both inclusive).
@@ -139,6 +141,7 @@ _VALUES: dict[str, tuple[type, float, float]] = {
     "reporting-interval": (float, 0.05, 86_400),
     "bootstrap-timeout": (float, 1, 3600),
     "degree": (int, 1, 1000),
+    "workers": (int, 1, 1024),
 }
 
 
@@ -215,6 +218,7 @@ def _run(args: dict[str, Any]) -> int:
                 ice_servers=ice_servers,
                 bootstrap_timeout=options["bootstrap-timeout"],
                 degree=options["degree"],
+                workers=options["workers"] or os.cpu_count() or 1,
                 global_monitoring=options["global-monitoring"],
             )
             total = None if options["stdin"] else len(args["ITEM"])

@@ -25,6 +25,7 @@ KEYS: dict[str, type] = {
     "ice-servers": str,
     "bootstrap-timeout": float,
     "degree": int,
+    "workers": int,
     "start-idle": bool,
     "stdin": bool,
     "local": bool,

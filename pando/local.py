@@ -5,7 +5,7 @@ server at all; the results go through the same reorder thread as a distributed
 run's (they come in order already), which owns stdout and the journal.
 
 Without ``--start-idle``, the root instead starts a helper process: an ordinary
-volunteer of one worker that says it is the root's own helper (and proves it
+volunteer (with ``--workers`` worker processes, one per core by default) that says it is the root's own helper (and proves it
 with a secret of its own), so the lender gives it items only while no other
 volunteer is connected, and its function never runs on the dispatcher's thread.
 """
@@ -119,8 +119,9 @@ class Helper:
     #: Times a helper that died is started again before the root gives up on it.
     RESTARTS = 3
 
-    def __init__(self, url: str, access: Access, log: Callable[[str], None]) -> None:
+    def __init__(self, url: str, access: Access, log: Callable[[str], None], workers: int = 1) -> None:
         self._url = url
+        self._workers = workers
         self._access = access
         self._log = log
         self._restarts = 0
@@ -139,7 +140,8 @@ class Helper:
         )
         assert process.stdin is not None
         # The secret goes through a pipe: a command line is visible to every user of the machine.
-        process.stdin.write(json.dumps({"url": self._url, "secret": self._access.helper_secret}).encode() + b"\n")
+        given = {"url": self._url, "secret": self._access.helper_secret, "workers": self._workers}
+        process.stdin.write(json.dumps(given).encode() + b"\n")
         process.stdin.close()
         return process
 
@@ -169,7 +171,8 @@ class Helper:
 
 
 def main() -> int:
-    """The helper process: its URL and secret come on stdin."""
+    """The helper process: its URL, secret and worker count come on stdin."""
     given = json.loads(sys.stdin.readline())
-    helper = Node(given["url"], given["secret"], workers=1, name="root", role="local", quiet=True, retry=False)
+    helper = Node(given["url"], given["secret"], workers=given["workers"], name="root", role="local", quiet=True,
+                  retry=False)
     return helper.run()

@@ -268,57 +268,61 @@ class Node:
                 return self._bye(frame)
             if not isinstance(frame, protocol.Module):
                 raise protocol.ProtocolError(f"expected the module, got {frame.type}")
-            if self._running is None:
-                try:
-                    self._running = _Running(self, frame, supervisor)
-                except ModuleBroken as exc:
-                    link.send(protocol.encode(protocol.Error(message=str(exc))))
-                    print(f"pando-volunteer: cannot run the module: {exc}", file=sys.stderr, flush=True)
-                    return status.FAILED
-                self.log(f"joined as {printable(frame.id)}; computing {printable(frame.filename)} "
-                         f"with {self._workers_count} worker(s)")
-            elif frame.source != self._running.source:
-                raise protocol.ProtocolError("the module changed: another job")
-            else:
-                self.log(f"joined again as {printable(frame.id)}")
-            running = self._running
-            running.attached(frame)
-            self._parent = frame.tree.node if frame.tree is not None else ""
             self._upstream.attach(link)
-            # Heartbeats from their own thread: starting workers (or a new one
-            # after a crash) can take longer than the parent waits in silence.
+            # Heartbeats from their own thread, from now on: starting workers (or a
+            # new one after a crash) can take longer than the parent waits in silence.
             ended = threading.Event()
             beats = threading.Thread(target=_beat, args=(self._upstream, frame.heartbeat_ms / 3000, ended),
                                      name="pando-heartbeat", daemon=True)
             beats.start()
-            running.changed()
-            # The parent answers every heartbeat: silence this long means it is gone,
-            # even where the transport cannot tell (a data channel to a killed peer).
-            silence = 2 * frame.heartbeat_ms / 1000
             try:
-                while not supervisor.failed.is_set():
-                    try:
-                        message = link.recv(timeout=silence)
-                    except TimeoutError:
-                        self.log("the root went silent")
-                        return None
-                    except ConnectionClosed:
-                        return None
-                    frame = protocol.decode(message, protocol.FROM_ROOT)
-                    if isinstance(frame, protocol.Lend):
-                        running.lender.add(frame.items)
-                    elif isinstance(frame, protocol.Join):
-                        running.join(frame, self._upstream)
-                    elif isinstance(frame, protocol.Reset):
-                        running.reset()
-                    elif isinstance(frame, protocol.Bye):
-                        return self._bye(frame)
-                    elif not isinstance(frame, protocol.Heartbeat):
-                        raise protocol.ProtocolError(f"unexpected {frame.type} frame")
-                return status.FAILED
+                return self._serve(link, frame, supervisor)
             finally:
                 ended.set()
                 self._upstream.attach(None)
+
+    def _serve(self, link: Duplex, module: protocol.Module, supervisor: Supervisor) -> int | None:
+        """Under a parent that sent the module: compute, relay, until the link or the job ends."""
+        if self._running is None:
+            try:
+                self._running = _Running(self, module, supervisor)
+            except ModuleBroken as exc:
+                link.send(protocol.encode(protocol.Error(message=str(exc))))
+                print(f"pando-volunteer: cannot run the module: {exc}", file=sys.stderr, flush=True)
+                return status.FAILED
+            self.log(f"joined as {printable(module.id)}; computing {printable(module.filename)} "
+                     f"with {self._workers_count} worker(s)")
+        elif module.source != self._running.source:
+            raise protocol.ProtocolError("the module changed: another job")
+        else:
+            self.log(f"joined again as {printable(module.id)}")
+        running = self._running
+        running.attached(module)
+        self._parent = module.tree.node if module.tree is not None else ""
+        running.changed()
+        # The parent answers every heartbeat: silence this long means it is gone,
+        # even where the transport cannot tell (a data channel to a killed peer).
+        silence = 2 * module.heartbeat_ms / 1000
+        while not supervisor.failed.is_set():
+            try:
+                message = link.recv(timeout=silence)
+            except TimeoutError:
+                self.log("the root went silent")
+                return None
+            except ConnectionClosed:
+                return None
+            frame = protocol.decode(message, protocol.FROM_ROOT)
+            if isinstance(frame, protocol.Lend):
+                running.lender.add(frame.items)
+            elif isinstance(frame, protocol.Join):
+                running.join(frame, self._upstream)
+            elif isinstance(frame, protocol.Reset):
+                running.reset()
+            elif isinstance(frame, protocol.Bye):
+                return self._bye(frame)
+            elif not isinstance(frame, protocol.Heartbeat):
+                raise protocol.ProtocolError(f"unexpected {frame.type} frame")
+        return status.FAILED
 
     def _bye(self, frame: protocol.Bye) -> int:
         if frame.reason == "done":

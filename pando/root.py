@@ -75,6 +75,8 @@ class Settings:
     #: Children a node of the tree holds at most; whether every device's status comes up to the root.
     degree: int = 10
     global_monitoring: bool = False
+    #: Worker processes of the root's own helper.
+    workers: int = 1
 
 
 class Root:
@@ -197,7 +199,7 @@ class Root:
             if settings.verify > 1:  # the root's helper is one voice: it would only ever vote alone
                 log(f"pando: --verify {settings.verify} waits for {settings.verify} volunteers to agree on each item")
             elif not settings.start_idle:
-                helper = Helper(helper_url(settings.bind, server.port), access, log)
+                helper = Helper(helper_url(settings.bind, server.port), access, log, settings.workers)
             while not reorder.done.wait(0.5) and not supervisor.failed.is_set():
                 if helper is not None:
                     helper.check()

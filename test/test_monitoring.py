@@ -177,3 +177,16 @@ def test_reports_stay_sendable_and_a_bad_figure_is_the_items_error(procs: Proces
     assert "item 8 (value '7') failed" in root.err and "must be a number from 0 to 2**53" in root.err
     assert "bad frame" not in root.err
     volunteer.wait(10)
+
+
+@pytest.mark.parametrize("workers", [None, "3"])
+def test_alone_the_root_computes_on_every_core(procs: Processes, workers: str | None) -> None:
+    """The root's own helper has one worker per core, or --workers N."""
+    path = procs.tmp / "reporting.py"
+    path.write_text(REPORTING)
+    args = ["--workers", workers] if workers else []
+    root = procs.pando(str(path), "--stdin", "--reporting-interval", "0.2", *args, stdin=lines(*range(300)),
+                       PANDO_DEBUG="monitoring")
+    assert root.wait() == 0, root.err
+    helpers = [d for s in statuses(root.err) for d in s["devices"] if d["local"]]
+    assert helpers and {d["workers"] for d in helpers} == {int(workers or os.cpu_count() or 1)}
