@@ -285,7 +285,7 @@ export class TreeNode {
     this.parent = module.tree.node; // the parent's node id: avoided when joining again
     this.relay = relay && typeof RTCPeerConnection !== 'undefined';
     this.lender = new Lender({ maxLosses: MAX_LOSSES });
-    this.lender.join(OWN, module.batchSize * workers);
+    this.lender.join(OWN, module.batchSize * workers, { name: OWN.label });
     this.overlay = new Overlay(module.tree.degree, this.relay);
     this.children = new Set(); // every open child session, joined or not yet
     this.answering = new Set(); // peer connections of joins taken here, not yet open
@@ -469,7 +469,7 @@ export class TreeNode {
   }
 
   childJoined(child, hello) {
-    this.lender.join(child, hello.workers * this.module.batchSize);
+    this.lender.join(child, hello.workers * this.module.batchSize, { name: child.label });
     this.overlay.add(child, { node: child.id, relay: hello.relay, workers: hello.workers });
     this.log(`${child.label} joined with ${hello.workers} worker(s)`);
     this.changed();
