@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from browser_helpers import Root, clean_env, local_output, skip_without_browser, volunteer_command, wait_until, \
-    write_module
+from browser_helpers import Root, clean_env, local_output, pando_command, skip_without_browser, volunteer_command, \
+    wait_until, write_module
 
 skip_without_browser("TREE BROWSER TESTS")
 
@@ -339,3 +339,39 @@ def test_a_tab_drops_a_silent_child_and_lends_its_items_again(tmp_path: Path, ho
     assert root.wait(180) == 0, root.stderr.text[-3000:]
     assert root.output == expected
     assert "joined again" in (tmp_path / "n2.err").read_text()
+
+
+FAILING = """
+    import time
+    import pando
+
+    @pando.function
+    def slow_square(x):
+        until = time.monotonic() + 0.02
+        while time.monotonic() < until:
+            pass
+        if x == 250:
+            raise ValueError(f"no square for {x} here")
+        return x * x
+"""
+
+
+@pytest.mark.timeout(300)
+def test_an_item_failing_below_the_tab_fails_the_run_as_local_does(tmp_path: Path, hosts: Hosts, tree_root,
+                                                                   chromium_in) -> None:
+    """The error, with its traceback, goes up through the tab (from its own workers or its child's)."""
+    module = write_module(tmp_path, "failing.py", FAILING)
+    items = [str(n) for n in range(600)]
+    local = subprocess.run([*pando_command(), str(module), "--stdin", "--local"],
+                           input="".join(f"{item}\n" for item in items).encode(), capture_output=True,
+                           env=clean_env(tmp_path), cwd=tmp_path, timeout=120, check=False)
+    assert local.returncode == 1, local.stderr
+    root = tree_root(hosts.add("root"), module)
+    page, tab_id = open_tab(root, hosts.add("tab"), chromium_in, "tab")
+    wait_for_status(root, lambda s: s["tree"]["nodes"] == 1, "the tab as the root's child")
+    add_natives(root, hosts, tmp_path, ("n1",), 1)
+    root.feed(items)
+    assert root.wait(180) == 1, root.stderr.text[-3000:]
+    assert root.output == local.stdout.decode()  # every result before the failed item, as --local writes
+    said = root.stderr.text
+    assert "ValueError: no square for 250 here" in said and "Traceback" in said, said[-3000:]
