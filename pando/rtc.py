@@ -29,8 +29,10 @@ CHUNK = 60 * 1024
 #: A sender waits while more than HIGH_WATER bytes are queued, until LOW_WATER remain.
 HIGH_WATER = 4 * 1024 * 1024
 LOW_WATER = 1024 * 1024
-#: Seconds to let queued frames (a bye) go out before a channel is closed.
-DRAIN_SECONDS = 2.0
+#: A closing channel waits for what it queued (a bye, a big result) while that keeps moving:
+#: it hangs up after STALL_SECONDS without progress, or DRAIN_SECONDS in all.
+STALL_SECONDS = 2.0
+DRAIN_SECONDS = 60.0
 
 _MORE, _LAST = b"\x01", b"\x00"
 LOG = logging.getLogger("pando.webrtc")
@@ -181,7 +183,7 @@ class ChannelLink:
                 return
 
     def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close once what was queued has gone out (a bye, say), or after DRAIN_SECONDS."""
+        """Close once what was queued has gone out (a bye, say), or when it stops moving."""
         self._rtc.call(lambda: asyncio.ensure_future(self._close(drain=True)))
 
     def abort(self) -> None:
@@ -226,7 +228,8 @@ class ChannelLink:
         if isinstance(message, str):
             if self._parts:
                 self._end("a text message inside a chunked frame")
-            elif len(message) > self._limit:
+            elif len(message) > self._limit or (4 * len(message) > self._limit
+                                                 and len(message.encode("utf-8")) > self._limit):
                 self._end("frame too large")
             else:
                 self._inbox.put(message)
@@ -260,19 +263,23 @@ class ChannelLink:
         self._inbox.put(self._closed)
 
     async def _close(self, drain: bool) -> None:
-        deadline = time.monotonic() + DRAIN_SECONDS
-        while drain and self._channel.readyState == "open" and time.monotonic() < deadline and self._unsent():
+        now = time.monotonic()
+        deadline, moved, left = now + DRAIN_SECONDS, now, self._unsent()
+        while drain and left and self._channel.readyState == "open" and now < deadline and now - moved < STALL_SECONDS:
             await asyncio.sleep(0.02)
+            now, before, left = time.monotonic(), left, self._unsent()
+            if left < before:
+                moved = now
         self._end("closed")
         await self._pc.close()
 
-    def _unsent(self) -> bool:
-        """Whether frames sent are still on their way: queued here, in the channel, or unacknowledged."""
+    def _unsent(self) -> int:
+        """What was sent and is still on its way: queued here or in the channel (bytes), or unacknowledged (chunks)."""
         # A channel's bufferedAmount falls as soon as SCTP takes the data; closing
         # then would drop what SCTP has not sent or seen acknowledged (a bye, say).
         sctp = self._pc.sctp
-        return bool(self._pending or self._channel.bufferedAmount or (
-            sctp is not None and (getattr(sctp, "_outbound_queue", None) or getattr(sctp, "_sent_queue", None))))
+        chunks = len(getattr(sctp, "_outbound_queue", ())) + len(getattr(sctp, "_sent_queue", ())) if sctp else 0
+        return int(self._pending + self._channel.bufferedAmount + chunks)
 
 
 async def answer(

@@ -448,3 +448,51 @@ def test_a_tab_waits_for_a_root_then_computes_through_a_pando_server(tmp_path, h
         assert opened and all(url == f"ws://{server.host}/rendezvous/signal" for url in opened), opened
     finally:
         server.close()
+
+
+# -- what a rendezvous says is shown as text, and a malformed frame is refused --------------------
+
+EVIL = '<img src=x onerror="window.pwned = 1">'
+
+# What a stand-in rendezvous (Playwright's WebSocket routing, in the browser) answers to each join.
+RENDEZVOUS_ANSWERS = {
+    "bye": [{"type": "bye", "reason": "no-root", "message": f"no job {EVIL}"}],
+    "reject": [{"type": "welcome", "id": "0" * 32, "config": {"ice_servers": [], "bootstrap_timeout": 5}},
+               {"type": "signal", "kind": "reject", "message": f"go away {EVIL}"}],
+    "malformed": [{"type": "welcome", "id": "not hex", "config": {"ice_servers": [], "bootstrap_timeout": 5}}],
+}
+
+
+@pytest.mark.timeout(120)
+def test_what_the_rendezvous_says_is_shown_as_text(tmp_path, hosts: Hosts, roots, chromium_in):
+    """The page's side of the rendezvous against a stand-in: messages are text, bad frames are refused."""
+    host = hosts.add("tab")
+    root = roots(host, write_module(tmp_path, "slow.py", SLOW_SQUARE))  # serves the page, nothing more
+    browser = chromium_in(host)
+    for case, frames in RENDEZVOUS_ANSWERS.items():
+        page = browser.open()
+        offers: list[dict[str, Any]] = []
+
+        def answer(ws: Any, frames: list[dict[str, Any]] = frames) -> None:
+            ws.send(json.dumps(frames[0]))
+            ws.on_message(lambda text: (offers.append(json.loads(text)),
+                                        [ws.send(json.dumps(frame)) for frame in frames[1:]]))
+
+        page.route_web_socket("**/rendezvous/signal", answer)
+        page.goto(page_url(root.url, f"{case} tab", 1, webrtc=True))
+        wait_until(lambda: status(page)["state"] == "offline", 20, f"the page to give up the join ({case})")
+        log = page.inner_text("#log")
+        if case == "bye":
+            assert f"no job yet: no job {EVIL}; waiting for one" in log, log
+            assert status(page)["text"].startswith("No job here yet — retrying in")
+            assert offers == []
+        elif case == "reject":
+            assert f"the root turned this page away: go away {EVIL}" in log, log
+            assert len(offers) == 1 and offers[0]["kind"] == "offer" and "a=candidate:" in offers[0]["sdp"], offers
+            assert set(offers[0]) == {"type", "kind", "sdp"}  # no key, no id: the root learns those over the channel
+        else:
+            assert "the rendezvous sent a malformed frame ('id' must be 32 hex digits)" in log, log
+            assert offers == []
+        assert page.locator("#log img, #state img").count() == 0
+        assert page.evaluate("window.pwned") is None
+        page.close()
