@@ -601,7 +601,7 @@ class TreeView {
 
   update(status) {
     const tree = status.tree && typeof status.tree === 'object' ? status.tree : null;
-    const devices = devicesOf(status);
+    const devices = tree ? devicesOf(status) : [];
     const below = devices.some((device) => typeof device.parent === 'string' && device.parent);
     this.section.hidden = !tree || !((num(tree.children) ?? 0) > 0 || below);
     if (this.section.hidden) return;

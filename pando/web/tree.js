@@ -380,7 +380,8 @@ export class TreeNode {
     };
   }
 
-  /** A session id for a child: its node id if it sent a valid one not in use, else a fresh one. */
+  /** A session id for a child: its node id if it sent a valid one not in use now, else a fresh one (rows of
+   * the tree name their parent by node id: a child's id is its node id whenever it can be). */
   childId(preferred) {
     let id = preferred;
     while (!id || !protocol.NODE_ID.test(id) || this.usedIds.has(id)) id = newNodeId();
@@ -538,6 +539,7 @@ export class TreeNode {
     const failures = this.lender.leave(child, { blameItems: !byUs && !child.subtree });
     for (const failure of failures) this.failedHere(failure);
     this.overlay.remove(child);
+    this.usedIds.delete(child.id); // the same device joining again gets its own id back
     for (const [joiner, entry] of this.passed) if (entry.child === child) this.passed.delete(joiner);
     if (!byUs) this.log(`${child.label} left${reason ? `: ${reason}` : ''}`, true);
     this.changed();
