@@ -59,6 +59,10 @@ SLOW_SQUARE = """
 """
 
 
+#: The tabs of the running test, for diagnosis.
+OPEN_PAGES: list[Page] = []
+
+
 class Chromium:
     """Headless Chromium in one host; its tabs' uncaught errors fail the test."""
 
@@ -69,6 +73,7 @@ class Chromium:
     def open(self, url: str) -> Page:
         page = self.browser.new_context().new_page()
         page.on("pageerror", lambda error: self.page_errors.append(str(error)))
+        OPEN_PAGES.append(page)
         page.goto(url)
         return page
 
@@ -77,6 +82,7 @@ class Chromium:
 def chromium_in(tmp_path: Path) -> Iterator[Callable[[Host], Chromium]]:
     """``chromium_in(host)``: Chromium running in that host, closed at the end."""
     browsers: list[Chromium] = []
+    OPEN_PAGES.clear()
     with sync_playwright() as playwright:
 
         def launch(host: Host) -> Chromium:
@@ -140,8 +146,19 @@ def wait_for_status(root: Root, check: Callable[[dict[str, Any]], bool], what: s
         if root.process.poll() is not None:
             break
         time.sleep(0.2)
-    last = statuses(root)[-1:]
-    raise AssertionError(f"no status showed {what}; the last: {last}\n{root.stderr.text[-3000:]}")
+    raise AssertionError(f"no status showed {what}; the last: {statuses(root)[-1:]}\n{diagnosis(root)}")
+
+
+def diagnosis(root: Root) -> str:
+    """What the root said besides its statuses, and what every tab logged."""
+    said = "\n".join(line for line in root.stderr.text.splitlines() if not line.startswith("{"))
+    logs = []
+    for page in OPEN_PAGES:
+        try:
+            logs.append(f"--- the log of the tab at {page.url}:\n{page.inner_text('#log')}")
+        except Exception as error:  # noqa: BLE001 -- a closed tab
+            logs.append(f"--- a tab's log is gone: {error}")
+    return f"--- the root said:\n{said[-4000:]}\n" + "\n".join(logs)
 
 
 def rows_by_name(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -203,9 +220,11 @@ def test_a_tab_relays_for_native_volunteers_that_join_under_it(tmp_path: Path, h
     assert chain["tree"] == {"nodes": 3, "children": 1, "depth": 3, "hidden": 0}, chain["tree"]
     log = page.inner_text("#log")
     assert "a node of the tree at depth 1, taking up to 1 child(ren)" in log, log
+    wait_until(lambda: page.is_visible("#relaying") and page.text_content("#relaying dd") == "2 devices", 5,
+               "the tab to say it relays for 2 devices")
 
     root.feed(items)
-    assert root.wait(180) == 0, root.stderr.text[-3000:]
+    assert root.wait(180) == 0, diagnosis(root)
     assert root.output == expected
     # Every node computed a share: the natives' results went up through the tab.
     done = [s for s in statuses(root) if {"tab", "n1", "n2"} <= rows_by_name(s).keys()][-1]
@@ -238,7 +257,7 @@ def test_the_tabs_native_child_joins_the_root_again_with_its_subtree_when_the_ta
         and rows_by_name(s).get("n2", {}).get("parent") == n1_id, "n1 back under the root with n2", timeout=90)
     assert healed["tree"]["nodes"] == 2, healed["tree"]
     assert rows_by_name(healed)["n1"]["nodes"] == 2
-    assert root.wait(180) == 0, root.stderr.text[-3000:]
+    assert root.wait(180) == 0, diagnosis(root)
     assert root.output == expected
     n1_log = (tmp_path / "n1.err").read_text()
     n2_log = (tmp_path / "n2.err").read_text()
@@ -301,7 +320,7 @@ def test_a_tab_under_a_tab_joins_the_root_again_with_its_subtree(tmp_path: Path,
         root, lambda s: "tab a" not in rows_by_name(s) and rows_by_name(s).get("tab b", {}).get("parent", "") is None
         and rows_by_name(s).get("n1", {}).get("parent") == b_id, "tab b back under the root with n1", timeout=90)
     assert rows_by_name(healed)["tab b"]["nodes"] == 2 and healed["tree"]["nodes"] == 2, healed
-    assert root.wait(180) == 0, root.stderr.text[-3000:]
+    assert root.wait(180) == 0, diagnosis(root)
     assert root.output == expected
     log_b = page_b.inner_text("#log")
     assert "back in the tree at depth 1, with 1 device(s) below" in log_b, log_b
@@ -336,7 +355,7 @@ def test_a_tab_drops_a_silent_child_and_lends_its_items_again(tmp_path: Path, ho
         assert healed["tree"]["nodes"] == 2, healed["tree"]
     finally:
         natives["n1"].send_signal(signal.SIGCONT)
-    assert root.wait(180) == 0, root.stderr.text[-3000:]
+    assert root.wait(180) == 0, diagnosis(root)
     assert root.output == expected
     assert "joined again" in (tmp_path / "n2.err").read_text()
 
@@ -371,7 +390,7 @@ def test_an_item_failing_below_the_tab_fails_the_run_as_local_does(tmp_path: Pat
     wait_for_status(root, lambda s: s["tree"]["nodes"] == 1, "the tab as the root's child")
     add_natives(root, hosts, tmp_path, ("n1",), 1)
     root.feed(items)
-    assert root.wait(180) == 1, root.stderr.text[-3000:]
+    assert root.wait(180) == 1, diagnosis(root)
     assert root.output == local.stdout.decode()  # every result before the failed item, as --local writes
     said = root.stderr.text
     assert "ValueError: no square for 250 here" in said and "Traceback" in said, said[-3000:]

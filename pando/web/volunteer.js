@@ -761,6 +761,11 @@ function main() {
     $('errors').textContent = volunteer.errors.toLocaleString();
     const rate = volunteer.rate();
     $('rate').textContent = rate >= 10 ? Math.round(rate).toLocaleString() : rate.toFixed(1);
+    // A node of the tree: how many devices reach the root through this tab.
+    const below = volunteer.tree ? volunteer.tree.summary().nodes - 1 : 0;
+    $('relaying').hidden = !(volunteer.tree && volunteer.tree.relay);
+    $('relayed').textContent = below.toLocaleString();
+    $('relayed-unit').textContent = below === 1 ? 'device' : 'devices';
   }, 250);
 
   window.addEventListener('pagehide', () => {
