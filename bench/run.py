@@ -1,7 +1,7 @@
 """Run the benchmarks at one size; write one JSON file and a Markdown summary per run.
 
     python bench/run.py quick|full [--only overhead,frames,scaling,join,churn,memory,collatz,browser,stragglers,journal,webrtc,
-                                          profile]
+                                          tree,profile]
                                    [--readme]
 
 Results go to bench/results/ (git-ignored): ``<UTC time>-<size>.json`` holds the
@@ -29,8 +29,13 @@ import overhead  # noqa: E402
 import profile_root  # noqa: E402
 import scaling  # noqa: E402
 import stragglers  # noqa: E402
+import tree  # noqa: E402
 import webrtc  # noqa: E402
 from common import BENCH, RESULTS, fmt, log, machine_info, table, write_json  # noqa: E402
+
+#: The tree simulation's costs when no real run calibrated them (seconds; see bench/tree_sim.py's Costs).
+TREE_SIM_DEFAULTS = {"frame": 0.001, "offer": 0.003, "answer": 0.002, "open": 0.035, "open_trips": 4,
+                     "root_attempt": 0.003, "root_socket": 0.001, "frame_cpu": 0.0002}
 
 SIZES: dict[str, dict[str, Any]] = {
     "quick": {
@@ -54,6 +59,13 @@ SIZES: dict[str, dict[str, Any]] = {
                    "throughput": {"volunteers": 4, "batches": [1, 16, 64, 256], "reps": 2, "run_timeout_s": 300,
                                   "counts": {"1": 3_000, "16": 50_000, "64": 100_000, "256": 200_000}},
                    "profile": {"batch": 64, "count": 100_000}},
+        "tree": {"real": {"runs": [[60, 1.0, 4], [60, 0.1, 4]], "reps": 1, "heartbeat_ms": 2000, "batch": 1,
+                          "steady_s": 8, "join_timeout_s": 60, "heal_limit_hb": 8, "nodes_per_process": 150,
+                          "head_start_s": 0.1, "calibration_rounds": 5, "timeout_s": 600},
+                 "sim": {"sizes": [1000, 10000], "tasks": [1.0, 0.1], "batches": [1], "degree": 10,
+                         "heartbeat_ms": 2000, "nets": {"LAN": 0.0005, "Internet": 0.02},
+                         "flow_seconds": {"1.0": 10.0, "0.1": 2.0}, "flow_skip": [["Internet", 10000]],
+                         "balanced_sizes": [1000], "defaults": TREE_SIM_DEFAULTS}},
         "profile": None,
     },
     "full": {
@@ -77,6 +89,14 @@ SIZES: dict[str, dict[str, Any]] = {
                    "throughput": {"volunteers": 4, "batches": [1, 16, 64, 256], "reps": 5, "run_timeout_s": 600,
                                   "counts": {"1": 6_000, "16": 100_000, "64": 200_000, "256": 400_000}},
                    "profile": {"batch": 64, "count": 200_000}},
+        "tree": {"real": {"runs": [[30, 1.0, 10], [100, 1.0, 10], [100, 0.1, 10], [200, 1.0, 10], [60, 1.0, 4],
+                                   [60, 0.1, 4]], "reps": 2, "heartbeat_ms": 2000, "batch": 1, "steady_s": 12,
+                          "join_timeout_s": 120, "heal_limit_hb": 10, "nodes_per_process": 150,
+                          "head_start_s": 0.1, "calibration_rounds": 9, "timeout_s": 3600},
+                 "sim": {"sizes": [1000, 10000], "tasks": [1.0, 0.1], "batches": [1, 2], "degree": 10,
+                         "heartbeat_ms": 2000, "nets": {"LAN": 0.0005, "Internet": 0.02},
+                         "flow_seconds": {"1.0": 20.0, "0.1": 4.0}, "balanced_sizes": [1000, 10000],
+                         "defaults": TREE_SIM_DEFAULTS}},
         "profile": {"volunteers": 4, "batches": [64, 8, 1], "count": 200_000},
     },
 }
@@ -139,6 +159,8 @@ def summary_markdown(result: dict[str, Any]) -> str:
         parts += ["", "#### 9. Cost of `--journal FILE`", "", journal_cost.markdown(w["journal"])]
     if "webrtc" in w:
         parts += ["", "#### 10. WebRTC data channels", "", webrtc.markdown(w["webrtc"])]
+    if "tree" in w:
+        parts += ["", "#### 11. The tree (`--degree`)", "", tree.markdown(w["tree"])]
     if "profile" in w:
         parts += ["", "#### Root profile (py-spy, GIL-holding samples)", ""]
         for key, r in w["profile"].items():
@@ -198,6 +220,8 @@ def main() -> None:
         w["journal"] = journal_cost.run(params["journal"])
     if wanted("webrtc"):
         w["webrtc"] = webrtc.run(params["webrtc"])
+    if wanted("tree"):
+        w["tree"] = tree.run(params["tree"])
     if wanted("profile"):
         p = params["profile"]
         counts = {0: p["count"], 1: min(p["count"], 10_000), 8: min(p["count"], 100_000)}

@@ -25,7 +25,8 @@ Reply = Callable[[str, str, str], None]
 class Gateway:
     """Answers joins with the run's ICE servers; ``start`` runs a session over each opened link.
 
-    ``ended`` is called once per offer taken, when its channel opened or the join failed.
+    ``ended`` is called for an offer taken whose join failed (no answer, or no channel in time);
+    a join whose channel opened is the session's from then on.
     """
 
     def __init__(self, config: dict[str, Any], start: Callable[[Link], None], ended: Callable[[], None]) -> None:
@@ -76,5 +77,4 @@ class Gateway:
             reply(joiner, answer, "")
 
     def _opened(self, link: rtc.ChannelLink) -> None:
-        self._ended()
         threading.Thread(target=self._start, args=(link,), name="pando-session", daemon=True).start()

@@ -72,12 +72,18 @@ class Overlay(Generic[K]):
         self._children: dict[K, Subtree] = {}
         self._joining = 0
 
-    def add(self, key: K, child: Subtree) -> None:
-        """A child joined; a relay has this node's degree of free slots until its first status says otherwise."""
+    def add(self, key: K, child: Subtree, joined: bool = False) -> None:
+        """A child joined; a relay has this node's degree of free slots until its first status says otherwise.
+
+        ``joined``: it is a join this node accepted (:meth:`route`), which stops counting as under way at
+        the same moment, so that no other join takes its slot in between.
+        """
         with self._lock:
             if child.relay:
                 child.free, child.nearest = self._degree, 0
             self._children[key] = child
+            if joined:
+                self._joining = max(0, self._joining - 1)
 
     def remove(self, key: K) -> None:
         with self._lock:
@@ -92,7 +98,7 @@ class Overlay(Generic[K]):
                 child.depth, child.nearest = summary.depth, summary.nearest
 
     def join_ended(self) -> None:
-        """A join this node accepted ended: its channel opened (its session adds it) or the join failed."""
+        """A join this node accepted failed (no answer, no channel, no hello): its slot is free again."""
         with self._lock:
             self._joining = max(0, self._joining - 1)
 
@@ -112,7 +118,14 @@ class Overlay(Generic[K]):
                           if child.relay and child.node not in avoid and child.nearest is not None]
             if not candidates:
                 return Refuse("no room in the tree here: every child is full or cannot take children")
-            return Forward(min(candidates, key=lambda c: c[:3])[3])
+            key = min(candidates, key=lambda c: c[:3])[3]
+            # Until its next status, count the slot this join will take: a burst of joins
+            # spreads over the children instead of piling onto the one that looked roomiest.
+            child = self._children[key]
+            child.free = max(0, child.free - 1)
+            if not child.free:
+                child.nearest = None
+            return Forward(key)
 
     def summary(self, own_workers: int) -> Summary:
         """This node's subtree: itself with ``own_workers`` and everything below."""

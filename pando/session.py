@@ -200,17 +200,19 @@ class Session:
             hello = self._handshake()
         except (protocol.ProtocolError, TimeoutError):
             self._connection.close(1008, "a hello first")  # never joined: nothing to give back
-            return
+            hello = None
         except (ConnectionClosed, OSError):
-            return
+            hello = None
         if hello is None:
+            if self._child and job.junction is not None:
+                job.junction.overlay.join_ended()  # the slot its join held is free again
             return
         self._sender.start()
         local = hello.role == "local"
         job.monitor.joined(self, self.id, hello.name, hello.workers, local)
         job.lender.join(self, hello.workers * job.batch_size, name=self.label, local=local)
         if self._child and job.junction is not None:
-            job.junction.overlay.add(self, Subtree(hello.node, hello.relay, hello.workers))
+            job.junction.overlay.add(self, Subtree(hello.node, hello.relay, hello.workers), joined=True)
         LOG.debug("%s joined with %d worker(s)", self.label, hello.workers)
         closing: _Close | None = None
         try:

@@ -13,6 +13,7 @@ import random
 import signal
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
@@ -175,7 +176,7 @@ def test_resume_computes_only_the_new_items_and_journals_them(procs: Processes, 
     longer = run.start(values, *MODES[mode], "--resume")
     assert longer.wait() == 0, longer.err
     assert longer.out == expected(values)
-    assert run.computed() == values
+    assert Counter(run.computed()) == Counter(values)  # each once (in any order: the root has a worker per core)
     assert [entry.id for entry in journal.read(str(run.journal))] == list(range(50))
 
 
@@ -196,7 +197,7 @@ def test_a_truncated_last_line_is_ignored_and_replaced(procs: Processes, mode: s
     resumed = run.start(values, *MODES[mode], "--resume")
     assert resumed.wait() == 0, resumed.err
     assert resumed.out == expected(values)
-    assert run.computed() == values + ["9"]  # only the item whose entry was cut
+    assert Counter(run.computed()) == Counter(values + ["9"])  # again only the item whose entry was cut
     assert run.journal.read_bytes() == complete
 
 

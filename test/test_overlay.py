@@ -45,8 +45,7 @@ class Tree:
         while True:
             route = self.overlays[node].route(nodes, avoid, hops)
             if isinstance(route, Accept):
-                self.overlays[node].join_ended()  # the channel opens at once here
-                return node
+                return node  # attach() adds it, ending the join
             if isinstance(route, Refuse):
                 return None
             assert isinstance(route, Forward)
@@ -57,7 +56,7 @@ class Tree:
     def attach(self, node: str, parent: str) -> None:
         self.parent[node] = parent
         workers = len(self.subtree(node))
-        self.overlays[parent].add(node, Subtree(node, self.relay[node], workers))
+        self.overlays[parent].add(node, Subtree(node, self.relay[node], workers), joined=True)
         self.refresh(node)  # a joined node sends its status at once
 
     def detach(self, node: str) -> None:
@@ -181,6 +180,17 @@ def test_balanced_without_churn(degree: int, count: int) -> None:
         tree.attach(name, parent)
     deepest = max(tree.depth(node) for node in tree.parent)
     assert deepest <= math.ceil(math.log(count * (degree - 1) + 1, degree)) + 1, deepest
+
+
+def test_a_slot_stays_taken_from_the_accepted_join_to_its_child() -> None:
+    """Between a join's channel opening and its hello, nobody else takes the slot."""
+    overlay: Overlay[str] = Overlay(2)
+    assert overlay.route(1) == Accept() and overlay.route(1) == Accept()
+    assert isinstance(overlay.route(1), Refuse)  # both slots are under way
+    overlay.add("first", Subtree("a" * 16, False, 1), joined=True)
+    assert isinstance(overlay.route(1), Refuse)  # still full: one child, one join under way
+    overlay.join_ended()  # the second join failed
+    assert overlay.route(1) == Accept()
 
 
 def test_a_join_past_the_hop_limit_is_refused() -> None:
