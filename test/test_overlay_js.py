@@ -2,8 +2,9 @@
 
 A tab that relays must send a join where a native relay would: the same
 rule (room here, else the child with the nearest free slot, then the most
-free slots, then the smallest subtree, never an avoided node) and the same
-status figures. Random sequences of children joining, leaving and sending
+free slots, then the smallest subtree, never an avoided node; a join passed
+down counts against that child until its next status; an accepted join holds
+its slot until the child's hello) and the same status figures. Random sequences of children joining, leaving and sending
 status, joins ending, routes and summaries run through both, in Node.js; the
 answers must be equal.
 """
@@ -33,7 +34,7 @@ const out = cases.map(({ degree, relay, ops }) => {
   const overlay = new Overlay(degree, relay);
   return ops.map(([op, ...args]) => {
     switch (op) {
-      case 'add': overlay.add(args[0], { node: args[0], relay: args[1], workers: args[2] }); return null;
+      case 'add': overlay.add(args[0], { node: args[0], relay: args[1], workers: args[2] }, args[3]); return null;
       case 'remove': overlay.remove(args[0]); return null;
       case 'update': overlay.update(args[0], args[1]); return null;
       case 'ended': overlay.joinEnded(); return null;
@@ -72,7 +73,7 @@ def random_case(rng: random.Random) -> dict[str, Any]:
         if kind == "add":
             key = f"{rng.getrandbits(64):016x}"
             children.append(key)
-            ops.append(["add", key, rng.random() < 0.7, rng.randint(1, 8)])
+            ops.append(["add", key, rng.random() < 0.7, rng.randint(1, 8), rng.random() < 0.5])
         elif kind == "remove" and children:
             ops.append(["remove", children.pop(rng.randrange(len(children)))])
         elif kind == "update" and children:
@@ -95,7 +96,7 @@ def python_answers(case: dict[str, Any]) -> list[Any]:
     out: list[Any] = []
     for op, *args in case["ops"]:
         if op == "add":
-            overlay.add(args[0], Subtree(args[0], args[1], args[2]))
+            overlay.add(args[0], Subtree(args[0], args[1], args[2]), joined=args[3])
             out.append(None)
         elif op == "remove":
             overlay.remove(args[0])

@@ -83,11 +83,17 @@ export class Overlay {
     this.joining = 0;
   }
 
-  /** A child joined; a relay has this node's degree of free slots until its first status says otherwise. */
-  add(key, { node = '', relay = false, workers = 1 }) {
+  /**
+   * A child joined; a relay has this node's degree of free slots until its
+   * first status says otherwise. `joined`: it is a join this node accepted
+   * (route()), which stops counting as under way at the same moment, so that
+   * no other join takes its slot in between.
+   */
+  add(key, { node = '', relay = false, workers = 1 }, joined = false) {
     this.subtrees.set(key, {
       node, relay, workers, nodes: 1, free: relay ? this.degree : 0, depth: 0, nearest: relay ? 0 : null,
     });
+    if (joined) this.joining = Math.max(0, this.joining - 1);
   }
 
   remove(key) {
@@ -100,7 +106,7 @@ export class Overlay {
     if (child) Object.assign(child, { nodes, workers, free, depth, nearest });
   }
 
-  /** A join this node accepted ended: its channel opened (its session adds it) or the join failed. */
+  /** A join this node accepted failed (no answer, no channel, no hello): its slot is free again. */
   joinEnded() {
     this.joining = Math.max(0, this.joining - 1);
   }
@@ -124,6 +130,11 @@ export class Overlay {
       if (!best || less(rank, best.rank)) best = { key, rank };
     }
     if (!best) return { refuse: 'no room in the tree here: every child is full or cannot take children' };
+    // Until its next status, count the slot this join will take: a burst of joins
+    // spreads over the children instead of piling onto the one that looked roomiest.
+    const child = this.subtrees.get(best.key);
+    child.free = Math.max(0, child.free - 1);
+    if (!child.free) child.nearest = null;
     return { forward: best.key };
   }
 
@@ -414,40 +425,40 @@ export class TreeNode {
 
   /** Answer a joiner's offer with a peer connection of this page's; its data channel becomes a child. */
   async answer(frame) {
-    let ended = false;
-    const end = () => {
-      if (ended) return;
-      ended = true;
-      this.overlay.joinEnded();
-      this.changed();
-    };
     let pc = null;
     let timer = null;
-    const entry = { close: () => {} };
+    let state = 'answering'; // then 'open' (a child session has the channel) or 'over' (the join failed)
+    const fail = () => {
+      if (state !== 'answering') return;
+      state = 'over';
+      if (timer !== null) this.clock.cancel(timer);
+      this.answering.delete(entry);
+      if (pc) pc.close();
+      this.overlay.joinEnded(); // the slot it held is free again
+      this.changed();
+    };
+    const entry = { close: fail };
     try {
       pc = new RTCPeerConnection({ iceServers: this.module.tree.iceServers });
       const connection = pc;
-      entry.close = () => connection.close();
       this.answering.add(entry);
+      // A channel not open in time: the join is abandoned here, as on the joiner's side.
+      timer = this.clock.after(this.bootstrapMs, fail);
       let taken = false;
-      timer = this.clock.after(this.bootstrapMs, () => {
-        // The channel did not open in time: the join is abandoned here, as on the joiner's side.
-        this.answering.delete(entry);
-        if (!taken) connection.close();
-        end();
-      });
       connection.ondatachannel = (event) => {
         const { channel } = event;
-        if (taken || channel.label !== LABEL || this.closed) return; // one channel per connection, ours
+        if (taken || channel.label !== LABEL) return; // one channel per connection, ours
         taken = true;
         const open = () => {
-          this.clock.cancel(timer);
-          this.answering.delete(entry);
-          end();
+          if (state !== 'answering') return;
           if (this.closed) {
-            connection.close();
+            fail();
             return;
           }
+          state = 'open';
+          this.clock.cancel(timer);
+          this.answering.delete(entry);
+          // The slot stays taken until the child's hello (or its session's end without one).
           this.children.add(new Child(this, connection, channel));
         };
         if (channel.readyState === 'open') open();
@@ -456,22 +467,21 @@ export class TreeNode {
       await connection.setRemoteDescription({ type: 'offer', sdp: frame.sdp });
       await connection.setLocalDescription(await connection.createAnswer());
       await gathered(connection, this.clock);
+      if (state !== 'answering') return; // abandoned meanwhile (the page stopped)
       const sdp = connection.localDescription.sdp;
       if (sdp.length > protocol.MAX_SDP) throw new Error('the answer is too large');
       this.host.send(protocol.answer(frame.from, sdp));
     } catch (err) {
+      if (state !== 'answering') return;
       this.log(`cannot answer a joiner: ${describe(err)}`, true);
-      if (timer !== null) this.clock.cancel(timer);
-      this.answering.delete(entry);
-      if (pc) pc.close();
-      end();
+      fail();
       this.host.send(protocol.answer(frame.from, '', 'cannot answer this offer'));
     }
   }
 
   childJoined(child, hello) {
     this.lender.join(child, hello.workers * this.module.batchSize, { name: child.label });
-    this.overlay.add(child, { node: child.id, relay: hello.relay, workers: hello.workers });
+    this.overlay.add(child, { node: child.id, relay: hello.relay, workers: hello.workers }, true);
     this.log(`${child.label} joined with ${hello.workers} worker(s)`);
     this.changed();
     this.dispatch();
@@ -534,7 +544,11 @@ export class TreeNode {
   /** A child's session ended: what it held is lent again, within this node first. */
   childLeft(child, reason, byUs) {
     this.children.delete(child);
-    if (!child.joined) return;
+    if (!child.joined) {
+      this.overlay.joinEnded(); // the slot its join held is free again
+      this.changed();
+      return;
+    }
     // Only a child that vanished counts against its items, and not one with a subtree (an interior death).
     const failures = this.lender.leave(child, { blameItems: !byUs && !child.subtree });
     for (const failure of failures) this.failedHere(failure);
@@ -628,7 +642,7 @@ export class TreeNode {
     if (this.statusEvery !== null) this.clock.cancel(this.statusEvery);
     this.statusTimer = null;
     this.statusEvery = null;
-    for (const entry of this.answering) entry.close();
+    for (const entry of [...this.answering]) entry.close(); // each join under way fails
     this.answering.clear();
     for (const child of [...this.children]) child.close(1000, 'the page stopped');
     this.lender.clear();
