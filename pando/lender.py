@@ -282,6 +282,8 @@ class Lender(Generic[H]):
             while free > 0:
                 if not self._again and self._fresh and self._stop_after is None:
                     item_id = self._fresh.popleft()  # the usual case, without the general rules
+                    if item_id not in self._values:
+                        continue  # done meanwhile: a relay's parent lent it twice, and a first copy answered
                 elif (next_id := self._next(holder)) is not None:
                     item_id = next_id
                 else:
