@@ -7,6 +7,8 @@ a module running in Pyodide reaches the root's JSON log. A last test feeds the
 page a fake status of a thousand volunteers (the feed's cap of 50 plus "and N
 more") and checks that it stays light and fits a phone's screen. Another opens
 the page without the run's join key and with a wrong one: neither gets a status.
+With a tree (--degree), the page draws it as text from the status's rows, each
+volunteer indented under the node it hangs under, and caps it for big trees.
 """
 from __future__ import annotations
 
@@ -113,6 +115,7 @@ def test_the_page_follows_a_tab_and_a_native_volunteer_and_escapes_names(
     assert all(0 < figure(row["cpu"]) <= 100 for row in shown.values()), shown
     assert figure(monitor.text_content("#t-written")) > 0
     assert monitor.text_content("#t-now") == "2" and monitor.text_content("#t-ever") == "2"
+    assert monitor.is_hidden("#tree-section")  # no tree without --degree: nothing to draw
     # The module reports 7 units per item: the page shows a units column then.
     assert monitor.locator("#devices.with-units").count() == 1
     # Both charts drew lines, and the legend names the busiest devices as text.
@@ -341,3 +344,88 @@ def test_the_page_needs_the_runs_key_and_stops_when_refused(tmp_path, tabs, star
     assert [json.loads(frame)["type"] for frame in refused_sockets[0]["received"]] == ["bye"]
     for page in (bare, refused):
         assert page.text_content("#t-elapsed") == "—" and page.evaluate("pandoMonitor.status") is None
+
+
+def tree_row(id_: str, name: str, parent: str | None, depth: int, **more: Any) -> dict[str, Any]:
+    """A device row as the root's status has it: the root's children in full, the rows below them short."""
+    row: dict[str, Any] = {"id": id_, "name": name, "parent": parent, "depth": depth, "items": 10 * depth, "workers": 1}
+    row.update(more)
+    return row
+
+
+def tree_status(step: int, devices: list[dict[str, Any]], tree: dict[str, Any]) -> dict[str, Any]:
+    status = fake_status(step, devices=tree["nodes"], shown=0)
+    status.update(devices=devices, more_devices=0, tree=tree)
+    return status
+
+
+def tree_lines(monitor: Page) -> list[tuple[str, int, str]]:
+    """The tree as drawn: (name, depth, figures) per line, top to bottom."""
+    return [tuple(line) for line in monitor.evaluate(
+        """() => [...document.querySelectorAll('#tree li')].map((li) => [
+            li.querySelector('.name').textContent, Number(li.dataset.depth), li.querySelector('small').textContent,
+        ])"""
+    )]
+
+
+@pytest.mark.timeout(120)
+def test_the_page_draws_the_tree_as_text_and_caps_a_big_one(tmp_path, tabs, start_root):
+    module = write_module(tmp_path, "reporting.py", REPORTING)
+    root = start_root(module)
+    monitor = tabs.open()
+    sockets: list[WebSocketRoute] = []
+    monitor.route_web_socket("**/monitor", lambda ws: sockets.append(ws))
+    monitor.goto(root.monitor_url)
+    wait_until(lambda: sockets, 10, "the page to open its WebSocket")
+
+    # Two children of the root; under the first a relay with a child (an HTML name), and a leaf.
+    devices = [
+        tree_row("aaaaaaaaaaaaaaa1", "zulu", None, 1, nodes=1, subtree_workers=2, workers=2),
+        tree_row("aaaaaaaaaaaaaaa0", "alpha", None, 1, nodes=4, subtree_workers=5, workers=2),
+        tree_row("bbbbbbbbbbbbbbb2", "gamma", "aaaaaaaaaaaaaaa0", 2),
+        tree_row("bbbbbbbbbbbbbbb1", "beta", "aaaaaaaaaaaaaaa0", 2),
+        tree_row("ccccccccccccccc1", EVIL, "bbbbbbbbbbbbbbb1", 3),
+    ]
+    sockets[0].send(json.dumps(tree_status(1, devices, {"nodes": 5, "children": 2, "depth": 3, "hidden": 0})))
+    wait_until(lambda: monitor.is_visible("#tree-section"), 10, "the tree to be drawn")
+    assert tree_lines(monitor) == [
+        ("alpha", 1, "4 in its subtree · 5 workers · 10 items"),
+        ("beta", 2, "2 in its subtree · 1 worker · 20 items"),
+        (EVIL, 3, "1 worker · 30 items"),
+        ("gamma", 2, "1 worker · 20 items"),
+        ("zulu", 1, "2 workers · 10 items"),
+    ]
+    assert monitor.text_content("#tree-summary") == "5 volunteers in all, 2 under the root, 3 levels deep"
+    assert monitor.is_hidden("#tree-more")
+    # Deeper lines are indented further, and the HTML name stayed text.
+    lefts = monitor.evaluate("[...document.querySelectorAll('#tree li .name')].map((e) => e.getBoundingClientRect().left)")
+    assert lefts[0] < lefts[1] < lefts[2] and lefts[1] == lefts[3] and lefts[0] == lefts[4], lefts
+    assert monitor.locator("img").count() == 0 and monitor.locator("#tree b").count() == 0
+    assert monitor.evaluate("window.pwned") is None
+
+    # A big tree: 300 rows listed (a chain under one child, and a row whose parent was left out), 1000 in all.
+    big = [tree_row("d" * 15 + "0", "top", None, 1, nodes=1000, subtree_workers=1000)]
+    for n in range(1, 299):
+        big.append(tree_row(f"{n:016x}", f"link {n}", big[-1]["id"], n + 1))
+    big.append(tree_row("e" * 16, "stray", "f" * 16, 7))
+    status = tree_status(2, big, {"nodes": 1000, "children": 1, "depth": 299, "hidden": 700})
+    handled_ms = monitor.evaluate(
+        """(status) => { const t = performance.now(); pandoMonitor.receive(status); return performance.now() - t; }""",
+        status)
+    lines = tree_lines(monitor)
+    assert len(lines) == 200 and lines[0][:2] == ("top", 1) and lines[199][:2] == ("link 199", 200), lines[-1]
+    assert monitor.text_content("#tree-more") == "… and 800 more"
+    summary = monitor.text_content("#tree-summary")
+    assert summary == "1,000 volunteers in all, 1 under the root, 299 levels deep; 700 too far down to be listed", summary
+    print(f"the page draws a tree of 300 rows in {handled_ms:.1f} ms")
+    assert handled_ms < 500, handled_ms
+
+    # The row whose parent is missing comes last, at its own depth.
+    sockets[0].send(json.dumps(tree_status(3, big[:5] + big[-1:], {"nodes": 6, "children": 1, "depth": 7, "hidden": 0})))
+    wait_until(lambda: len(tree_lines(monitor)) == 6, 10, "the smaller tree")
+    assert [line[:2] for line in tree_lines(monitor)] == [
+        ("top", 1), ("link 1", 2), ("link 2", 3), ("link 3", 4), ("link 4", 5), ("stray", 7)]
+
+    # A run without a tree: no section.
+    sockets[0].send(json.dumps(fake_status(4, devices=3, shown=3)))
+    wait_until(lambda: monitor.is_hidden("#tree-section"), 10, "the tree section to go")

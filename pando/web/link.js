@@ -16,6 +16,9 @@
 //   link.watch(ms)          end the link (onclose) once nothing was heard for `ms` (null: never)
 //   link.close(code, reason)  end it ourselves (frames already sent still go out)
 //
+// A relay (tree.js) also holds a ChannelLink to each of its children: their
+// messages then name the peer as `peer` says ('a child' rather than 'the root').
+//
 // The frames themselves (docs/protocol.md) are the same over both; only the
 // data channel needs framing of its own, described with ChannelLink below.
 
@@ -48,9 +51,10 @@ function clip(text) {
 
 /** What both kinds of link share: the callbacks, the silence watchdog, closing once. */
 class Link {
-  constructor(transport, { clock = pageClock(), silenceMs = null } = {}) {
+  constructor(transport, { clock = pageClock(), silenceMs = null, peer = 'the root' } = {}) {
     this.transport = transport;
     this.clock = clock;
+    this.peer = peer; // who is at the other end, for the messages
     this.onmessage = () => {};
     this.onclose = () => {};
     this.ended = false; // close() was called or onclose fired
@@ -73,7 +77,7 @@ class Link {
     const step = Math.max(20, Math.min(1000, this.silenceMs / 4));
     this.watchdog = this.clock.every(step, () => {
       const quiet = performance.now() - this.lastHeard;
-      if (quiet > this.silenceMs) this.fail(`the root went silent (nothing heard for ${(quiet / 1000).toFixed(1)} s)`);
+      if (quiet > this.silenceMs) this.fail(`${this.peer} went silent (nothing heard for ${(quiet / 1000).toFixed(1)} s)`);
     });
   }
 
@@ -214,8 +218,8 @@ export class WebSocketLink extends Link {
  *   `silenceMs`, the rendezvous's bootstrap timeout).
  */
 export class ChannelLink extends Link {
-  constructor(pc, channel, { clock = pageClock(), silenceMs = null, maxBytes = MAX_FRAME_BYTES } = {}) {
-    super('WebRTC', { clock, silenceMs });
+  constructor(pc, channel, { clock = pageClock(), silenceMs = null, maxBytes = MAX_FRAME_BYTES, peer = 'the root' } = {}) {
+    super('WebRTC', { clock, silenceMs, peer });
     this.pc = pc;
     this.channel = channel;
     this.maxBytes = maxBytes;
@@ -239,7 +243,7 @@ export class ChannelLink extends Link {
     };
     this.onStateChange = () => {
       const state = pc.connectionState;
-      if (state === 'failed' || state === 'closed') this.fail(`the connection to the root ${state}`);
+      if (state === 'failed' || state === 'closed') this.fail(`the connection to ${this.peer} ${state}`);
     };
     pc.addEventListener('connectionstatechange', this.onStateChange);
   }
@@ -297,11 +301,11 @@ export class ChannelLink extends Link {
     if (this.ended) return;
     if (typeof data === 'string') {
       if (this.parts.length) {
-        this.fail('the root sent a text message in the middle of a chunked frame');
+        this.fail(`${this.peer} sent a text message in the middle of a chunked frame`);
         return;
       }
       if (data.length > this.maxBytes || (data.length * 3 > this.maxBytes && ENCODER.encode(data).length > this.maxBytes)) {
-        this.fail(`the root sent a frame over ${this.maxBytes} bytes`);
+        this.fail(`${this.peer} sent a frame over ${this.maxBytes} bytes`);
         return;
       }
       this.deliver(data);
@@ -309,13 +313,13 @@ export class ChannelLink extends Link {
     }
     const bytes = new Uint8Array(data);
     if (!bytes.length || bytes[0] > 1 || bytes.length - 1 > CHUNK_BYTES) {
-      this.fail('the root sent a malformed chunk');
+      this.fail(`${this.peer} sent a malformed chunk`);
       return;
     }
     this.heard(); // a large frame takes a while: each chunk is a sign of life
     this.partBytes += bytes.length - 1;
     if (this.partBytes > this.maxBytes) {
-      this.fail(`the root sent a frame over ${this.maxBytes} bytes`);
+      this.fail(`${this.peer} sent a frame over ${this.maxBytes} bytes`);
       return;
     }
     this.parts.push(bytes.subarray(1));
@@ -332,7 +336,7 @@ export class ChannelLink extends Link {
     try {
       text = this.decoder.decode(whole);
     } catch {
-      this.fail('the root sent a frame that is not UTF-8');
+      this.fail(`${this.peer} sent a frame that is not UTF-8`);
       return;
     }
     this.deliver(text);

@@ -1,6 +1,7 @@
 // The Pando monitoring page: one WebSocket to the root (path /monitor) that
 // pushes a status object every reporting interval (docs/monitoring.md), shown
-// as run totals, a table of volunteers and two small hand-drawn SVG charts.
+// as run totals, a table of volunteers, two small hand-drawn SVG charts and,
+// for a tree (--degree), the volunteers indented under the node they hang under.
 //
 // Device names come from volunteers: everything from the feed is put on the
 // page with textContent (or as an attribute value), never as HTML.
@@ -13,6 +14,7 @@ const MAX_BACKOFF_MS = 5_000;
 const HISTORY_SECONDS = 600; // the charts show the last ten minutes
 const MAX_POINTS = 1_200; // per series, whatever the interval
 const TOP_DEVICES = 5; // lines on the per-device chart
+const TREE_LINES = 200; // volunteers drawn in the tree at most; the rest are counted
 const PALETTE = ['#2f7d4f', '#1f6fb2', '#c2571a', '#8a3ffc', '#b3261e', '#00857c', '#a56eff', '#6b7c1f'];
 const SVG_NS = 'http://www.w3.org/2000/svg';
 
@@ -534,12 +536,125 @@ class Table {
   }
 }
 
+// -- the tree ---------------------------------------------------------------------------------
+
+/**
+ * The rows of a status in the tree's order: each root's child, then what
+ * hangs under it (depth first, siblings by name), every row at its depth.
+ * Rows whose parent is not listed (left out of the feed) come after, at their
+ * own depth. Each line: {device, depth, nodes} (nodes: its subtree, itself
+ * included, as its row says or as far as the rows show).
+ */
+export function treeLines(devices) {
+  const rows = devices.filter((device) => device.local !== true && text(device.id));
+  const ids = new Set(rows.map((device) => text(device.id)));
+  const below = new Map(); // parent id -> rows
+  const tops = [];
+  for (const row of rows) {
+    const parent = typeof row.parent === 'string' ? row.parent : '';
+    if (parent && ids.has(parent) && parent !== text(row.id)) {
+      if (!below.has(parent)) below.set(parent, []);
+      below.get(parent).push(row);
+    } else {
+      tops.push(row);
+    }
+  }
+  const byName = (a, b) => text(a.name).localeCompare(text(b.name)) || text(a.id).localeCompare(text(b.id));
+  tops.sort((a, b) => (a.parent ? 1 : 0) - (b.parent ? 1 : 0) || byName(a, b));
+  for (const list of below.values()) list.sort(byName);
+  // Depth first without recursion (a long chain is as deep as it is long); a row listed twice, or a
+  // loop of parents, is drawn once.
+  const lines = [];
+  const seen = new Set();
+  const stack = tops.slice().reverse().map((device) => ({ device, level: 1 }));
+  while (stack.length) {
+    const { device, level } = stack.pop();
+    const id = text(device.id);
+    if (seen.has(id)) continue;
+    seen.add(id);
+    const depth = num(device.depth) !== null && device.depth >= 1 ? Math.floor(device.depth) : level;
+    lines.push({ device, depth, nodes: num(device.nodes) });
+    const children = below.get(id) || [];
+    for (let i = children.length - 1; i >= 0; i--) stack.push({ device: children[i], level: depth + 1 });
+  }
+  // Subtree sizes where a row does not say: itself and the rows listed under it.
+  const index = new Map(lines.map((line, i) => [text(line.device.id), i]));
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const line = lines[i];
+    if (line.nodes !== null) continue;
+    let count = 1;
+    for (const child of below.get(text(line.device.id)) || []) {
+      const at = index.get(text(child.id));
+      if (at !== undefined && at > i) count += lines[at].nodes ?? 1;
+    }
+    line.nodes = count;
+  }
+  return lines;
+}
+
+/** The tree section: shown when the run has a tree (its status has children of the root in it, or rows below). */
+class TreeView {
+  constructor() {
+    this.section = $('tree-section');
+    this.list = $('tree');
+  }
+
+  update(status) {
+    const tree = status.tree && typeof status.tree === 'object' ? status.tree : null;
+    const devices = tree ? devicesOf(status) : [];
+    const below = devices.some((device) => typeof device.parent === 'string' && device.parent);
+    this.section.hidden = !tree || !((num(tree.children) ?? 0) > 0 || below);
+    if (this.section.hidden) return;
+    const lines = treeLines(devices);
+    const shown = lines.slice(0, TREE_LINES);
+    this.list.replaceChildren(...shown.map((line) => this.line(line)));
+    const nodes = num(tree.nodes) ?? lines.length;
+    const depth = num(tree.depth) ?? 0;
+    const hidden = num(tree.hidden) ?? 0;
+    setText($('tree-summary'), `${count(nodes)} volunteer${nodes === 1 ? '' : 's'} in all, ` +
+      `${count(num(tree.children) ?? 0)} under the root, ${count(depth)} level${depth === 1 ? '' : 's'} deep` +
+      (hidden ? `; ${count(hidden)} too far down to be listed` : ''));
+    const more = Math.max(0, nodes - shown.length);
+    $('tree-more').hidden = more === 0;
+    setText($('tree-more'), more ? `… and ${count(more)} more` : '');
+  }
+
+  line({ device, depth, nodes }) {
+    const li = document.createElement('li');
+    li.dataset.depth = String(depth);
+    li.dataset.id = text(device.id);
+    li.style.setProperty('--depth', String(depth - 1));
+    if (depth > 1) {
+      const branch = document.createElement('span');
+      branch.className = 'branch';
+      branch.setAttribute('aria-hidden', 'true');
+      branch.textContent = '└─';
+      li.append(branch);
+    }
+    const name = document.createElement('span');
+    name.className = 'name';
+    const label = text(device.name);
+    name.textContent = label || '(unnamed)';
+    name.classList.toggle('unnamed', !label);
+    const figures = document.createElement('small');
+    const workers = num(device.subtree_workers) ?? num(device.workers);
+    const parts = [];
+    if (nodes > 1) parts.push(`${count(nodes)} in its subtree`);
+    if (workers !== null) parts.push(`${count(workers)} worker${workers === 1 ? '' : 's'}`);
+    if (num(device.items) !== null) parts.push(`${count(device.items)} items`);
+    figures.textContent = parts.join(' · ');
+    li.append(name, figures);
+    return li;
+  }
+}
+
 // -- the page ---------------------------------------------------------------------------------
 
 class Monitor {
   constructor() {
     this.history = new History();
     this.table = new Table();
+    this.tree = new TreeView();
     this.status = null;
     this.dirty = false;
     const key = joinKey(location.hash);
@@ -618,6 +733,7 @@ class Monitor {
     $('no-devices').hidden = shown > 0;
     $('more-devices').hidden = more === 0;
     setText($('more-devices'), more ? `… and ${count(more)} more volunteer${more === 1 ? '' : 's'} (the busiest are shown)` : '');
+    this.tree.update(status);
     this.drawCharts();
   }
 

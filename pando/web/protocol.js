@@ -20,8 +20,32 @@ export const MAX_ITEM_BYTES = 8 * 1024 * 1024;
 /** Seconds between two report frames when the module frame does not say. */
 export const DEFAULT_REPORTING_INTERVAL = 3;
 
-/** Frame types a volunteer may receive. */
-export const FROM_ROOT = Object.freeze(['module', 'lend', 'heartbeat', 'bye']);
+/** Frame types a volunteer may receive from its parent (the root, or a relay). */
+export const FROM_ROOT = Object.freeze(['module', 'lend', 'heartbeat', 'bye', 'join', 'reset']);
+
+/** Frame types a relay may receive from its children (the tree, docs/protocol.md). */
+export const FROM_CHILD = Object.freeze(['hello', 'result', 'error', 'report', 'heartbeat', 'status', 'answer']);
+
+/** Largest frame a peer may send before its hello is accepted. */
+export const MAX_GREETING_BYTES = 4096;
+
+/** Milliseconds a child has to say hello. */
+export const GREETING_MS = 10_000;
+
+/** Most workers a volunteer may declare, and the longest device name kept. */
+export const MAX_WORKERS = 1024;
+export const MAX_NAME = 200;
+
+/** The tree: device rows in a status frame, nodes a join may avoid, a session description's length. */
+export const MAX_DEVICES = 256;
+export const MAX_AVOID = 16;
+export const MAX_SDP = 60 * 1024;
+const MAX_ICE_SERVERS = 8;
+const MAX_INT = 2 ** 53;
+
+/** A volunteer's node id in the tree (16 hex digits), and a joiner's id on a rendezvous (32). */
+export const NODE_ID = /^[0-9a-f]{16}$/;
+export const JOINER_ID = /^[0-9a-f]{32}$/;
 
 /** A frame that is not valid under this protocol. */
 export class ProtocolError extends Error {
@@ -79,10 +103,16 @@ function frame(type, body) {
   return JSON.stringify({ ...body, type });
 }
 
-/** `key` is the run's join key, from the URL the root printed (#key=K;). */
-export function hello(name, workers, key, role = 'volunteer') {
+/**
+ * `key` is the run's join key, from the URL the root printed (#key=K;). In the
+ * tree, `node` is this page's id and `relay` says it can take children.
+ */
+export function hello(name, workers, key, { role = 'volunteer', node = '', relay = false } = {}) {
   const count = Math.max(1, workers | 0);
-  return frame('hello', { protocol: VERSION, name: String(name), workers: count, role, key: String(key) });
+  const body = { protocol: VERSION, name: String(name), workers: count, role, key: String(key) };
+  if (node) body.node = node;
+  if (relay) body.relay = true;
+  return frame('hello', body);
 }
 
 export function result(results) {
@@ -118,6 +148,60 @@ export function heartbeat() {
   return frame('heartbeat', {});
 }
 
+// -- what a relay sends: up to its parent, down to its children ---------------------
+
+/** Up: this node's subtree (nodes, workers, free, depth, nearest or null, and rows with global monitoring). */
+export function status({ nodes, workers, free, depth, nearest = null, devices = null, more = 0 }) {
+  const body = { nodes, workers, free, depth };
+  if (nearest !== null) body.nearest = nearest;
+  if (devices !== null) {
+    body.devices = devices;
+    body.more = more;
+  }
+  return frame('status', body);
+}
+
+/** Up: the answer to a join (`sdp`), or why nobody here took it (`message`). */
+export function answer(to, sdp, message = '') {
+  return frame('answer', sdp ? { to, sdp } : { to, message: String(message || 'no answer') });
+}
+
+/** Down: the module, with the tree's fields for a child (`tree`: degree, node, depth, iceServers,
+ * bootstrapTimeout, monitoring). */
+export function module({ id, filename, source, heartbeat: beat, batchSize, reportingInterval, timeout = null, tree = null }) {
+  const body = { id, filename, source, heartbeat: beat, batch_size: batchSize, reporting_interval: reportingInterval };
+  if (timeout !== null) body.timeout = timeout;
+  if (tree) {
+    Object.assign(body, {
+      degree: tree.degree,
+      node: tree.node,
+      depth: tree.depth,
+      ice_servers: tree.iceServers,
+      bootstrap_timeout: tree.bootstrapTimeout,
+      monitoring: tree.monitoring,
+    });
+  }
+  return frame('module', body);
+}
+
+export function lend(items) {
+  return frame('lend', { items });
+}
+
+/** Down: a joiner's offer to take or pass on. */
+export function join({ from, sdp, nodes, avoid, hops }) {
+  return frame('join', { from, sdp, nodes, avoid, hops });
+}
+
+/** Down: everything lent to the child is void. */
+export function reset() {
+  return frame('reset', {});
+}
+
+export function bye(reason, message = '') {
+  return frame('bye', message ? { reason, message } : { reason });
+}
+
 function isId(value) {
   return Number.isSafeInteger(value) && value >= 0;
 }
@@ -128,12 +212,54 @@ function str(body, key, fallback) {
   return value;
 }
 
-function int(body, key, minimum) {
+function int(body, key, minimum, maximum = MAX_INT) {
   const value = body[key];
-  if (!Number.isSafeInteger(value) || value < minimum) {
-    throw new ProtocolError(`malformed ${body.type} frame: '${key}' must be an integer >= ${minimum}`);
+  if (!Number.isSafeInteger(value) || value < minimum || value > maximum) {
+    throw new ProtocolError(`malformed ${body.type} frame: '${key}' must be an integer from ${minimum} to ${maximum}`);
   }
   return value;
+}
+
+/** A finite number from `minimum` to 2**53 (a missing one takes `fallback`). */
+function number(body, key, minimum = 0, fallback = undefined) {
+  const value = key in body ? body[key] : fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < minimum || value > MAX_INT) {
+    throw new ProtocolError(`malformed ${body.type} frame: '${key}' must be a number from ${minimum} to ${MAX_INT}`);
+  }
+  return value;
+}
+
+function bool(body, key) {
+  const value = key in body ? body[key] : false;
+  if (typeof value !== 'boolean') throw new ProtocolError(`malformed ${body.type} frame: '${key}' must be a boolean`);
+  return value;
+}
+
+/** A non-empty string of at most `limit` characters. */
+function bounded(body, key, limit = 512) {
+  const value = body[key];
+  if (typeof value !== 'string' || !value || value.length > limit) {
+    throw new ProtocolError(`malformed ${body.type} frame: '${key}' must be a string of 1 to ${limit} characters`);
+  }
+  return value;
+}
+
+function matching(body, key, pattern, what) {
+  const value = body[key];
+  if (typeof value !== 'string' || !pattern.test(value)) {
+    throw new ProtocolError(`malformed ${body.type} frame: '${key}' must be ${what}`);
+  }
+  return value;
+}
+
+const nodeId = (body, key) => matching(body, key, NODE_ID, 'a node id (16 hex digits)');
+const joinerId = (body, key) => matching(body, key, JOINER_ID, 'a joiner id (32 hex digits)');
+
+/** A result line: no line break, and well-formed Unicode (JSON escapes can carry a lone surrogate). */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+function oneLine(text) {
+  return !/[\n\r]/.test(text) && !LONE_SURROGATE.test(text);
 }
 
 function positive(body, key, fallback) {
@@ -150,15 +276,137 @@ function optionalPositive(body, key) {
   return positive(body, key);
 }
 
-function pairs(body, key) {
+function pairs(body, key, lines = false) {
   const value = body[key];
   if (!Array.isArray(value)) throw new ProtocolError(`malformed ${body.type} frame: '${key}' must be a list`);
   for (const pair of value) {
     if (!Array.isArray(pair) || pair.length !== 2 || !isId(pair[0]) || typeof pair[1] !== 'string') {
       throw new ProtocolError(`malformed ${body.type} frame: '${key}' must hold [id, text] pairs`);
     }
+    if (lines && !oneLine(pair[1])) {
+      throw new ProtocolError(`malformed ${body.type} frame: a result must be one line of valid Unicode`);
+    }
   }
   return value;
+}
+
+/** The ICE servers a relay answers joins with, checked as pando/protocol.py checks a join config. */
+function iceServers(body) {
+  const list = body.ice_servers === undefined ? [] : body.ice_servers;
+  if (!Array.isArray(list) || list.length > MAX_ICE_SERVERS) {
+    throw new ProtocolError(`malformed ${body.type} frame: 'ice_servers' must be a list of at most ${MAX_ICE_SERVERS}`);
+  }
+  return list.map((server) => {
+    if (server === null || typeof server !== 'object' || Array.isArray(server)) {
+      throw new ProtocolError(`malformed ${body.type} frame: an ICE server must be an object`);
+    }
+    const out = { urls: bounded({ ...server, type: body.type }, 'urls') };
+    if (!/^(stun|turn|turns):/.test(out.urls)) {
+      throw new ProtocolError(`malformed ${body.type} frame: an ICE server's urls must start with stun:, turn: or turns:`);
+    }
+    for (const key of ['username', 'credential']) {
+      if (server[key] !== undefined && server[key] !== null) out[key] = bounded({ ...server, type: body.type }, key);
+    }
+    return out;
+  });
+}
+
+/** The tree's part of a module frame (absent without 'degree'). */
+function parseTree(body) {
+  if (!('degree' in body)) return null;
+  const monitoring = 'monitoring' in body ? body.monitoring : 'local';
+  if (monitoring !== 'local' && monitoring !== 'global') {
+    throw new ProtocolError("malformed module frame: 'monitoring' must be local or global");
+  }
+  const bootstrap = number(body, 'bootstrap_timeout', 1, 60);
+  if (bootstrap > 3600) throw new ProtocolError("malformed module frame: 'bootstrap_timeout' must be 1 to 3600 s");
+  return {
+    degree: int(body, 'degree', 0, 1000),
+    node: nodeId(body, 'node'),
+    depth: int(body, 'depth', 1, 1000),
+    iceServers: iceServers(body),
+    bootstrapTimeout: bootstrap,
+    monitoring,
+  };
+}
+
+function avoidList(body) {
+  const value = body.avoid === undefined ? [] : body.avoid;
+  if (!Array.isArray(value) || value.length > MAX_AVOID || !value.every((node) => typeof node === 'string' && NODE_ID.test(node))) {
+    throw new ProtocolError(`malformed ${body.type} frame: 'avoid' must be a list of at most ${MAX_AVOID} node ids`);
+  }
+  return value;
+}
+
+/** One device row of a child's status (global monitoring). */
+function deviceRow(row) {
+  if (row === null || typeof row !== 'object' || Array.isArray(row)) {
+    throw new ProtocolError('malformed status frame: a device row must be an object');
+  }
+  const checked = { ...row, type: 'status' };
+  const parent = row.parent === undefined ? null : row.parent;
+  if (parent !== null && (typeof parent !== 'string' || !NODE_ID.test(parent))) {
+    throw new ProtocolError("malformed status frame: a device's 'parent' must be a node id or null");
+  }
+  return {
+    id: nodeId(checked, 'id'),
+    name: str(checked, 'name', '').slice(0, MAX_NAME),
+    parent,
+    depth: int(checked, 'depth', 1, 1000),
+    items: int(checked, 'items', 0),
+    workers: int(checked, 'workers', 0, MAX_WORKERS),
+  };
+}
+
+function parseHello(body) {
+  const version = int(body, 'protocol', 0);
+  if (version !== VERSION) return { type: 'hello', protocol: version }; // the rest may not parse
+  const role = str(body, 'role', 'volunteer');
+  if (role !== 'volunteer' && role !== 'local') throw new ProtocolError('malformed hello frame: unknown role');
+  const node = body.node === undefined || body.node === '' ? '' : nodeId(body, 'node');
+  return {
+    type: 'hello',
+    protocol: version,
+    name: str(body, 'name', '').slice(0, MAX_NAME),
+    workers: int(body, 'workers', 1, MAX_WORKERS),
+    key: str(body, 'key', ''),
+    role,
+    node,
+    relay: bool(body, 'relay'),
+  };
+}
+
+function parseStatus(body) {
+  let devices = null;
+  if (body.devices !== undefined && body.devices !== null) {
+    if (!Array.isArray(body.devices) || body.devices.length > MAX_DEVICES) {
+      throw new ProtocolError(`malformed status frame: 'devices' must be a list of at most ${MAX_DEVICES} rows`);
+    }
+    devices = body.devices.map(deviceRow);
+  }
+  return {
+    type: 'status',
+    nodes: int(body, 'nodes', 1),
+    workers: int(body, 'workers', 0),
+    free: int(body, 'free', 0),
+    depth: int(body, 'depth', 0, 1000),
+    nearest: body.nearest === undefined || body.nearest === null ? null : int(body, 'nearest', 0, 1000),
+    devices,
+    more: 'more' in body ? int(body, 'more', 0) : 0,
+  };
+}
+
+function parseError(body) {
+  if (body.id !== undefined && body.id !== null && !isId(body.id)) {
+    throw new ProtocolError("malformed error frame: 'id' must be an item id");
+  }
+  return {
+    type: 'error',
+    id: body.id === undefined ? null : body.id,
+    message: str(body, 'message'),
+    traceback: str(body, 'traceback', ''),
+    lost: bool(body, 'lost'),
+  };
 }
 
 const PARSERS = {
@@ -171,13 +419,41 @@ const PARSERS = {
     batchSize: int(body, 'batch_size', 1),
     reportingInterval: positive(body, 'reporting_interval', DEFAULT_REPORTING_INTERVAL),
     timeout: optionalPositive(body, 'timeout'), // seconds an item may run on one worker; null: no limit
+    tree: parseTree(body), // what a relay needs to take children, in a tree; else null
   }),
   lend: (body) => ({ type: 'lend', items: pairs(body, 'items') }),
   heartbeat: () => ({ type: 'heartbeat' }),
   bye: (body) => ({ type: 'bye', reason: str(body, 'reason'), message: str(body, 'message', '') }),
+  join: (body) => ({
+    type: 'join',
+    from: joinerId(body, 'from'),
+    sdp: bounded(body, 'sdp', MAX_SDP),
+    nodes: int(body, 'nodes', 1),
+    avoid: avoidList(body),
+    hops: int(body, 'hops', 1, 1000),
+  }),
+  reset: () => ({ type: 'reset' }),
+  // From a child:
+  hello: parseHello,
+  result: (body) => ({ type: 'result', results: pairs(body, 'results', true) }),
+  error: parseError,
+  report: (body) => ({
+    type: 'report',
+    interval: number(body, 'interval', 0.001),
+    items: int(body, 'items', 0),
+    cpu_time: number(body, 'cpu_time'),
+    data_transfer_time: number(body, 'data_transfer_time', 0, 0),
+    units: number(body, 'units', 0, body.items),
+  }),
+  status: parseStatus,
+  answer: (body) => {
+    const to = joinerId(body, 'to');
+    if ('sdp' in body) return { type: 'answer', to, sdp: bounded(body, 'sdp', MAX_SDP), message: '' };
+    return { type: 'answer', to, sdp: '', message: str(body, 'message').slice(0, 300) || 'no answer' };
+  },
 };
 
-/** Parse and check one frame from the root; throw ProtocolError if it is not valid. */
+/** Parse and check one frame from the parent (or, with FROM_CHILD, from a child); throw ProtocolError if it is not valid. */
 export function decode(data, allowed = FROM_ROOT) {
   if (typeof data !== 'string') throw new ProtocolError('binary frame; the protocol uses text frames');
   let body;

@@ -146,6 +146,30 @@ export function decodeRendezvous(data) {
 
 // -- joining -------------------------------------------------------------------------
 
+/**
+ * Resolves when `pc`'s ICE gathering is complete, or after GATHER_MS: there is
+ * no trickle, so an offer (or a relay's answer) carries its candidates.
+ */
+export function gathered(pc, clock = pageClock()) {
+  return new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') {
+      resolve();
+      return;
+    }
+    let timer = null;
+    const done = () => {
+      pc.removeEventListener('icegatheringstatechange', check);
+      clock.cancel(timer);
+      resolve();
+    };
+    const check = () => {
+      if (pc.iceGatheringState === 'complete') done();
+    };
+    pc.addEventListener('icegatheringstatechange', check);
+    timer = clock.after(GATHER_MS, done);
+  });
+}
+
 const BYE_TEXT = {
   'no-root': 'no job here yet: no root is connected to this server',
   busy: 'the server is busy',
@@ -159,17 +183,21 @@ const BYE_TEXT = {
  * the page's host. Resolves with an open ChannelLink; rejects with a
  * JoinError. The whole join, from the signal socket's opening, takes at most
  * the rendezvous's bootstrap timeout; `abort` (an AbortSignal) gives up at
- * once; `progress(text)` hears each step, for the page.
+ * once; `progress(text)` hears each step, for the page. A relay joining again
+ * with its subtree says how many `nodes` it brings and which node ids to
+ * `avoid` (its dead parent's): the offer carries them, and the tree places it.
  */
-export function join(pageURL, { clock = pageClock(), abort = null, progress = () => {} } = {}) {
-  return new Join(pageURL, clock, abort, progress).promise;
+export function join(pageURL, { clock = pageClock(), abort = null, progress = () => {}, nodes = 1, avoid = [] } = {}) {
+  return new Join(pageURL, clock, abort, progress, { nodes, avoid }).promise;
 }
 
 class Join {
-  constructor(pageURL, clock, abort, progress) {
+  constructor(pageURL, clock, abort, progress, { nodes = 1, avoid = [] } = {}) {
     this.clock = clock;
     this.abort = abort;
     this.progress = progress;
+    this.nodes = nodes;
+    this.avoid = avoid;
     this.ws = null;
     this.pc = null;
     this.channel = null;
@@ -266,29 +294,14 @@ class Join {
     if (this.settled) return;
     this.phase = 'answer';
     this.progress('Waiting for the root to answer…');
-    this.ws.send(JSON.stringify({ type: 'signal', kind: 'offer', sdp: this.pc.localDescription.sdp }));
+    const offer = { type: 'signal', kind: 'offer', sdp: this.pc.localDescription.sdp };
+    if (this.nodes > 1) offer.nodes = this.nodes;
+    if (this.avoid.length) offer.avoid = this.avoid;
+    this.ws.send(JSON.stringify(offer));
   }
 
-  /** Resolves when ICE gathering is complete, or after GATHER_MS. */
   gathered() {
-    const pc = this.pc;
-    return new Promise((resolve) => {
-      if (pc.iceGatheringState === 'complete') {
-        resolve();
-        return;
-      }
-      let timer = null;
-      const done = () => {
-        pc.removeEventListener('icegatheringstatechange', check);
-        this.clock.cancel(timer);
-        resolve();
-      };
-      const check = () => {
-        if (pc.iceGatheringState === 'complete') done();
-      };
-      pc.addEventListener('icegatheringstatechange', check);
-      timer = this.clock.after(GATHER_MS, done);
-    });
+    return gathered(this.pc, this.clock);
   }
 
   opened() {

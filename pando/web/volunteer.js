@@ -1,7 +1,9 @@
 // The Pando volunteer page: joins the root over a link (link.js: a WebSocket on
 // a LAN, or a WebRTC data channel opened through a rendezvous, signal.js), runs
 // the user's Python module in Pyodide Web Workers (pool.js, worker.mjs), and
-// sends results back.
+// sends results back. Joined over WebRTC in a tree (--degree), the page is a
+// node of it: tree.js takes children, lends them part of the items, and sends
+// their results up with the page's own.
 //
 // Everything that comes from outside (device names, module names, error
 // messages, tracebacks) is put on the page with textContent, never as HTML.
@@ -11,6 +13,7 @@ import { pageClock } from './clock.js';
 import { WebSocketLink } from './link.js';
 import { chooseTransport, join } from './signal.js';
 import { Pool } from './pool.js';
+import { TreeNode, newNodeId } from './tree.js';
 
 const DEFAULT_MAX_WORKERS = 4; // each Pyodide costs ~75 MB and a few seconds to start
 const MAX_WORKERS = 64;
@@ -80,6 +83,8 @@ class Volunteer {
     this.name = storage.get(NAME_KEY) || '';
     this.workers = clampWorkers(hash.workers) || clampWorkers(storage.get(WORKERS_KEY)) || defaultWorkers();
     this.key = protocol.joinKey(location.hash); // only ever from the URL, never stored
+    this.node = newNodeId(); // this page's id in the tree, for as long as it is open
+    this.tree = null; // a TreeNode (tree.js) while the page is a node of the tree
     this.state = 'idle';
     this.gen = 0; // one per connection
     this.link = null; // the open link to the root (link.js), if any
@@ -167,7 +172,9 @@ class Volunteer {
       this.lost();
     };
     this.log(`connected over ${link.transport}`);
-    this.send(protocol.hello(this.name, this.workers, this.key));
+    // Over a data channel the page can take children of its own (a relay of the tree).
+    const relay = link.transport === 'WebRTC';
+    this.send(protocol.hello(this.name, this.workers, this.key, { node: this.node, relay }));
   }
 
   /**
@@ -190,6 +197,9 @@ class Volunteer {
     return join(location.href, {
       clock: this.clock,
       abort: this.joining.signal,
+      // A node joining again brings its subtree, and must not hang under its old parent.
+      nodes: this.tree ? this.tree.summary().nodes : 1,
+      avoid: this.tree && this.tree.parent ? [this.tree.parent] : [],
       progress: (text) => {
         if (gen === this.gen && this.state === 'connecting') this.ui.stateText(text);
       },
@@ -228,6 +238,7 @@ class Volunteer {
   /** The connection ended or could not be made: try again later, with back-off. */
   lost(waiting = UNREACHABLE) {
     if (this.session) this.backoff = FIRST_BACKOFF_MS; // we were in: start the back-off again
+    if (this.session && this.tree) this.tree.orphaned(); // the parent's lease is void, here and below
     this.session = null;
     this.stopBeating();
     this.stopReporting();
@@ -274,10 +285,16 @@ class Volunteer {
     this.beatTimer = null;
   }
 
-  /** A heartbeat when nothing else was sent lately; the link itself ends when the root goes silent. */
+  /**
+   * A heartbeat when nothing else was sent lately, or nothing was heard: the
+   * root answers heartbeats only, and the link ends when the root goes silent
+   * (frames sent often, such as a tree node's status, must not stop them).
+   */
   beat() {
     if (!this.session || !this.link) return;
-    if (performance.now() - this.lastSent >= (this.session.heartbeat / 3) * 0.8) this.send(protocol.heartbeat());
+    const now = performance.now();
+    const often = (this.session.heartbeat / 3) * 0.8;
+    if (now - this.lastSent >= often || now - this.link.lastHeard >= often) this.send(protocol.heartbeat());
   }
 
   // -- reports -------------------------------------------------------------
@@ -333,6 +350,7 @@ class Volunteer {
     if (this.reportSince === null) this.reportSince = now;
     const seconds = (now - this.reportSince) / 1000;
     if (seconds <= 0) return;
+    if (this.tree) this.addReport(this.tree.takeFigures()); // the subtree's figures go up with the page's
     if (this.send(protocol.report(seconds, this.sums))) {
       this.reportSince = now;
       this.sums = emptyReport();
@@ -359,17 +377,32 @@ class Volunteer {
           this.drop(1008, 'lend before module');
           return;
         }
-        this.pool.give(frame.items.map(([id, text]) => ({ id, text, gen: this.gen })));
-        if (this.pool.readyCount) this.setState('computing');
+        if (this.tree) this.tree.lent(frame.items);
+        else this.give(frame.items);
         break;
       case 'heartbeat':
         break; // a sign of life; the root answers ours, we do not answer its
+      case 'join': // a joiner's offer, for a node of the tree
+        if (this.tree) this.tree.join(frame);
+        else this.send(protocol.answer(frame.from, '', 'this volunteer takes no children'));
+        break;
+      case 'reset': // the parent lost its own parent: what it lent is void
+        if (this.pool) this.pool.forget(-1);
+        if (this.tree) this.tree.orphaned();
+        break;
       case 'bye':
         this.bye(frame);
         break;
       default:
         break;
     }
+  }
+
+  /** Items for the page's own workers: lent by the root, or by the tree's lender. */
+  give(items) {
+    if (!this.pool) return;
+    this.pool.give(items.map(([id, text]) => ({ id, text, gen: this.gen })));
+    if (this.pool.readyCount) this.setState('computing');
   }
 
   joined(frame) {
@@ -402,7 +435,44 @@ class Volunteer {
     this.sums = emptyReport();
     this.reportSince = this.pool.readyCount ? performance.now() : null;
     this.scheduleReport();
+    this.joinTree(frame);
     this.afterWork();
+  }
+
+  /** A module frame with the tree's fields makes the page a node of the tree (or keeps it one). */
+  joinTree(frame) {
+    if (this.tree && (!frame.tree || this.tree.module.source !== frame.source)) {
+      this.tree.close(); // another job, or no tree any more
+      this.tree = null;
+    }
+    if (!frame.tree) return;
+    if (this.tree) {
+      this.tree.attached(frame, this.workers);
+      this.log(`back in the tree at depth ${frame.tree.depth}, with ${this.tree.summary().nodes - 1} device(s) below`);
+      return;
+    }
+    this.tree = new TreeNode(this.treeHost(), {
+      id: this.node, key: this.key, workers: this.workers, relay: this.link && this.link.transport === 'WebRTC',
+      module: frame, clock: this.clock,
+    });
+    this.log(`a node of the tree at depth ${frame.tree.depth}${this.tree.relay ? `, taking up to ${frame.tree.degree} child(ren)` : ''}`);
+  }
+
+  /** What the tree needs of the page: the parent's link, the workers, the log. */
+  treeHost() {
+    return {
+      send: (text) => this.send(text),
+      give: (items) => this.give(items),
+      deliver: (results) => {
+        for (const pair of results) this.outResults.push(pair);
+        this.scheduleFlush(false);
+      },
+      fail: (text) => {
+        this.outErrors.push(text);
+        this.scheduleFlush(true);
+      },
+      log: (text, bad) => this.log(text, bad),
+    };
   }
 
   bye(frame) {
@@ -421,6 +491,11 @@ class Volunteer {
   /** Stop for good (until the user asks again). */
   end(state, text) {
     this.setState(state, text);
+    if (this.tree) {
+      if (state === 'done') this.tree.finish(); // the children hear the job is over
+      else this.tree.close(); // they join the tree elsewhere
+      this.tree = null;
+    }
     this.hangUp(1000, state);
     this.session = null;
     this.stopBeating();
@@ -456,6 +531,10 @@ class Volunteer {
       onLost: (entry, message) => {
         if (entry.gen !== this.gen || !this.session) return;
         this.errors++;
+        if (this.tree) {
+          this.tree.ownLost(entry.id, message.split('\n')[0]);
+          return;
+        }
         this.outErrors.push(protocol.error({ id: entry.id, message: message.split('\n')[0], lost: true }));
         this.scheduleFlush(true);
       },
@@ -479,12 +558,12 @@ class Volunteer {
     const last = this.recent[this.recent.length - 1];
     if (last && now - last[0] < 100) last[1]++;
     else this.recent.push([now, 1]);
-    if (answer[0] === 'ok') {
-      this.outResults.push([answer[1], answer[2]]);
-    } else {
+    if (this.tree) this.tree.ownAnswer(answer); // through the tree's lender, which sends up what it accepts
+    else if (answer[0] === 'ok') this.outResults.push([answer[1], answer[2]]);
+    else this.outErrors.push(protocol.error({ id: answer[1], message: answer[2], traceback: answer[3] }));
+    if (answer[0] !== 'ok') {
       const [, id, message, traceback] = answer;
       this.errors++;
-      this.outErrors.push(protocol.error({ id, message, traceback }));
       // Numbered from 1, as the root numbers items (the id is the position from 0).
       this.ui.problem(`Item ${id + 1} failed: ${message}`, traceback);
       this.log(`item ${id + 1} failed: ${message}`, true);
@@ -682,6 +761,11 @@ function main() {
     $('errors').textContent = volunteer.errors.toLocaleString();
     const rate = volunteer.rate();
     $('rate').textContent = rate >= 10 ? Math.round(rate).toLocaleString() : rate.toFixed(1);
+    // A node of the tree: how many devices reach the root through this tab.
+    const below = volunteer.tree ? volunteer.tree.summary().nodes - 1 : 0;
+    $('relaying').hidden = !(volunteer.tree && volunteer.tree.relay);
+    $('relayed').textContent = below.toLocaleString();
+    $('relayed-unit').textContent = below === 1 ? 'device' : 'devices';
   }, 250);
 
   window.addEventListener('pagehide', () => {
