@@ -14,10 +14,12 @@ is time: a discrete-event clock, and costs calibrated on this machine
   routes it (one CPU: ``root_attempt`` per attempt, queued), answers it
   itself or passes it down, hop by hop, to the node that answers (its own
   CPU: ``answer``), whose answer goes back up; then the channel opens
-  (``open`` + network round trips), the accepting node's gateway ends the
-  join (``join_ended``) and its session adds the child when the hello
-  arrives. Statuses go up ``node.STATUS_DELAY`` after a change at each
-  level, as node.py sends them. A refusal is retried with node.py's back-off.
+  (``open`` + network round trips), and the join ends when the accepting
+  node's session adds the child at its hello (``add(joined=True)``). A join
+  with no room known below is held at the node (``Wait``) and routed again
+  whenever that node's overlay changes, as pando/junction.py does. Statuses
+  go up ``node.STATUS_DELAY`` after a change at each level, as node.py sends
+  them. A refusal is retried with node.py's back-off.
 - **re-attach** (:meth:`Crowd.kill`): a depth-1 node with a large subtree
   dies; its parent drops it after 1.5 heartbeats of silence (the dispatcher's
   sweep), each orphan notices after 2 heartbeats without a frame, waits
@@ -46,7 +48,7 @@ from typing import Any, Callable
 from pando import rendezvous
 from pando.lender import Lender
 from pando.node import MAX_BACKOFF, STATUS_DELAY
-from pando.overlay import Accept, Forward, Overlay, Subtree
+from pando.overlay import Accept, Forward, Overlay, Subtree, Wait
 
 #: The first back-off of a volunteer (node.py's ``delay``), doubled after each failure up to MAX_BACKOFF.
 FIRST_BACKOFF = 0.5
@@ -130,7 +132,7 @@ class Cpu:
 
 class SimNode:
     __slots__ = ("index", "id", "overlay", "parent", "depth", "cpu", "status_pending", "joined_at", "attempts",
-                 "delay", "alive", "rejoined_at", "failures", "bring", "avoid", "reattaching")
+                 "delay", "alive", "rejoined_at", "failures", "bring", "avoid", "reattaching", "waiting")
 
     def __init__(self, index: int, degree: int) -> None:
         self.index = index
@@ -149,6 +151,8 @@ class SimNode:
         self.bring = 1
         self.avoid: tuple[str, ...] = ()
         self.reattaching = False
+        #: Joins held here for room (junction.py): (joiner, hops, path, deadline), in order of arrival.
+        self.waiting: list[tuple[SimNode, int, list[SimNode], float]] = []
 
 
 class Crowd:
@@ -196,12 +200,29 @@ class Crowd:
         self.clock.at(done, self._route, joiner, self.root, 0, [])
 
     def _route(self, joiner: SimNode, node: SimNode, hops: int, path: list[SimNode]) -> None:
-        """Junction.offer at ``node``: take it, pass it down, or refuse it."""
+        """Junction.offer at ``node``: take it, pass it down, hold it for room, or refuse it."""
         if not node.alive:  # the join went to a dead node: the joiner gives up after the bootstrap timeout
             self.clock.after(rendezvous.BOOTSTRAP_TIMEOUT, self._failed, joiner, "timeout", True)
             return
+        node.waiting.append((joiner, hops, path, self.clock.now + rendezvous.BOOTSTRAP_TIMEOUT))
+        self._route_waiting(node)
+
+    def _route_waiting(self, node: SimNode) -> None:
+        """Junction._route_waiting: the joins held at ``node``, in order, until one must wait on."""
+        while node.waiting:
+            joiner, hops, path, deadline = node.waiting[0]
+            if deadline < self.clock.now:
+                node.waiting.pop(0)
+                self.clock.after(len(path) * self.costs.hop + self.costs.net, self._failed, joiner, "timeout", True)
+                continue
+            route = node.overlay.route(joiner.bring, joiner.avoid, hops)
+            if isinstance(route, Wait):
+                return
+            node.waiting.pop(0)
+            self._routed(route, joiner, node, hops, path)
+
+    def _routed(self, route: Any, joiner: SimNode, node: SimNode, hops: int, path: list[SimNode]) -> None:
         c = self.costs
-        route = node.overlay.route(joiner.bring, joiner.avoid, hops)
         if isinstance(route, Accept):
             cpu = self.root_cpu if node is self.root else node.cpu
             done = cpu.take(self.clock.now, c.answer)
@@ -222,7 +243,6 @@ class Crowd:
         self.clock.at(opened, self._opened, joiner, parent)
 
     def _opened(self, joiner: SimNode, parent: SimNode) -> None:
-        parent.overlay.join_ended()  # gateway._opened: before the child's hello is read
         self.signals -= 1  # the joiner closes its signal socket
         if not parent.alive:
             self.clock.after(0.0, self._failed, joiner, "parent died", False)
@@ -230,8 +250,9 @@ class Crowd:
         self.clock.after(self.costs.hop, self._hello, joiner, parent)
 
     def _hello(self, joiner: SimNode, parent: SimNode) -> None:
-        # Session.serve: the module goes out, then the child counts against the parent's degree.
-        parent.overlay.add(joiner.index, Subtree(joiner.id, True, 1))
+        # Session.serve: the module goes out, then the child takes the slot its join held (junction.joined).
+        parent.overlay.add(joiner.index, Subtree(joiner.id, True, 1), joined=True)
+        self._route_waiting(parent)
         if parent is self.root:
             self.root_links_max = max(self.root_links_max, len(parent.overlay.children()))
         self.clock.after(self.costs.hop, self._module, joiner, parent)
@@ -277,6 +298,7 @@ class Crowd:
             return
         parent.overlay.update(node.index, summary)
         self._changed(parent)
+        self._route_waiting(parent)
 
     # -- running it --------------------------------------------------------
 
@@ -359,6 +381,7 @@ class Crowd:
 
     def _root_drops(self, victim: SimNode) -> None:
         self.root.overlay.remove(victim.index)
+        self._route_waiting(self.root)
         self.root_links_max = max(self.root_links_max, len(self.root.overlay.children()))
 
     def _orphaned(self, orphan: SimNode) -> None:

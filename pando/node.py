@@ -38,7 +38,7 @@ from pando.lender import Failure, Lender
 from pando.link import Duplex
 from pando.overlay import Overlay, Summary
 from pando.printable import printable
-from pando.session import Holder, Job, Session, id_maker, settle
+from pando.session import Holder, Job, Session, SessionIds, settle
 from pando.supervisor import Supervisor
 from pando.workers import Answer, ModuleBroken, Workers
 
@@ -354,14 +354,14 @@ class _Running:
         self.job: Job  # made below; children's sessions read it when their channel opens
         self._gateway = Gateway(
             tree.payload() if tree is not None else {"ice_servers": [], "bootstrap_timeout": 60},
-            supervisor.guard(lambda link: Session(link, self.job, child=True).serve()), ended=self._overlay.join_ended,
+            supervisor.guard(lambda link: Session(link, self.job, child=True).serve()), ended=lambda: self._junction.join_ended(),
         )
         self._junction = Junction(self._overlay, self._gateway, changed=self.changed)
         self._depth = tree.depth if tree is not None else 1
         self._tree = tree
         self.job = Job(
             module.filename, module.source, module.heartbeat_ms, module.batch_size, module.reporting_interval,
-            self.lender, node._upstream, self._tally, id_maker(), node.log, Access(node._key), timeout=module.timeout,
+            self.lender, node._upstream, self._tally, SessionIds(), node.log, Access(node._key), timeout=module.timeout,
             junction=self._junction, tree=self._child_tree(),
         )
         self.lender.join(self._own, node._workers_count * module.batch_size, name="this volunteer's workers")
@@ -395,6 +395,7 @@ class _Running:
     def reset(self) -> None:
         """Every item is void: forget them here, and say so to the children."""
         self.lender.clear()
+        self._junction.forget()
         for child in self._overlay.children():
             child.reset()
 

@@ -43,13 +43,19 @@ class Forward(Generic[K]):
 
 
 @dataclass(frozen=True)
+class Wait:
+    """No room here or below yet: hold the join until the tree changes (joins under way become
+    children with room of their own; statuses bring news of room below)."""
+
+
+@dataclass(frozen=True)
 class Refuse:
     """Nobody here can take it."""
 
     message: str
 
 
-Route = Accept | Forward[K] | Refuse
+Route = Accept | Forward[K] | Wait | Refuse
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,7 @@ class Overlay(Generic[K]):
     def route(self, nodes: int, avoid: tuple[str, ...] = (), hops: int = 0) -> Route[K]:
         """Where a joiner bringing ``nodes`` goes: here while there is room, else toward the nearest free
         slot below (the most free slots, then the smallest subtree, among equals): the tree stays shallow.
+        With no room known anywhere below, the join waits (:class:`Wait`) for the tree to change.
 
         Accepting counts the join against this node's room until :meth:`join_ended`.
         """
@@ -117,7 +124,9 @@ class Overlay(Generic[K]):
             candidates = [(child.nearest, -child.free, child.nodes, key) for key, child in self._children.items()
                           if child.relay and child.node not in avoid and child.nearest is not None]
             if not candidates:
-                return Refuse("no room in the tree here: every child is full or cannot take children")
+                # A crowd arrives faster than statuses climb: holding its joins until room shows
+                # costs one routing each, where refusing them cost a retry and its back-off each.
+                return Wait() if self._degree else Refuse("this volunteer takes no children")
             key = min(candidates, key=lambda c: c[:3])[3]
             # Until its next status, count the slot this join will take: a burst of joins
             # spreads over the children instead of piling onto the one that looked roomiest.

@@ -30,7 +30,7 @@ from pando.reader import Reader
 from pando.reorder import Reorder
 from pando.overlay import Overlay
 from pando.server import Server
-from pando.session import Holder, Job, Session, id_maker
+from pando.session import Holder, Job, Session, SessionIds
 from pando.supervisor import Supervisor
 from pando.uplink import Uplink
 from pando.window import Window
@@ -141,13 +141,13 @@ class Root:
         rtc_config = {"ice_servers": settings.ice_servers, "bootstrap_timeout": settings.bootstrap_timeout}
         overlay: Overlay[Session] = Overlay(settings.degree)
         gateway = Gateway(rtc_config, supervisor.guard(lambda link: Session(link, job, child=True).serve()),
-                          ended=overlay.join_ended)
+                          ended=lambda: junction.join_ended())
         junction = Junction(overlay, gateway, changed=lambda: None)  # the root has no parent to tell
         tree = protocol.Tree(settings.degree, secrets.token_hex(8), 1, settings.ice_servers, settings.bootstrap_timeout,
                              "global" if settings.global_monitoring else "local")
         job = Job(
             self._filename, self._source, settings.heartbeat_ms, settings.batch_size, settings.reporting_interval,
-            lender, reorder, monitor, id_maker(settings.seed), log, access, timeout=settings.timeout,
+            lender, reorder, monitor, SessionIds(settings.seed), log, access, timeout=settings.timeout,
             junction=junction, tree=tree,
         )
         hub = Hub(None, log)

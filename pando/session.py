@@ -35,20 +35,27 @@ _NO_KEY = ("wrong or missing join key: open the URL the root printed, with its #
            "for pando-volunteer, pass that URL as printed")
 
 
-def id_maker(seed: int | None = None) -> Callable[[str], str]:
-    """Session ids: the one a volunteer prefers (its node id) if free, else random, or a
-    repeatable sequence with a seed; never twice the same."""
-    rng = random.Random(seed)
-    used: set[str] = set()
+class SessionIds:
+    """Session ids in use: the one a volunteer prefers (its node id) if free, else random, or a
+    repeatable sequence with a seed. An id is free again once its session ends, so a volunteer
+    joining the same parent again gets its node id back (rows of the tree name parents by it)."""
 
-    def new_id(preferred: str = "") -> str:
-        candidate = preferred
-        while not candidate or candidate in used:
-            candidate = f"{rng.getrandbits(32):08x}"
-        used.add(candidate)
-        return candidate
+    def __init__(self, seed: int | None = None) -> None:
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._used: set[str] = set()
 
-    return new_id
+    def new(self, preferred: str = "") -> str:
+        with self._lock:
+            candidate = preferred
+            while not candidate or candidate in self._used:
+                candidate = f"{self._rng.getrandbits(32):08x}"
+            self._used.add(candidate)
+            return candidate
+
+    def free(self, session_id: str) -> None:
+        with self._lock:
+            self._used.discard(session_id)
 
 
 class Sink(Protocol):
@@ -87,8 +94,7 @@ class Job:
     lender: Lender[Holder]
     sink: Sink
     monitor: Watcher
-    #: A fresh session id, the volunteer's own node id if that is free.
-    new_id: Callable[[str], str]
+    ids: SessionIds
     log: Callable[[str], None]
     access: Access
     #: Seconds an item may run on one worker; volunteers are told in the module frame.
@@ -204,15 +210,16 @@ class Session:
         except (ConnectionClosed, OSError):
             hello = None
         if hello is None:
+            job.ids.free(self.id)
             if self._child and job.junction is not None:
-                job.junction.overlay.join_ended()  # the slot its join held is free again
+                job.junction.join_ended()  # the slot its join held is free again
             return
         self._sender.start()
         local = hello.role == "local"
         job.monitor.joined(self, self.id, hello.name, hello.workers, local)
         job.lender.join(self, hello.workers * job.batch_size, name=self.label, local=local)
         if self._child and job.junction is not None:
-            job.junction.overlay.add(self, Subtree(hello.node, hello.relay, hello.workers), joined=True)
+            job.junction.joined(self, Subtree(hello.node, hello.relay, hello.workers))
         LOG.debug("%s joined with %d worker(s)", self.label, hello.workers)
         closing: _Close | None = None
         try:
@@ -233,6 +240,7 @@ class Session:
             for failure in job.lender.leave(self, blame_items=closing is None and not self._relay):
                 job.sink.fail(failure)
             job.monitor.left(self)
+            job.ids.free(self.id)
             if self._child and job.junction is not None:
                 job.junction.left(self)
             LOG.debug("%s left; %d item(s) it held go back to the lender", self.label, held)
@@ -256,7 +264,7 @@ class Session:
             self._refuse(_NO_KEY)
             return None
         self._connection.limit(protocol.frame_limit(frame.workers * job.batch_size))
-        self.id = job.new_id(frame.node if self._child else "")
+        self.id = job.ids.new(frame.node if self._child else "")
         if frame.role == "local":
             self.label = f"the root's own helper {self.id}"
         else:
@@ -282,9 +290,8 @@ class Session:
         elif isinstance(frame, protocol.Status) and self._child and job.junction is not None:
             self._relay = frame.nodes > 1
             job.lender.resize(self, max(1, frame.workers) * job.batch_size)
-            job.junction.overlay.update(self, Summary(frame.nodes, frame.workers, frame.free, frame.depth, frame.nearest))
             job.monitor.subtree(self, frame)
-            job.junction.changed()
+            job.junction.status(self, Summary(frame.nodes, frame.workers, frame.free, frame.depth, frame.nearest))
         elif isinstance(frame, protocol.Answer) and self._child and job.junction is not None:
             job.junction.answered(frame)
         elif isinstance(frame, protocol.Report):

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from pando.overlay import Accept, Forward, Overlay, Refuse, Subtree
+from pando.overlay import Accept, Forward, Overlay, Refuse, Subtree, Wait
 
 ROOT = "root"
 
@@ -40,13 +40,13 @@ class Tree:
         return found
 
     def route(self, nodes: int, avoid: tuple[str, ...]) -> str | None:
-        """Where a join lands: the node that accepts it, or None if refused."""
+        """Where a join lands: the node that accepts it, or None if it must wait or is refused."""
         node, hops = ROOT, 0
         while True:
             route = self.overlays[node].route(nodes, avoid, hops)
             if isinstance(route, Accept):
                 return node  # attach() adds it, ending the join
-            if isinstance(route, Refuse):
+            if isinstance(route, (Wait, Refuse)):
                 return None
             assert isinstance(route, Forward)
             assert route.child in self.children(node), f"{node} passed a join to {route.child}, not its child"
@@ -186,9 +186,9 @@ def test_a_slot_stays_taken_from_the_accepted_join_to_its_child() -> None:
     """Between a join's channel opening and its hello, nobody else takes the slot."""
     overlay: Overlay[str] = Overlay(2)
     assert overlay.route(1) == Accept() and overlay.route(1) == Accept()
-    assert isinstance(overlay.route(1), Refuse)  # both slots are under way
+    assert overlay.route(1) == Wait()  # both slots are under way
     overlay.add("first", Subtree("a" * 16, False, 1), joined=True)
-    assert isinstance(overlay.route(1), Refuse)  # still full: one child, one join under way
+    assert overlay.route(1) == Wait()  # still full: one child, one join under way
     overlay.join_ended()  # the second join failed
     assert overlay.route(1) == Accept()
 
@@ -197,4 +197,8 @@ def test_a_join_past_the_hop_limit_is_refused() -> None:
     overlay: Overlay[str] = Overlay(1)
     overlay.add("child", Subtree("c" * 16, True, 1))
     assert isinstance(overlay.route(1, (), hops=40), Refuse)
-    assert overlay.route(1, ("c" * 16,)) == Refuse("no room in the tree here: every child is full or cannot take children")
+    assert overlay.route(1, ("c" * 16,)) == Wait()  # room may come elsewhere
+
+
+def test_a_volunteer_that_takes_no_children_refuses_joins() -> None:
+    assert Overlay(3, relay=False).route(1) == Refuse("this volunteer takes no children")

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pando.overlay import Accept, Forward, Overlay, Subtree, Summary
+from pando.overlay import Accept, Forward, Overlay, Subtree, Summary, Wait
 
 TREE_JS = Path(__file__).resolve().parent.parent / "pando" / "web" / "tree.js"
 
@@ -40,7 +40,8 @@ const out = cases.map(({ degree, relay, ops }) => {
       case 'ended': overlay.joinEnded(); return null;
       case 'route': {
         const route = overlay.route(args[0], args[1], args[2]);
-        return route.accept ? ['accept'] : route.forward !== undefined ? ['forward', route.forward] : ['refuse'];
+        return route.accept ? ['accept'] : route.forward !== undefined ? ['forward', route.forward]
+          : route.wait ? ['wait'] : ['refuse'];
       }
       case 'summary': return overlay.summary(args[0]);
       default: throw new Error(op);
@@ -110,7 +111,8 @@ def python_answers(case: dict[str, Any]) -> list[Any]:
         elif op == "route":
             route = overlay.route(args[0], tuple(args[1]), args[2])
             out.append(["accept"] if isinstance(route, Accept) else
-                       ["forward", route.child] if isinstance(route, Forward) else ["refuse"])
+                       ["forward", route.child] if isinstance(route, Forward) else
+                       ["wait"] if isinstance(route, Wait) else ["refuse"])
         else:
             out.append(vars(overlay.summary(args[0])))
     return out
@@ -134,4 +136,4 @@ def test_the_pages_overlay_routes_and_sums_up_as_pandos_does() -> None:
     assert routes > 1000
     # Every kind of answer was seen.
     kinds = {answer[0] for answers in js for answer in answers if isinstance(answer, list)}
-    assert kinds == {"accept", "forward", "refuse"}
+    assert kinds == {"accept", "forward", "wait", "refuse"}

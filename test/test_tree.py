@@ -79,12 +79,13 @@ def test_degree_2_seven_volunteers_an_interior_death(procs: Processes, hosts: Ho
     root = start_root(procs, root_host, str(module), items, "--degree", "2", "--global-monitoring",
                       "--heartbeat", "2000")
     root.wait_for_stderr("Serving volunteer code at")
-    volunteers = {}
-    for number in range(1, 8):
-        host = hosts.add(f"v{number}")
-        volunteers[host.name] = start_volunteer(procs, host, root_host)
-        time.sleep(0.3)  # one at a time: each join sees the statuses of the last
+    # A crowd, all at once: joins that find no room yet wait at a node for its children's
+    # statuses instead of being refused, so nobody has to try again.
+    volunteers = {f"v{n}": start_volunteer(procs, hosts.add(f"v{n}"), root_host) for n in range(1, 8)}
     full = wait_for_status(root, lambda s: s["tree"]["nodes"] == 7, what="7 volunteers in the tree")
+    for name in volunteers:
+        said = (procs.tmp / f"{name}.err").read_text()
+        assert "retrying" not in said and "could not join" not in said, said
     direct = [d for d in full["devices"] if d["parent"] is None]
     assert len(direct) == 2, direct  # the root holds --degree children, no more
     rows = {d["id"]: d for d in full["devices"]}

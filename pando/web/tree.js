@@ -32,8 +32,9 @@ import { gathered } from './signal.js';
 
 /** A join passed down more often than this is refused (the tree is never this deep). */
 export const MAX_HOPS = 32;
-/** Most joins passed down and not yet answered (each expires after the bootstrap timeout anyway). */
+/** Most joins passed down and not yet answered, and most waiting for room (each expires after the bootstrap timeout anyway). */
 const MAX_PASSED = 1024;
+const MAX_WAITING = 1024;
 /** A subtree change reaches the parent within this many milliseconds. */
 const STATUS_DELAY_MS = 200;
 /** Most bytes of device rows a status frame carries (global monitoring); at most MAX_DEVICES rows. */
@@ -115,7 +116,8 @@ export class Overlay {
    * Where a joiner bringing `nodes` goes: {accept: true} while there is room
    * here (counted against it until joinEnded()), else {forward: key} toward
    * the nearest free slot below (then the most free slots, then the smallest
-   * subtree; never a node in `avoid`), else {refuse: message}.
+   * subtree; never a node in `avoid`), else {wait: true} until the tree
+   * changes (a node that takes no children: {refuse: message}).
    */
   route(nodes, avoid = [], hops = 0) {
     if (hops > MAX_HOPS) return { refuse: `the join went down ${MAX_HOPS} levels without finding room` };
@@ -129,7 +131,8 @@ export class Overlay {
       const rank = [child.nearest, -child.free, child.nodes];
       if (!best || less(rank, best.rank)) best = { key, rank };
     }
-    if (!best) return { refuse: 'no room in the tree here: every child is full or cannot take children' };
+    // A crowd arrives faster than statuses climb: holding its joins until room shows beats refusing them.
+    if (!best) return this.degree ? { wait: true } : { refuse: 'this volunteer takes no children' };
     // Until its next status, count the slot this join will take: a burst of joins
     // spreads over the children instead of piling onto the one that looked roomiest.
     const child = this.subtrees.get(best.key);
@@ -301,6 +304,8 @@ export class TreeNode {
     this.children = new Set(); // every open child session, joined or not yet
     this.answering = new Set(); // peer connections of joins taken here, not yet open
     this.passed = new Map(); // joiner -> {child, deadline}: joins passed down, answers owed up
+    this.waiting = []; // {frame, deadline}: joins with no room yet, in order of arrival
+    this.routing = false;
     this.usedIds = new Set([id]);
     this.figures = emptyFigures(); // the children's reports since the last one sent up
     this.statusTimer = null;
@@ -339,12 +344,44 @@ export class TreeNode {
   orphaned() {
     this.lender.clear();
     this.passed.clear();
+    this.waiting = []; // their answers were owed to the parent that is gone
     for (const child of this.children) if (child.joined) child.reset();
   }
 
-  /** A joiner's offer from the parent: take it here, pass it down, or say why not. */
+  /** A joiner's offer from the parent: take it here, pass it down, hold it until there is room, or say why not. */
   join(frame) {
-    const route = this.overlay.route(frame.nodes, frame.avoid, frame.hops);
+    if (this.waiting.length >= MAX_WAITING) {
+      this.host.send(protocol.answer(frame.from, '', 'too many joins under way; try again shortly'));
+      return;
+    }
+    this.waiting.push({ frame, deadline: performance.now() + this.bootstrapMs });
+    this.routeWaiting();
+  }
+
+  /** Route the waiting joins in order, until one must wait on (again after each change of the tree here). */
+  routeWaiting() {
+    if (this.routing) return; // a change made while routing: the loop below sees it
+    this.routing = true;
+    try {
+      while (this.waiting.length) {
+        const now = performance.now();
+        for (const stale of this.waiting.filter((w) => w.deadline < now)) {
+          this.host.send(protocol.answer(stale.frame.from, '', 'no room in the tree before the bootstrap timeout'));
+        }
+        this.waiting = this.waiting.filter((w) => w.deadline >= now);
+        if (!this.waiting.length) return;
+        const { frame } = this.waiting[0];
+        const route = this.overlay.route(frame.nodes, frame.avoid, frame.hops);
+        if (route.wait) return;
+        this.waiting.shift();
+        this.routeOne(frame, route);
+      }
+    } finally {
+      this.routing = false;
+    }
+  }
+
+  routeOne(frame, route) {
     if (route.accept) {
       this.answer(frame);
       this.changed();
@@ -583,6 +620,7 @@ export class TreeNode {
 
   /** The subtree changed: the parent hears of it within STATUS_DELAY_MS (a burst goes as one status). */
   changed() {
+    this.routeWaiting();
     if (this.statusTimer !== null || this.closed) return;
     this.statusTimer = this.clock.after(STATUS_DELAY_MS, () => {
       this.statusTimer = null;
