@@ -3,6 +3,7 @@
 The build is ``python -m build``, as a release would make it: the sdist from
 this checkout, then the wheel from that sdist, each in an isolated environment
 that installs what pyproject.toml's [build-system] requires from the registry.
+The wheel is then installed as a user would, its dependencies from the registry too.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def _run(args: list[str], timeout: float) -> None:
 @pytest.fixture(scope="session")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Dist:
     out = tmp_path_factory.mktemp("dist")
-    _run([sys.executable, "-m", "build", "--outdir", str(out), str(REPO)], timeout=600)
+    _run([sys.executable, "-m", "build", "--outdir", str(out), str(REPO)], timeout=300)
     [sdist], [wheel] = out.glob("*.tar.gz"), out.glob("*.whl")
     return Dist(sdist, wheel)
 
@@ -51,7 +52,7 @@ def installed(dist: Dist, tmp_path_factory: pytest.TempPathFactory) -> Venv:
     """The wheel and its dependencies pip-installed in a new venv, by this venv's pip."""
     venv = Venv(tmp_path_factory.mktemp("installed") / "venv")
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv.path)], timeout=120)
-    _run([sys.executable, "-m", "pip", "--python", venv.command("python"), "install", "-q", str(dist.wheel)], timeout=600)
+    _run([sys.executable, "-m", "pip", "--python", venv.command("python"), "install", "-q", str(dist.wheel)], timeout=300)
     return venv
 
 
