@@ -17,7 +17,7 @@ $(STAMPS)/venv:
 	$(BIN)/pip install -q --upgrade pip
 	@touch $@
 
-$(STAMPS)/install: $(STAMPS)/venv setup.cfg setup.py
+$(STAMPS)/install: $(STAMPS)/venv setup.cfg setup.py pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 

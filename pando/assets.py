@@ -6,6 +6,10 @@ Answers carry an ETag and ``Cache-Control: no-cache``, so a returning tab
 revalidates with one small request instead of downloading Pyodide again.
 Each file is read once per run and then served from that one copy, however
 many clients ask for it at once.
+
+Of Pyodide, which npm installs into ``pando/web/node_modules/``, the page loads
+only :data:`PYODIDE_FILES`: ``setup.py`` imports this module to put exactly
+those into the wheel and sdist, so it needs the standard library only.
 """
 from __future__ import annotations
 
@@ -15,12 +19,18 @@ import mimetypes
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from websockets.http11 import Request
+if TYPE_CHECKING:
+    from websockets.http11 import Request
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 _PACKAGE_DIR = Path(__file__).resolve().parent
+
+#: Where npm installs Pyodide, and the files of it the page loads (worker.mjs imports the first).
+PYODIDE_DIR = WEB_DIR / "node_modules" / "pyodide"
+PYODIDE_FILES = ("pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip", "pyodide-lock.json")
 
 #: The helper package shipped into Pyodide, by URL path.
 HELPER_FILES = {f"/py/pando/{name}": _PACKAGE_DIR / name for name in ("__init__.py", "module.py", "items.py", "reporting.py")}
@@ -57,6 +67,22 @@ class Answer:
 
 
 _NOT_FOUND = Answer(HTTPStatus.NOT_FOUND, (("Content-Type", "text/plain; charset=utf-8"),), b"not found\n")
+
+
+def missing_pyodide() -> list[str]:
+    """The files of :data:`PYODIDE_FILES` that are not in :data:`PYODIDE_DIR`."""
+    return [name for name in PYODIDE_FILES if not (PYODIDE_DIR / name).is_file()]
+
+
+def pyodide_problem() -> str | None:
+    """Why browser volunteers cannot start Python, in one line with what to run; None if they can."""
+    missing = missing_pyodide()
+    if not missing:
+        return None
+    what = "is not installed" if len(missing) == len(PYODIDE_FILES) else f"lacks {', '.join(missing)}"
+    # package.json and package-lock.json come with every install, so npm ci works wherever pando is.
+    return (f"pando: warning: browser volunteers cannot start: Pyodide {what} in {PYODIDE_DIR}; "
+            f"run `npm ci` in {WEB_DIR} (in a checkout: `make install`); pando-volunteer works without it")
 
 
 def _find(path: str) -> Path | None:

@@ -154,6 +154,10 @@ class Server:
         self._thread = threading.Thread(target=self._serve, name="pando-server", daemon=True)
 
     def start(self) -> None:
+        """Serve from now on; first say if the page it serves cannot start Python."""
+        problem = assets.pyodide_problem()
+        if problem is not None:
+            self._log(problem)
         self._thread.start()
 
     def close(self) -> None:

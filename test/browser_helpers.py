@@ -208,15 +208,17 @@ class Root:
 
     A given port lets a test bring a root back on the same port. ``prefix`` runs
     it through another command (``ip netns exec NS``: in another host, whose
-    ``address`` the page URLs then use).
+    ``address`` the page URLs then use). ``command`` is another pando to run
+    (an installed one), from ``tmp`` like the default.
     """
 
     def __init__(self, module: Path, tmp: Path, *options: str, port: int = 0, prefix: Sequence[str] = (),
-                 address: str = "127.0.0.1") -> None:
+                 address: str = "127.0.0.1", command: Sequence[str] = ()) -> None:
         self.out_path = tmp / f"{module.stem}-{time.monotonic_ns()}.out"
         self._out = open(self.out_path, "wb")
         self.process = subprocess.Popen(
-            [*prefix, *pando_command(), str(module), "--stdin", "--start-idle", "--port", str(port), *options],
+            [*prefix, *(command or pando_command()), str(module), "--stdin", "--start-idle", "--port", str(port),
+             *options],
             stdin=subprocess.PIPE,
             stdout=self._out,
             stderr=subprocess.PIPE,
@@ -305,11 +307,11 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, inter
 
 @pytest.fixture
 def start_root(tmp_path: Path) -> Iterator[Callable[..., Root]]:
-    """Start roots (on a free port, or on ``port``); all are stopped at the end of the test."""
+    """Start roots (on a free port, or on ``port``; or another ``command``); all are stopped at the end of the test."""
     roots: list[Root] = []
 
-    def start(module: Path, *options: str, port: int = 0) -> Root:
-        root = Root(module, tmp_path, *options, port=port)
+    def start(module: Path, *options: str, port: int = 0, command: Sequence[str] = ()) -> Root:
+        root = Root(module, tmp_path, *options, port=port, command=command)
         roots.append(root)
         return root
 

@@ -9,12 +9,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Sequence
 
 import pytest
 
-# The real-browser fixtures (browser, tabs, start_root, start_volunteer); separate hosts (hosts).
-pytest_plugins = ["browser_helpers", "netns"]
+# The real-browser fixtures (browser, tabs, start_root, start_volunteer); separate hosts (hosts);
+# Pando built, installed and copied without Pyodide (dist, installed, without_pyodide).
+pytest_plugins = ["browser_helpers", "netns", "packaged"]
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -111,11 +112,12 @@ class Processes:
 
     def pando(
         self, *args: str, stdin: bytes | IO[bytes] | None = None, port: int | None = 0, nofile: int | None = None,
-        **env: str,
+        command: Sequence[str] = (PANDO,), cwd: Path | None = None, **env: str,
     ) -> RootProcess:
         """Start ``pando ARGS`` (on a free port unless ``port`` is None); ``stdin`` bytes are fed whole.
 
         ``nofile`` caps its open files (soft and hard limit alike, so the root cannot raise it).
+        ``command`` runs another pando (``python -m pando`` from ``cwd``, an installed one).
         """
         self._count += 1
         stdout_path = self.tmp / f"pando-{self._count}.out"
@@ -124,8 +126,8 @@ class Processes:
         limit = ["prlimit", f"--nofile={nofile}:{nofile}"] if nofile is not None else []
         with stdout_path.open("wb") as stdout:
             popen = self.popen(
-                [*limit, PANDO, *options, *args], stdin=source, stdout=stdout, stderr=subprocess.PIPE,
-                env=self.env(**env),
+                [*limit, *command, *options, *args], stdin=source, stdout=stdout, stderr=subprocess.PIPE,
+                env=self.env(**env), cwd=cwd,
             )
         root = RootProcess(popen, stdout_path)
         if isinstance(stdin, bytes):

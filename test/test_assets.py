@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import http.client
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -53,4 +55,18 @@ def test_nothing_outside_the_web_folder(port: int, path: str) -> None:
 
 def test_plain_get_on_the_websocket_path_is_not_an_error_page(port: int) -> None:
     status, _, _ = get(port, "/volunteer")
+    assert status == 404
+
+
+def test_a_root_without_pyodide_says_so_at_start_up(procs: Processes, without_pyodide: Path) -> None:
+    root = procs.pando(str(EXAMPLES / "square_fast.py"), "--stdin", "--start-idle", stdin=lines(1),
+                       command=(sys.executable, "-m", "pando"), cwd=without_pyodide)
+    port = root.port  # once it serves: whatever it had to say at start-up is said
+    web = without_pyodide / "pando" / "web"
+    [warning] = [line for line in root.err.splitlines() if "Pyodide" in line]
+    assert root.err.index(warning) < root.err.index("Serving volunteer code at")
+    assert warning.startswith("pando: warning: browser volunteers cannot start: Pyodide is not installed in "
+                              f"{web / 'node_modules' / 'pyodide'};")
+    assert f"run `npm ci` in {web} " in warning
+    status, _, _ = get(port, "/node_modules/pyodide/pyodide.mjs")
     assert status == 404

@@ -2,7 +2,7 @@
 // Pyodide interpreter running the user's module, fed from a queue of items the
 // root lent. The volunteer (volunteer.js) hears of everything through the
 // `events` it gives the pool: onReady, onAnswer, onAnswered, onReport, onLost,
-// onWorkerDied, onBroken, onFailed.
+// onWorkerDied, onBroken, onFailed, onUnserved.
 
 import * as protocol from './protocol.js';
 
@@ -62,6 +62,9 @@ class Slot {
         break;
       case 'broken':
         this.pool.broken(this, message.message);
+        break;
+      case 'unserved':
+        this.pool.unserved(message.message);
         break;
       case 'failed':
       case 'fatal':
@@ -245,6 +248,11 @@ export class Pool {
 
   broken(slot, message) {
     this.events.onBroken(message);
+  }
+
+  /** The root serves no Pyodide: no worker of this page can start, so none is started again. */
+  unserved(message) {
+    this.events.onUnserved(message);
   }
 
   /**

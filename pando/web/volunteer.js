@@ -546,6 +546,7 @@ class Volunteer {
       },
       onBroken: (message) => this.broken(message),
       onFailed: (message) => this.broken(`Python could not start in this browser: ${message}`),
+      onUnserved: (message) => this.broken(message, 'The root cannot serve Python', 'No browser can compute for this root.'),
     };
   }
 
@@ -587,12 +588,12 @@ class Volunteer {
     }
   }
 
-  broken(message) {
+  broken(message, heading = 'This device cannot run the module', summary = 'The module cannot run in this browser.') {
     if (ENDED.has(this.state)) return;
     this.flush();
     this.send(protocol.error({ message }));
-    this.end('broken', 'This device cannot run the module');
-    this.ui.problem('The module cannot run in this browser.', message);
+    this.end('broken', heading);
+    this.ui.problem(summary, message);
     const last = message.split('\n').filter((line) => line.trim() && !line.startsWith('(')).pop();
     this.log(`cannot run the module: ${last || message}`, true);
   }

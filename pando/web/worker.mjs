@@ -12,6 +12,7 @@
 //   {type: 'ready', ms, steps}                 the module is loaded (steps: timings in ms)
 //   {type: 'broken', message}                  the module cannot run here (its fault)
 //   {type: 'failed', message}                  Pyodide could not start (not the module's fault)
+//   {type: 'unserved', message}                the root serves no Pyodide: no worker can start
 //   {type: 'answers', answers}                 JSON text of [["ok", id, line] | ["error", id, message, traceback], ...]
 //   {type: 'fatal', message}                   the interpreter died; this worker is unusable
 //   {type: 'report', report}                   JSON text of {items, cpu_time, data_transfer_time, units}
@@ -28,6 +29,7 @@
 // an item: while Python runs, this worker reads no message.
 
 const HELPERS = ['__init__.py', 'module.py', 'items.py', 'reporting.py'];
+const PYODIDE = './node_modules/pyodide/pyodide.mjs';
 const LIB = '/home/pyodide/.pando-lib';
 const FLUSH_SECONDS = 0.05; // answers are gathered this long before they are posted (without a timeout)
 
@@ -193,6 +195,23 @@ function applyInterval(seconds) {
   scheduleReport(reportDue());
 }
 
+/**
+ * Why Pyodide cannot come from the root, if the root answers that it has none
+ * (a pando installed without it); null if it serves Pyodide or cannot be asked.
+ */
+async function unserved() {
+  const url = new URL(PYODIDE, import.meta.url);
+  try {
+    const answer = await fetch(url, { cache: 'no-store' });
+    await answer.body?.cancel();
+    if (answer.status !== 404) return null;
+  } catch {
+    return null; // the network failed: starting again may work
+  }
+  return `the root has no Pyodide to serve (${url.pathname}: not found); ` +
+    'its pando was installed without it, and said at start-up what to run there';
+}
+
 async function load(filename, source) {
   const started = performance.now();
   const steps = {}; // milliseconds since the load began, for the page's log
@@ -209,7 +228,7 @@ async function load(filename, source) {
       }),
     );
     helpers.catch(() => {}); // reported below, once awaited
-    const { loadPyodide } = await import('./node_modules/pyodide/pyodide.mjs');
+    const { loadPyodide } = await import(PYODIDE);
     steps.imported = performance.now() - started;
     pyodide = await loadPyodide({
       indexURL: base,
@@ -224,7 +243,9 @@ async function load(filename, source) {
     await pyodide.runPythonAsync(BOOT);
     steps.helpers = performance.now() - started;
   } catch (err) {
-    post({ type: 'failed', message: `Pyodide could not start: ${describe(err)}` });
+    const missing = await unserved();
+    if (missing) post({ type: 'unserved', message: missing });
+    else post({ type: 'failed', message: `Pyodide could not start: ${describe(err)}` });
     return;
   }
   try {

@@ -1,0 +1,6 @@
+"""``python -m pando``: the ``pando`` command."""
+import sys
+
+from pando.cli import main
+
+sys.exit(main())
