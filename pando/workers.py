@@ -195,7 +195,7 @@ class Workers:
         self._workers = [self._spawn() for _ in range(max(1, count))]
         for worker in self._workers:
             self._wait_ready(worker)
-        self._collector = threading.Thread(target=self._collect, name="collector", daemon=True)
+        self._collector = threading.Thread(target=self._collect, name="pando-collector", daemon=True)
         self._collector.start()
 
     def _spawn(self) -> _Worker:
