@@ -40,7 +40,7 @@ LOCAL_TRIES = MAX_LOSSES
 
 def run_local(
     fn: PandoFunction, batches: Iterable[list[str]], out: BinaryIO, journal_path: str | None = None,
-    resume: bool = False, timeout: float | None = None,
+    resume: bool = False, timeout: float | None = None, raw: bool = False,
 ) -> int:
     """Compute every item in order, here; return the exit status.
 
@@ -48,21 +48,22 @@ def run_local(
     with ``resume`` the journal's results are written instead of computed.
     With a ``timeout`` (seconds), an item still running after it is
     interrupted and tried again, :data:`LOCAL_TRIES` times in all, before the
-    run fails on it.
+    run fails on it. With ``raw``, the function gets each item's text as it is.
     """
     items.allow_big_integers()
     journal = Journal.open(journal_path, resume) if journal_path is not None else None
     try:
         if journal is not None:
             batches = journal.skip_done(batches)  # before anything is written
-        return _compute(fn, batches, out, journal, timeout)
+        return _compute(fn, batches, out, journal, timeout, raw)
     finally:
         if journal is not None:
             journal.close()
 
 
 def _compute(
-    fn: PandoFunction, batches: Iterable[list[str]], out: BinaryIO, journal: Journal | None, timeout: float | None
+    fn: PandoFunction, batches: Iterable[list[str]], out: BinaryIO, journal: Journal | None, timeout: float | None,
+    raw: bool,
 ) -> int:
     window = Window(LOCAL_WINDOW_ITEMS, LOCAL_WINDOW_BYTES)
     reorder = Reorder(out, window, journal=journal)
@@ -74,7 +75,7 @@ def _compute(
         for text in itertools.chain.from_iterable(batches):
             if not window.take(1, len(text), reorder.done):  # stdout was closed or cannot be written
                 break
-            answer = _compute_with_tries(fn, position, text, timeout)
+            answer = _compute_with_tries(fn, position, text, timeout, raw)
             if answer[0] != "ok":
                 lost = answer[0] == "lost"
                 details = f"{answer[2]}, on each of its {LOCAL_TRIES} tries" if lost else answer[3] or answer[2]
@@ -97,10 +98,10 @@ def _compute(
     return reorder.status
 
 
-def _compute_with_tries(fn: PandoFunction, position: int, text: str, timeout: float | None) -> Answer:
+def _compute_with_tries(fn: PandoFunction, position: int, text: str, timeout: float | None, raw: bool) -> Answer:
     """One item, tried again while it runs past the timeout, up to :data:`LOCAL_TRIES` times."""
     for attempt in range(1, LOCAL_TRIES + 1):
-        answer = compute(fn, position, text, timeout)
+        answer = compute(fn, position, text, timeout, raw)
         if answer[0] != "lost" or attempt == LOCAL_TRIES:
             break
         # Numbered from 1, as failures are (the position counts from 0).

@@ -77,6 +77,8 @@ class Settings:
     global_monitoring: bool = False
     #: Worker processes of the root's own helper.
     workers: int = 1
+    #: Items reach the function as their text, not typed (``--raw``).
+    raw: bool = False
 
 
 class Root:
@@ -148,7 +150,7 @@ class Root:
         job = Job(
             self._filename, self._source, settings.heartbeat_ms, settings.batch_size, settings.reporting_interval,
             lender, reorder, monitor, id_maker(settings.seed), log, access, timeout=settings.timeout,
-            junction=junction, tree=tree,
+            junction=junction, tree=tree, raw=settings.raw,
         )
         hub = Hub(None, log)
         hub.attach(rtc_config, lambda joiner, offer: junction.offer(rendezvous.join_of(joiner, offer),
