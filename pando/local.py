@@ -15,6 +15,7 @@ import itertools
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
@@ -115,16 +116,24 @@ _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
 
 class Helper:
-    """The root's own helper volunteer process, joining at ``url``; owned by the root."""
+    """The root's own helper volunteer process, joining at ``url``; owned by the root.
+
+    What it prints (the module's prints) goes to stderr, or with ``output``
+    there line by line (the console, which keeps it off the progress line).
+    """
 
     #: Times a helper that died is started again before the root gives up on it.
     RESTARTS = 3
 
-    def __init__(self, url: str, access: Access, log: Callable[[str], None], workers: int = 1) -> None:
+    def __init__(
+        self, url: str, access: Access, log: Callable[[str], None], workers: int = 1,
+        output: Callable[[str], None] | None = None,
+    ) -> None:
         self._url = url
         self._workers = workers
         self._access = access
         self._log = log
+        self._output = output
         self._restarts = 0
         #: True once the helper died more often than it is restarted.
         self.gave_up = False
@@ -136,9 +145,14 @@ class Helper:
         process = subprocess.Popen(
             [sys.executable, "-P", "-c", entry],
             stdin=subprocess.PIPE,
-            stdout=sys.stderr.fileno(),  # the module's prints, like the root's own
+            # The module's prints go where the root's own would.
+            stdout=sys.stderr.fileno() if self._output is None else subprocess.PIPE,
+            stderr=None if self._output is None else subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C is for the root, which then stops the helper
         )
+        if self._output is not None:
+            threading.Thread(target=_pass_lines, args=(process.stdout, self._output), name="pando-helper-output",
+                             daemon=True).start()
         assert process.stdin is not None
         # The secret goes through a pipe: a command line is visible to every user of the machine.
         given = {"url": self._url, "secret": self._access.helper_secret, "workers": self._workers}
@@ -169,6 +183,13 @@ class Helper:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+
+
+def _pass_lines(stream: BinaryIO, output: Callable[[str], None]) -> None:
+    """Hand each line of ``stream`` to ``output`` until its end (the helper and its workers have ended)."""
+    with stream:
+        for line in stream:
+            output(line.decode("utf-8", "replace").rstrip("\r\n"))
 
 
 def main() -> int:
