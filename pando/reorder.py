@@ -157,8 +157,8 @@ class Reorder:
             with self._aside():  # written and flushed while the progress line is away
                 # Strict: every line was checked to be UTF-8 text where it was made.
                 self._out.write("\n".join(lines).encode("utf-8"))
+                self._window.give(len(lines) - 1)  # before the flush, which may wait on a slow reader
                 self._out.flush()
-            self._window.give(len(lines) - 1)
         self._window.waiting(self._waiting_bytes)
         if failure is not None:
             self._log(describe_failure(failure))
