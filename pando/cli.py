@@ -114,14 +114,15 @@ once, --start-idle or not. A result is printed as is if it is a str, with
 str() if it is a number, and as JSON otherwise.
 
 Monitoring: the printed http://HOST:PORT/monitor#key=KEY; page shows
-volunteers and throughput live. On a terminal, stderr also shows a QR code of the join URL
-(for phones) and a progress line.
-PANDO_DEBUG=monitoring writes a JSON status per interval on stderr; other
-topics: lender, session, websockets, threads, webrtc, all (see docs/monitoring.md).
+volunteers and throughput live. On a terminal, stderr also shows a QR code of
+the join URL (for phones) and a progress line, which results and messages
+never share. PANDO_DEBUG=monitoring writes a JSON status per interval on
+stderr; other topics: lender, session, websockets, threads, webrtc, all (see
+docs/monitoring.md).
 
-Defaults for any option can be set in $HOME/.pando/config.json, for example
-{"port": 6000, "batch-size": 4, "start-idle": true}; the command line wins
-(--no-start-idle switches that one off again).
+Config file: defaults for any option can be set in $HOME/.pando/config.json,
+for example {"port": 6000, "batch-size": 4, "start-idle": true}; the command
+line wins (--no-start-idle switches that one off again).
 
 Exit status: 0 all results written; 1 the run failed: the function failed
 on an item (it, its value and the traceback are on stderr; every earlier

@@ -42,7 +42,7 @@ def parse(doc: str, argv: list[str] | None) -> dict[str, Any] | int:
         head, operands = argv[:cut], argv[cut + 1 :]
     else:
         head, operands = argv, []
-    numeric = {option.longer: option.short for option in _options(doc)
+    numeric = {option.longer: option.short for option in options(doc)
                if option.short and option.short[1:].isdigit() and option.longer}
     as_long = {short: longer for longer, short in numeric.items()}
     tokens = [as_long.get(token, token) for token in head]
@@ -75,7 +75,7 @@ def fail(doc: str, error: status.PandoError) -> int:
     return error.status
 
 
-def _options(doc: str) -> list[Option]:
+def options(doc: str) -> list[Option]:
     """The options the text describes, as docopt reads them."""
     sections = parse_docstring_sections(doc)
     return [*parse_options(sections.before_usage), *parse_options(sections.after_usage)]
@@ -87,18 +87,17 @@ def _operand(text: str, operands: list[str]) -> str:
 
 def _problem(doc: str, tokens: list[str], operands: list[str], exc: DocoptExit) -> str:
     """What is wrong with a command line docopt refused, in words (its own message shows its objects)."""
-    known = _options(doc)
-    options = list(known)  # docopt appends the unknown options it meets
+    known = options(doc)
+    met = list(known)  # docopt appends the unknown options it meets
     try:
-        given = parse_argv(Tokens(tokens), options)
+        given = parse_argv(Tokens(tokens), met)
     except DocoptExit as refused:  # "--port requires argument", "--quiet must not have an argument"
         return str(refused).splitlines()[0]
-    for unknown in options[len(known) :]:
-        name = str(unknown.name)
+    if len(met) > len(known):
+        name = str(met[len(known)].name)
+        # docopt takes a unique prefix for the option; a prefix of several is unknown to it.
         candidates = [option.longer for option in known if option.longer and option.longer.startswith(name)]
-        if len(candidates) > 1:
-            return f"{name} is ambiguous: {', '.join(candidates)}"
-        return f"unknown option {name}"
+        return f"{name} is ambiguous: {', '.join(candidates)}" if len(candidates) > 1 else f"unknown option {name}"
     names = [pattern.name for pattern in given if pattern.name is not None]
     for name in names:
         if names.count(name) > 1:
