@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -183,6 +186,34 @@ def test_raw_travels_in_the_module_frame_only_when_set() -> None:
     assert protocol.decode(old, protocol.FROM_ROOT) == protocol.Module("a", "f.py", "", 1000, 1, raw=False)
     with pytest.raises(protocol.ProtocolError):
         protocol.decode(old[:-1] + ',"raw":"yes"}', protocol.FROM_ROOT)
+
+
+PROTOCOL_JS = Path(__file__).resolve().parent.parent / "pando" / "web" / "protocol.js"
+
+# The page's side of raw: its hello says it honours raw; module frames both ways.
+RAW_JS = """
+const protocol = await import(process.argv[1]);
+const fromRoot = protocol.decode(process.argv[2], protocol.FROM_ROOT);
+const plain = protocol.decode(process.argv[3], protocol.FROM_ROOT);
+const hello = protocol.decode(protocol.hello('tab', 2, 'k'.repeat(22)), protocol.FROM_CHILD);
+console.log(JSON.stringify({
+  raw: fromRoot.raw, plain: plain.raw, hello: protocol.hello('tab', 2, 'k'.repeat(22)), parsedHello: hello.raw,
+  relayed: protocol.module({ ...fromRoot, id: 'c1' }),
+}));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_the_page_speaks_raw_as_the_root_does() -> None:
+    raw = protocol.encode(protocol.Module("ab12", "f.py", "", 30000, 1, raw=True))
+    plain = protocol.encode(protocol.Module("ab12", "f.py", "", 30000, 1))
+    done = subprocess.run(["node", "--input-type=module", "-e", RAW_JS, PROTOCOL_JS.as_uri(), raw, plain],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["raw"] is True and seen["plain"] is False and seen["parsedHello"] is True
+    assert protocol.decode(seen["hello"], protocol.FROM_VOLUNTEER).raw  # type: ignore[union-attr]
+    assert protocol.decode(seen["relayed"], protocol.FROM_ROOT) == protocol.Module("c1", "f.py", "", 30000, 1, raw=True)
 
 
 def test_a_raw_run_refuses_volunteers_that_would_type_the_items(procs: Processes) -> None:
