@@ -213,7 +213,9 @@ def _items(args: dict[str, Any], read_stdin: bool | None) -> tuple[Iterable[list
         except OSError as exc:
             raise status.PandoError(f"cannot read --arg-file {arg_file}: {exc.strerror or exc}") from None
         return stream_batches(stream, separator=separator), None
-    if arg_file == "-" or (read_stdin if read_stdin is not None else sys.stdin is not None and not sys.stdin.isatty()):
+    if read_stdin is None:  # neither the command line nor the config says: a pipe or a file is read, a terminal not
+        read_stdin = sys.stdin is not None and not sys.stdin.isatty()
+    if arg_file == "-" or read_stdin:
         return stream_batches(stdin_unbuffered(), separator=separator), None
     return argv_batches([]), 0
 

@@ -1,7 +1,7 @@
 """Reading a command line with docopt, the same way for every Pando command.
 
-docopt reads the command line straight from the usage text; two habits of
-Unix commands it lacks are added around it:
+docopt reads the command line straight from the usage text; the Unix habits
+it lacks are added around it:
 
 - ``--`` ends the options wherever it stands: docopt keeps a ``--`` that
   follows an operand as one more operand (``pando m.py 1 -- -5``).
@@ -20,15 +20,15 @@ from docopt import DocoptExit, Option, Tokens, docopt, parse_argv, parse_docstri
 
 from pando import __version__, status, stdout
 
-#: Ends the options; every argument after it is an operand, even one that starts with a dash.
-END_OF_OPTIONS = "--"
+# Ends the options; every argument after it is an operand, even one that starts with a dash.
+_END_OF_OPTIONS = "--"
 # An operand after `--` reaches docopt as this prefix and its index: no real
 # argument can hold a NUL byte, and docopt reads it as an operand wherever it is.
 _STAND_IN = "\0"
 
 
 class UsageError(status.PandoError):
-    """A bad command line, found after docopt read it: a bad option value, options that exclude each other."""
+    """A bad command line (an unknown option, a bad value, options that exclude each other): told with the usage."""
 
 
 def parse(doc: str, argv: list[str] | None) -> dict[str, Any] | int:
@@ -37,8 +37,8 @@ def parse(doc: str, argv: list[str] | None) -> dict[str, Any] | int:
     ``--help`` and ``--version`` print and exit 0 from within docopt.
     """
     argv = sys.argv[1:] if argv is None else argv
-    if END_OF_OPTIONS in argv:
-        cut = argv.index(END_OF_OPTIONS)
+    if _END_OF_OPTIONS in argv:
+        cut = argv.index(_END_OF_OPTIONS)
         head, operands = argv[:cut], argv[cut + 1 :]
     else:
         head, operands = argv, []
