@@ -7,7 +7,7 @@ WEB := pando/web
 DEMO_PORT ?= 5000
 PYTEST_ARGS ?=
 
-.PHONY: install web chromium demo test clean bench-quick bench-full bench-paper
+.PHONY: install web chromium demo test docs clean bench-quick bench-full bench-paper
 
 install: $(STAMPS)/install web
 
@@ -46,6 +46,10 @@ demo: install
 test: install chromium
 	$(BIN)/python -m mypy pando
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The man page and the bash completion are made from `pando --help`; test/test_docs.py checks they are current.
+docs: install
+	$(BIN)/python docs/generate.py
 
 # Benchmarks live in bench/ (see bench/README.md); these are shortcuts.
 bench-quick bench-full bench-paper: install

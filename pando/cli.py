@@ -5,11 +5,12 @@ Usage:
   pando (-h | --help | --version)
 
 MODULE is a Python file that binds a function to the key '/pando/1.0.0',
-most simply with the @pando.function decorator. Each ITEM, or with --stdin
-each line of standard input, is lent to a volunteer: a browser tab that opened
-one of the printed URLs, or a `pando-volunteer URL` process. Results are
-printed on standard output, one line per item, in input order; nothing else
-is (what the module prints goes to stderr).
+most simply with the @pando.function decorator. Each ITEM, or without ITEM
+arguments each line of standard input (unless it is a terminal), is lent to
+a volunteer: a browser tab that opened one of the printed URLs, or a
+`pando-volunteer URL` process. Results are printed on standard output, one
+line per item, in input order; nothing else is (what the module prints goes
+to stderr).
 
 Only invited volunteers join: the printed URLs carry this user's join key
 after #key= (kept in $HOME/.pando/join-key, made on first use). Anyone with
@@ -17,7 +18,18 @@ that URL can join and sees the module and the items; keep it among people and
 machines you trust.
 
 Options:
-  --stdin           Read the items from standard input, one per line.
+  --stdin           Read the items from standard input, one per line, even
+                    from a terminal. Without it, standard input is read
+                    when there is no ITEM nor --arg-file and it is not a
+                    terminal.
+  -a FILE --arg-file=FILE
+                    Read the items from FILE, one per line (- for standard
+                    input).
+  -0 --null         Items in standard input or FILE end with a NUL byte
+                    instead of a newline, as from find -print0: for items
+                    that hold newlines.
+  --raw             Give every item to the function as the str it is (see
+                    Items).
   --local           Compute here, one item after another, with no server and
                     no volunteers: to try a module on a few items.
   --start-idle      Leave all the computing to volunteers. Without it, this
@@ -84,19 +96,33 @@ Options:
   -h --help         Show this text.
   --version         Show the version.
 
+Negating options: each switches off an option that config.json switches on.
+  --no-stdin        Read no items from standard input (but with -a -).
+  --no-local
+  --no-start-idle
+  --no-global-monitoring
+  --no-quiet
+  --no-raw
+
 Items: an integer literal such as 42 or -7 reaches the function as an int,
 a decimal literal such as 2.5 or 1e3 as a float, anything else (007 too) as
-a str. Put -- before items that start with a dash. A result is printed as is
-if it is a str, with str() if it is a number, and as JSON otherwise.
+a str; with --raw every item is a str, as written. A -- ends the options:
+put it before items that start with a dash. Items come from one place: ITEM
+arguments, --arg-file, or standard input. On a terminal, standard input is
+read only with --stdin, so `pando MODULE` alone has no items and ends at
+once, --start-idle or not. A result is printed as is if it is a str, with
+str() if it is a number, and as JSON otherwise.
 
 Monitoring: the printed http://HOST:PORT/monitor#key=KEY; page shows
-volunteers and throughput live. On a terminal, stderr also shows a QR code of the join URL
-(for phones) and a progress line.
-PANDO_DEBUG=monitoring writes a JSON status per interval on stderr; other
-topics: lender, session, websockets, threads, webrtc, all (see docs/monitoring.md).
+volunteers and throughput live. On a terminal, stderr also shows a QR code of
+the join URL (for phones) and a progress line, which results and messages
+never share. PANDO_DEBUG=monitoring writes a JSON status per interval on
+stderr; other topics: lender, session, websockets, threads, webrtc, all (see
+docs/monitoring.md).
 
-Defaults for any option can be set in $HOME/.pando/config.json, for example
-{"port": 6000, "batch-size": 4, "start-idle": true}; the command line wins.
+Config file: defaults for any option can be set in $HOME/.pando/config.json,
+for example {"port": 6000, "batch-size": 4, "start-idle": true}; the command
+line wins (--no-start-idle switches that one off again).
 
 Exit status: 0 all results written; 1 the run failed: the function failed
 on an item (it, its value and the traceback are on stderr; every earlier
@@ -104,31 +130,34 @@ result is written), results or the journal could not be written, nothing
 could compute (the root's helper keeps dying and no volunteer is connected),
 or an internal error; 2 bad command line, config, module, join key, port or
 journal (one that holds results without --resume, is in use, or was written
-for other input); 3 an input line that is not UTF-8 or is longer than 8 MiB;
-130 interrupted; 141 stdout was closed.
+for other input), or an --arg-file that cannot be opened; 3 an input item that
+is not UTF-8 or is longer than 8 MiB, or input that cannot be read; 130
+interrupted; 141 stdout was closed.
 """
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any, BinaryIO
-
+from typing import Any, BinaryIO, Iterable
 
 from pando import access, config, debug, rendezvous, status, stdout, usage
 from pando.console import Console
 from pando.local import run_local
 from pando.module import ModuleError, load_file
-from pando.reader import InputError, argv_batches, stdin_unbuffered, stream_batches
+from pando.reader import argv_batches, stdin_unbuffered, stream_batches
 from pando.root import Root, Settings
 from pando.server import raise_file_limit
 
-# Built-in defaults, under the config file, under the command line.
+# Built-in defaults, under the config file, under the command line. The
+# default of stdin, None, reads standard input when it is not a terminal.
 DEFAULTS: dict[str, Any] = {"port": 5000, "bind": "", "join-key": None, "batch-size": 1, "heartbeat": 30_000,
                             "seed": None, "timeout": None, "retries": 1, "verify": None, "journal": None,
                             "resume": False, "reporting-interval": 3.0,
                             "host": None, "secret": None, "ice-servers": None, "bootstrap-timeout": 60.0, "degree": 10, "workers": None,
-                            "start-idle": False, "stdin": False,
+                            "start-idle": False, "stdin": None, "raw": False,
                             "local": False, "quiet": False, "global-monitoring": False}
+#: The on/off options config.json can switch on: each has a --no- form that switches it off.
+SWITCHES = tuple(key for key, kind in config.KEYS.items() if kind is bool)
 # Options with a value: how to read it, and its bounds (both inclusive).
 _VALUES: dict[str, tuple[type, float, float]] = {
     "port": (int, 0, 65535),
@@ -147,6 +176,10 @@ _VALUES: dict[str, tuple[type, float, float]] = {
 
 def _option(args: dict[str, Any], configured: dict[str, Any], key: str) -> Any:
     given = args[f"--{key}"]
+    if key in SWITCHES and args[f"--no-{key}"]:
+        if given:
+            raise usage.UsageError(f"--{key} and --no-{key} contradict each other")
+        return False
     if given is None or given is False:
         given = configured.get(key, DEFAULTS[key])
         if key not in _VALUES or given is None:
@@ -157,10 +190,34 @@ def _option(args: dict[str, Any], configured: dict[str, Any], key: str) -> Any:
     try:
         value = kind(given)
     except ValueError:
-        raise status.PandoError(f"--{key} must be {'an integer' if kind is int else 'a number'}, not {given!r}") from None
+        raise usage.UsageError(f"--{key} must be {'an integer' if kind is int else 'a number'}, not {given!r}") from None
     if not low <= value <= high:
-        raise status.PandoError(f"--{key} must be between {low:g} and {high:g}, not {value}")
+        raise usage.UsageError(f"--{key} must be between {low:g} and {high:g}, not {value}")
     return value
+
+
+def _items(args: dict[str, Any], read_stdin: bool | None) -> tuple[Iterable[list[str]], int | None]:
+    """The items' batches, from their one source, and how many there are if that is known.
+
+    ``read_stdin`` is the stdin option: from the command line or the config, or None.
+    """
+    arguments, arg_file = args["ITEM"], args["--arg-file"]
+    if sum(map(bool, (arguments, arg_file, args["--stdin"]))) > 1:
+        raise usage.UsageError("give the items in one way: ITEM arguments, --arg-file or --stdin")
+    if arguments:
+        return argv_batches(arguments), len(arguments)
+    separator = b"\0" if args["--null"] else b"\n"
+    if arg_file is not None and arg_file != "-":
+        try:
+            stream: BinaryIO = open(arg_file, "rb", buffering=0)
+        except OSError as exc:
+            raise status.PandoError(f"cannot read --arg-file {arg_file}: {exc.strerror or exc}") from None
+        return stream_batches(stream, separator=separator), None
+    if read_stdin is None:  # neither the command line nor the config says: a pipe or a file is read, a terminal not
+        read_stdin = sys.stdin is not None and not sys.stdin.isatty()
+    if arg_file == "-" or read_stdin:
+        return stream_batches(stdin_unbuffered(), separator=separator), None
+    return argv_batches([]), 0
 
 
 def _run(args: dict[str, Any]) -> int:
@@ -171,12 +228,10 @@ def _run(args: dict[str, Any]) -> int:
     for warning in warnings:
         console.log(f"pando: {warning}")
     module_path = args["MODULE"]
-    if options["stdin"] and args["ITEM"]:
-        raise status.PandoError("give items on the command line or with --stdin, not both")
     if options["verify"] and options["local"]:
-        raise status.PandoError("--verify needs volunteers to compare; it cannot be used with --local")
+        raise usage.UsageError("--verify needs volunteers to compare; it cannot be used with --local")
     if options["resume"] and options["journal"] is None:
-        raise status.PandoError("--resume needs --journal FILE: the journal to resume from")
+        raise usage.UsageError("--resume needs --journal FILE: the journal to resume from")
     secret = options["secret"] or os.environ.get("PANDO_SECRET") or ""
     if options["host"] is not None:
         rendezvous.server_urls(options["host"])  # a bad --host stops the run before anything starts
@@ -188,15 +243,16 @@ def _run(args: dict[str, Any]) -> int:
         access.check_key(key, "--join-key")
     elif not options["local"]:
         key = access.user_key()
+    batches, total = _items(args, options["stdin"])
     out = stdout.claim()  # before the module runs a line: its prints must never reach the results
     try:
         source, fn = load_file(module_path)
     except ModuleError as exc:
         raise status.PandoError(str(exc)) from None
-    batches = stream_batches(stdin_unbuffered()) if options["stdin"] else argv_batches(args["ITEM"])
     try:
         if options["local"]:
-            code = run_local(fn, batches, out, options["journal"], options["resume"], options["timeout"])
+            code = run_local(fn, batches, out, options["journal"], options["resume"], options["timeout"],
+                             options["raw"])
         else:
             raise_file_limit()
             settings = Settings(
@@ -220,8 +276,8 @@ def _run(args: dict[str, Any]) -> int:
                 degree=options["degree"],
                 workers=options["workers"] or os.cpu_count() or 1,
                 global_monitoring=options["global-monitoring"],
+                raw=options["raw"],
             )
-            total = None if options["stdin"] else len(args["ITEM"])
             code = Root(settings, os.path.basename(module_path), source, batches, total, out, console).run()
     except BrokenPipeError:
         code = status.BROKEN_PIPE
@@ -248,9 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         return args
     try:
         code = _run(args)
-    except (status.PandoError, InputError) as exc:
-        print(f"pando: {exc}", file=sys.stderr)
-        code = exc.status
+    except status.PandoError as exc:  # InputError too
+        code = usage.fail(__doc__, exc)
     except KeyboardInterrupt:
         print("pando: interrupted", file=sys.stderr)
         code = status.INTERRUPTED

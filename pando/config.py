@@ -31,6 +31,7 @@ KEYS: dict[str, type] = {
     "local": bool,
     "quiet": bool,
     "global-monitoring": bool,
+    "raw": bool,
 }
 _JSON_NAMES = {int: "integer", float: "number", bool: "boolean", str: "string"}
 

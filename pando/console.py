@@ -1,4 +1,10 @@
-"""Pando's stderr: messages for people, and at most one live progress line under them."""
+"""Pando's stderr: messages for people, and at most one live progress line under them.
+
+The progress line is the terminal's last line, with the cursor at its end: any
+other text written to that terminal (a message, or results when stdout is the
+same terminal) must take it away first and draw it again after, or it would
+continue the progress line.
+"""
 from __future__ import annotations
 
 import io
@@ -6,7 +12,8 @@ import logging
 import shutil
 import sys
 import threading
-from typing import TextIO
+from contextlib import contextmanager
+from typing import Iterator, TextIO
 
 import segno
 
@@ -47,6 +54,19 @@ class Console:
                 self._stream.flush()
                 self._shown = ""
 
+    @contextmanager
+    def aside(self) -> Iterator[None]:
+        """Take the progress line away while the caller writes whole lines to the same terminal; then redraw it."""
+        with self._lock:
+            if self._shown:
+                self._stream.write(_CLEAR)
+                self._stream.flush()
+            try:
+                yield
+            finally:
+                if self._shown:
+                    self._stream.write(self._shown)
+                    self._stream.flush()
 
     def qr_code(self, url: str) -> None:
         """Draw ``url`` as a QR code, so a phone can join by pointing its camera; terminals only."""

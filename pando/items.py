@@ -2,8 +2,9 @@
 
 An input item is one line of stdin or one command-line argument. A canonical
 integer literal becomes ``int`` (never rounded, whatever its size) and a decimal
-literal becomes ``float``; anything else stays ``str``. A result becomes one
-output line: ``str`` as is, numbers with ``str()``, anything else as JSON.
+literal becomes ``float``; anything else stays ``str``; with ``--raw`` every
+item stays ``str``. A result becomes one output line: ``str`` as is, numbers
+with ``str()``, anything else as JSON.
 """
 from __future__ import annotations
 
@@ -39,6 +40,11 @@ def parse(text: str) -> int | float | str:
     if _FLOAT.fullmatch(text):
         return float(text)
     return text
+
+
+def value(text: str, raw: bool) -> int | float | str:
+    """What the function gets for an item: its text itself when ``raw`` (``--raw``), else :func:`parse` of it."""
+    return text if raw else parse(text)
 
 
 def format(result: Any) -> str:  # noqa: A001 - the module's verb, used as items.format

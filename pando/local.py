@@ -15,6 +15,7 @@ import itertools
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
@@ -40,7 +41,7 @@ LOCAL_TRIES = MAX_LOSSES
 
 def run_local(
     fn: PandoFunction, batches: Iterable[list[str]], out: BinaryIO, journal_path: str | None = None,
-    resume: bool = False, timeout: float | None = None,
+    resume: bool = False, timeout: float | None = None, raw: bool = False,
 ) -> int:
     """Compute every item in order, here; return the exit status.
 
@@ -48,21 +49,22 @@ def run_local(
     with ``resume`` the journal's results are written instead of computed.
     With a ``timeout`` (seconds), an item still running after it is
     interrupted and tried again, :data:`LOCAL_TRIES` times in all, before the
-    run fails on it.
+    run fails on it. With ``raw``, the function gets each item's text as it is.
     """
     items.allow_big_integers()
     journal = Journal.open(journal_path, resume) if journal_path is not None else None
     try:
         if journal is not None:
             batches = journal.skip_done(batches)  # before anything is written
-        return _compute(fn, batches, out, journal, timeout)
+        return _compute(fn, batches, out, journal, timeout, raw)
     finally:
         if journal is not None:
             journal.close()
 
 
 def _compute(
-    fn: PandoFunction, batches: Iterable[list[str]], out: BinaryIO, journal: Journal | None, timeout: float | None
+    fn: PandoFunction, batches: Iterable[list[str]], out: BinaryIO, journal: Journal | None, timeout: float | None,
+    raw: bool,
 ) -> int:
     window = Window(LOCAL_WINDOW_ITEMS, LOCAL_WINDOW_BYTES)
     reorder = Reorder(out, window, journal=journal)
@@ -74,7 +76,7 @@ def _compute(
         for text in itertools.chain.from_iterable(batches):
             if not window.take(1, len(text), reorder.done):  # stdout was closed or cannot be written
                 break
-            answer = _compute_with_tries(fn, position, text, timeout)
+            answer = _compute_with_tries(fn, position, text, timeout, raw)
             if answer[0] != "ok":
                 lost = answer[0] == "lost"
                 details = f"{answer[2]}, on each of its {LOCAL_TRIES} tries" if lost else answer[3] or answer[2]
@@ -97,10 +99,10 @@ def _compute(
     return reorder.status
 
 
-def _compute_with_tries(fn: PandoFunction, position: int, text: str, timeout: float | None) -> Answer:
+def _compute_with_tries(fn: PandoFunction, position: int, text: str, timeout: float | None, raw: bool) -> Answer:
     """One item, tried again while it runs past the timeout, up to :data:`LOCAL_TRIES` times."""
     for attempt in range(1, LOCAL_TRIES + 1):
-        answer = compute(fn, position, text, timeout)
+        answer = compute(fn, position, text, timeout, raw)
         if answer[0] != "lost" or attempt == LOCAL_TRIES:
             break
         # Numbered from 1, as failures are (the position counts from 0).
@@ -114,16 +116,24 @@ _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
 
 class Helper:
-    """The root's own helper volunteer process, joining at ``url``; owned by the root."""
+    """The root's own helper volunteer process, joining at ``url``; owned by the root.
+
+    What it prints (the module's prints) goes to stderr, or with ``output``
+    there line by line (the console, which keeps it off the progress line).
+    """
 
     #: Times a helper that died is started again before the root gives up on it.
     RESTARTS = 3
 
-    def __init__(self, url: str, access: Access, log: Callable[[str], None], workers: int = 1) -> None:
+    def __init__(
+        self, url: str, access: Access, log: Callable[[str], None], workers: int = 1,
+        output: Callable[[str], None] | None = None,
+    ) -> None:
         self._url = url
         self._workers = workers
         self._access = access
         self._log = log
+        self._output = output
         self._restarts = 0
         #: True once the helper died more often than it is restarted.
         self.gave_up = False
@@ -135,9 +145,14 @@ class Helper:
         process = subprocess.Popen(
             [sys.executable, "-P", "-c", entry],
             stdin=subprocess.PIPE,
-            stdout=sys.stderr.fileno(),  # the module's prints, like the root's own
+            # The module's prints go where the root's own would.
+            stdout=sys.stderr.fileno() if self._output is None else subprocess.PIPE,
+            stderr=None if self._output is None else subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C is for the root, which then stops the helper
         )
+        if self._output is not None:
+            threading.Thread(target=_pass_lines, args=(process.stdout, self._output), name="pando-helper-output",
+                             daemon=True).start()
         assert process.stdin is not None
         # The secret goes through a pipe: a command line is visible to every user of the machine.
         given = {"url": self._url, "secret": self._access.helper_secret, "workers": self._workers}
@@ -168,6 +183,13 @@ class Helper:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+
+
+def _pass_lines(stream: BinaryIO, output: Callable[[str], None]) -> None:
+    """Hand each line of ``stream`` to ``output`` until its end (the helper and its workers have ended)."""
+    with stream:
+        for line in stream:
+            output(line.decode("utf-8", "replace").rstrip("\r\n"))
 
 
 def main() -> int:

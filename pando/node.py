@@ -261,7 +261,7 @@ class Node:
         """One parent; an exit status when the job is over, None if the link dropped."""
         with self._connect() as link:
             hello = protocol.Hello(self._name, self._workers_count, self._key, self._role, node=self.id,
-                                   relay=self._relay)
+                                   relay=self._relay, raw=True)
             link.send(protocol.encode(hello))
             frame = protocol.decode(link.recv(timeout=30), protocol.FROM_ROOT)
             if isinstance(frame, protocol.Bye):
@@ -342,7 +342,7 @@ class _Running:
         self.lender: Lender[Holder] = Lender(retries=0, halt_on_failure=False, straggler_floor=math.inf)
         self._workers = Workers(
             node._workers_count, module.source, module.filename, on_answers=self._answers, on_report=self._report,
-            report_seconds=module.reporting_interval, timeout=module.timeout,
+            report_seconds=module.reporting_interval, timeout=module.timeout, raw=module.raw,
         )
         self._own = OwnWorkers(self._workers)
         self._tally = Tally()
@@ -362,7 +362,7 @@ class _Running:
         self.job = Job(
             module.filename, module.source, module.heartbeat_ms, module.batch_size, module.reporting_interval,
             self.lender, node._upstream, self._tally, SessionIds(), node.log, Access(node._key), timeout=module.timeout,
-            junction=self._junction, tree=self._child_tree(),
+            junction=self._junction, tree=self._child_tree(), raw=module.raw,
         )
         self.lender.join(self._own, node._workers_count * module.batch_size, name="this volunteer's workers")
         self._dispatcher = Dispatcher(self.lender, node._upstream, module.heartbeat_ms, None)

@@ -66,7 +66,7 @@ def _port(args: dict[str, Any]) -> int:
     except ValueError:
         port = -1
     if not 0 <= port <= 65535:
-        raise status.PandoError(f"--port must be an integer from 0 to 65535, not {text!r}")
+        raise usage.UsageError(f"--port must be an integer from 0 to 65535, not {text!r}")
     return port
 
 
@@ -114,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         raise_file_limit()
         serve(_port(args), args["--bind"] or "", secret, console, stop)
     except status.PandoError as exc:
-        print(f"pando-server: {exc}", file=sys.stderr)
-        return exc.status
+        return usage.fail(__doc__, exc)
     except KeyboardInterrupt:
         print("pando-server: interrupted", file=sys.stderr)
         return status.INTERRUPTED

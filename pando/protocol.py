@@ -95,6 +95,9 @@ class Hello:
     #: Its node id, and whether it can take children over WebRTC (the tree).
     node: str = ""
     relay: bool = False
+    #: Whether it honours the module frame's ``raw``: volunteers that predate
+    #: it would type the items of a ``--raw`` run, so such a run refuses them.
+    raw: bool = False
     type = "hello"
 
     def payload(self) -> dict[str, Any]:
@@ -104,6 +107,8 @@ class Hello:
             out["node"] = self.node
         if self.relay:
             out["relay"] = True
+        if self.raw:
+            out["raw"] = True
         return out
 
 
@@ -133,6 +138,8 @@ class Module:
     timeout: float | None = None
     #: What a relay needs to take children, when there is a tree.
     tree: Tree | None = None
+    #: The function gets each item's text as it is, not typed (``--raw``).
+    raw: bool = False
     type = "module"
 
     def payload(self) -> dict[str, Any]:
@@ -146,6 +153,8 @@ class Module:
         }
         if self.timeout is not None:  # absent means no limit: the frame stays as it was without --timeout
             out["timeout"] = self.timeout
+        if self.raw:  # absent means typed items, as before --raw
+            out["raw"] = True
         if self.tree is not None:
             out.update(self.tree.payload())
         return out
@@ -384,6 +393,14 @@ def _str(body: dict[str, Any], key: str, default: str | None = None) -> str:
     return value
 
 
+def _bool(body: dict[str, Any], key: str) -> bool:
+    """An optional flag: absent is false."""
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key!r} must be a boolean")
+    return value
+
+
 def _int(body: dict[str, Any], key: str, minimum: int = 0, maximum: int = MAX_INT) -> int:
     value = body[key]
     if type(value) is not int or not minimum <= value <= maximum:
@@ -442,11 +459,9 @@ def _parse_hello(body: dict[str, Any]) -> Hello:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
     name = _str(body, "name", "")
-    relay = body.get("relay", False)
-    if not isinstance(relay, bool):
-        raise ValueError("'relay' must be a boolean")
     return Hello(name=name[:MAX_NAME], workers=_int(body, "workers", 1, MAX_WORKERS), key=_str(body, "key", ""),
-                 role=role, protocol=version, node=_node(body, "node", optional=True), relay=relay)
+                 role=role, protocol=version, node=_node(body, "node", optional=True), relay=_bool(body, "relay"),
+                 raw=_bool(body, "raw"))
 
 
 def _node(body: dict[str, Any], key: str, optional: bool = False) -> str:
@@ -462,10 +477,8 @@ def _parse_error(body: dict[str, Any]) -> Error:
     item = body.get("id")
     if item is not None and (type(item) is not int or item < 0):
         raise ValueError("'id' must be an item id")
-    lost = body.get("lost", False)
-    if not isinstance(lost, bool):
-        raise ValueError("'lost' must be a boolean")
-    return Error(message=_str(body, "message"), id=item, traceback=_str(body, "traceback", ""), lost=lost)
+    return Error(message=_str(body, "message"), id=item, traceback=_str(body, "traceback", ""),
+                 lost=_bool(body, "lost"))
 
 
 def _parse_module(body: dict[str, Any]) -> Module:
@@ -478,6 +491,7 @@ def _parse_module(body: dict[str, Any]) -> Module:
         reporting_interval=_number(body, "reporting_interval", 3.0, minimum=MIN_INTERVAL),
         timeout=_optional_positive(body, "timeout"),
         tree=_parse_tree(body) if "degree" in body else None,
+        raw=_bool(body, "raw"),
     )
 
 

@@ -51,32 +51,34 @@ def stdin_unbuffered() -> BinaryIO:
     return open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
 
 
-def stream_batches(stream: BinaryIO, max_bytes: int = MAX_ITEM_BYTES) -> Iterator[list[str]]:
-    """The lines of a binary stream, as soon as they arrive, in batches.
+def stream_batches(stream: BinaryIO, max_bytes: int = MAX_ITEM_BYTES, separator: bytes = b"\n") -> Iterator[list[str]]:
+    """The items of a binary stream, as soon as they arrive, in batches.
 
-    ``\\n`` and ``\\r\\n`` end a line; a last line without a newline still counts,
-    and a final newline does not add an empty item. ``stream.read(n)`` must
-    return what is there (at least a byte) rather than wait for ``n`` bytes:
-    true of unbuffered files, pipes and in-memory streams.
+    Each item ends with ``separator``: a newline, and then ``\\r\\n`` ends a
+    line too, or a NUL byte (``--null``), and then items are exact, newlines
+    included. A last item without its separator still counts, and a final
+    separator does not add an empty item. ``stream.read(n)`` must return what
+    is there (at least a byte) rather than wait for ``n`` bytes: true of
+    unbuffered files, pipes and in-memory streams.
     """
-    line_no = 0  # lines yielded so far
-    partial: list[bytes] = []  # the start of a line whose end has not arrived
+    done = 0  # items yielded so far
+    partial: list[bytes] = []  # the start of an item whose end has not arrived
     partial_size = 0
     while chunk := stream.read(READ_SIZE):
-        if b"\n" not in chunk:
+        if separator not in chunk:
             partial.append(chunk)
             partial_size += len(chunk)
             if partial_size > max_bytes:
-                raise InputError(f"line {line_no + 1} is longer than {max_bytes} bytes")
+                raise InputError(f"{_noun(separator)} {done + 1} is longer than {max_bytes} bytes")
             continue
         data = b"".join(partial) + chunk if partial else chunk
-        cut = data.rindex(b"\n")
+        cut = data.rindex(separator)
         rest = data[cut + 1 :]
         partial, partial_size = ([rest], len(rest)) if rest else ([], 0)
-        yield from _decode(data[:cut], line_no, max_bytes)
-        line_no += data.count(b"\n", 0, cut) + 1
+        yield from _decode(data[:cut], done, max_bytes, separator)
+        done += data.count(separator, 0, cut) + 1
     if partial:
-        yield from _decode(b"".join(partial), line_no, max_bytes)
+        yield from _decode(b"".join(partial), done, max_bytes, separator)
 
 
 def replay(journal: Journal, window: Window, reorder: Reorder) -> int:
@@ -95,30 +97,36 @@ def replay(journal: Journal, window: Window, reorder: Reorder) -> int:
     return count
 
 
-def _decode(block: bytes, line_no: int, max_bytes: int) -> Iterator[list[str]]:
-    """Complete lines (without their last newline) from bytes to text.
+def _noun(separator: bytes) -> str:
+    """What the messages call an item of the input: a line, unless items end with NUL."""
+    return "line" if separator == b"\n" else "item"
 
-    At a line that is not UTF-8, the lines before it are yielded first, then
+
+def _decode(block: bytes, done: int, max_bytes: int, separator: bytes) -> Iterator[list[str]]:
+    """Complete items (without their last separator) from bytes to text; ``done`` items came before.
+
+    At an item that is not UTF-8, the items before it are yielded first, then
     :class:`InputError` names it.
     """
+    noun = _noun(separator)
     try:
         text = block.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line_start = block.rfind(b"\n", 0, exc.start) + 1
-        if line_start:
-            yield from _decode(block[: line_start - 1], line_no, max_bytes)
-        bad_line = line_no + block.count(b"\n", 0, exc.start) + 1
+        item_start = block.rfind(separator, 0, exc.start) + 1
+        if item_start:
+            yield from _decode(block[: item_start - 1], done, max_bytes, separator)
+        bad = done + block.count(separator, 0, exc.start) + 1
         raise InputError(
-            f"line {bad_line} is not valid UTF-8 (byte 0x{block[exc.start]:02x} at byte {exc.start - line_start + 1})"
+            f"{noun} {bad} is not valid UTF-8 (byte 0x{block[exc.start]:02x} at byte {exc.start - item_start + 1})"
         ) from None
-    lines = text.split("\n")
+    texts = text.split(separator.decode())
     if len(block) > max_bytes:
-        for offset, line in enumerate(lines):
-            if len(line.encode("utf-8")) > max_bytes:
-                raise InputError(f"line {line_no + offset + 1} is longer than {max_bytes} bytes")
-    if "\r" in text:
-        lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-    yield lines
+        for offset, item in enumerate(texts):
+            if len(item.encode("utf-8")) > max_bytes:
+                raise InputError(f"{noun} {done + offset + 1} is longer than {max_bytes} bytes")
+    if separator == b"\n" and "\r" in text:
+        texts = [line[:-1] if line.endswith("\r") else line for line in texts]
+    yield texts
 
 
 class Reader:

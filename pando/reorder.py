@@ -11,12 +11,13 @@ it before it writes the same lines to stdout; results that come within
 """
 from __future__ import annotations
 
+import contextlib
 import queue
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Union
+from typing import BinaryIO, Callable, ContextManager, Union
 
 from pando import status
 from pando.journal import Entry, Journal
@@ -50,12 +51,18 @@ def describe_failure(failure: Failure) -> str:
 
 
 class Reorder:
-    """Writes results to ``out`` in input order, from its own thread."""
+    """Writes results to ``out`` in input order, from its own thread.
+
+    Each write of results happens within ``aside()``: on a terminal that also
+    shows the progress line, :meth:`pando.console.Console.aside`.
+    """
 
     def __init__(
         self, out: BinaryIO, window: Window, log: Callable[[str], None] | None = None, journal: Journal | None = None,
+        aside: Callable[[], ContextManager[None]] = contextlib.nullcontext,
     ) -> None:
         self._out = out
+        self._aside = aside
         self._window = window
         self._journal = journal
         self._digests: dict[int, str] = {}  # items to journal, until their result is written
@@ -147,11 +154,12 @@ class Reorder:
                 self._journal.write(self._entries(first, lines))
             self._waiting_bytes -= sum(map(len, lines))
             lines.append("")  # for the last newline
-            # Strict: every line was checked to be UTF-8 text where it was made.
-            self._out.write("\n".join(lines).encode("utf-8"))
-            self._window.give(len(lines) - 1)
+            with self._aside():  # written and flushed while the progress line is away
+                # Strict: every line was checked to be UTF-8 text where it was made.
+                self._out.write("\n".join(lines).encode("utf-8"))
+                self._window.give(len(lines) - 1)  # before the flush, which may wait on a slow reader
+                self._out.flush()
         self._window.waiting(self._waiting_bytes)
-        self._out.flush()
         if failure is not None:
             self._log(describe_failure(failure))
             self.status = status.FAILED

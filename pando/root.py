@@ -5,6 +5,7 @@ the run: the last result written, a failed item, a closed stdout or Ctrl-C.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -77,6 +78,8 @@ class Settings:
     global_monitoring: bool = False
     #: Worker processes of the root's own helper.
     workers: int = 1
+    #: Items reach the function as their text, not typed (``--raw``).
+    raw: bool = False
 
 
 class Root:
@@ -127,7 +130,9 @@ class Root:
             # slow answer is no reason to compute an item twice.
             straggler_floor=settings.heartbeat_ms / 1000,
         )
-        reorder = Reorder(self._out, window, log, journal)
+        # Results on the terminal that shows the progress line take it away first.
+        shared = self._console.live and self._out.isatty()
+        reorder = Reorder(self._out, window, log, journal, self._console.aside if shared else contextlib.nullcontext)
         reader = Reader(batches, lender, window, reorder, log, journal)
         monitor = Monitor(
             settings.reporting_interval,
@@ -148,7 +153,7 @@ class Root:
         job = Job(
             self._filename, self._source, settings.heartbeat_ms, settings.batch_size, settings.reporting_interval,
             lender, reorder, monitor, SessionIds(settings.seed), log, access, timeout=settings.timeout,
-            junction=junction, tree=tree,
+            junction=junction, tree=tree, raw=settings.raw,
         )
         hub = Hub(None, log)
         hub.attach(rtc_config, lambda joiner, offer: junction.offer(rendezvous.join_of(joiner, offer),
@@ -199,7 +204,9 @@ class Root:
             if settings.verify > 1:  # the root's helper is one voice: it would only ever vote alone
                 log(f"pando: --verify {settings.verify} waits for {settings.verify} volunteers to agree on each item")
             elif not settings.start_idle:
-                helper = Helper(helper_url(settings.bind, server.port), access, log, settings.workers)
+                # On a live terminal the module's prints come through the console, not onto the progress line.
+                helper = Helper(helper_url(settings.bind, server.port), access, log, settings.workers,
+                                log if self._console.live else None)
             while not reorder.done.wait(0.5) and not supervisor.failed.is_set():
                 if helper is not None:
                     helper.check()

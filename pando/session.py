@@ -102,6 +102,8 @@ class Job:
     #: Where joins meet the tree here, and what children are told of it (None: no tree).
     junction: Junction | None = None
     tree: protocol.Tree | None = None
+    #: Items reach the function as their text (``--raw``); volunteers are told in the module frame.
+    raw: bool = False
 
 
 class Holder(Protocol):
@@ -263,17 +265,21 @@ class Session:
         if not job.access.admits(frame.key, frame.role):
             self._refuse(_NO_KEY)
             return None
+        if job.raw and not frame.raw:
+            self._refuse("this run gives the function its items as text (--raw), which this volunteer would not; "
+                         "update the volunteer")
+            return None
         self._connection.limit(protocol.frame_limit(frame.workers * job.batch_size))
         self.id = job.ids.new(frame.node if self._child else "")
         if frame.role == "local":
             self.label = f"the root's own helper {self.id}"
         else:
             name = printable(frame.name, protocol.MAX_NAME)
-            frame = protocol.Hello(name, frame.workers, "", frame.role, frame.protocol, frame.node, frame.relay)
+            frame = protocol.Hello(name, frame.workers, "", frame.role, frame.protocol, frame.node, frame.relay, frame.raw)
             self.label = f"volunteer {self.id}" + (f" ({name})" if name else "")
         module = protocol.Module(
             self.id, job.filename, job.source, job.heartbeat_ms, job.batch_size, job.reporting_interval,
-            timeout=job.timeout, tree=job.tree if self._child else None,
+            timeout=job.timeout, tree=job.tree if self._child else None, raw=job.raw,
         )
         self._connection.send(protocol.encode(module))
         return frame

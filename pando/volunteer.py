@@ -68,7 +68,7 @@ def _count(text: str, what: str) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise status.PandoError(f"{what} must be a positive integer, not {text!r}")
+        raise usage.UsageError(f"{what} must be a positive integer, not {text!r}")
     return value
 
 
@@ -82,10 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         workers = _count(args["--workers"], "--workers") if args["--workers"] else os.cpu_count() or 1
         transport = args["--protocol"] or "auto"
         if transport not in PROTOCOLS:
-            raise status.PandoError(f"--protocol must be one of {', '.join(PROTOCOLS)}, not {printable(transport)!r}")
+            raise usage.UsageError(f"--protocol must be one of {', '.join(PROTOCOLS)}, not {printable(transport)!r}")
     except status.PandoError as exc:
-        print(f"pando-volunteer: {exc}", file=sys.stderr)
-        return exc.status
+        return usage.fail(__doc__, exc)
     name = args["--name"] or socket.gethostname()
     stdout.claim()  # the module's prints go to stderr, here and in the worker processes
     print(
@@ -98,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return Node(url, key, workers, name, transport=transport).run()
     except status.PandoError as exc:  # WebRTC asked for, and aiortc missing
-        print(f"pando-volunteer: {exc}", file=sys.stderr)
-        return exc.status
+        return usage.fail(__doc__, exc)
     except KeyboardInterrupt:
         print("pando-volunteer: interrupted", file=sys.stderr)
         return status.INTERRUPTED

@@ -57,14 +57,14 @@ class _Worker:
     overran: int | None = None
 
 
-def compute(fn: PandoFunction, item_id: int, text: str, timeout: float | None = None) -> Answer:
-    """One item, start to end, in this process.
+def compute(fn: PandoFunction, item_id: int, text: str, timeout: float | None = None, raw: bool = False) -> Answer:
+    """One item, start to end, in this process; ``raw``: the function gets the text as it is.
 
     With a ``timeout`` (see :func:`pando.module.call`), an item that runs
     longer is ``("lost", id, message)``: given up, not failed.
     """
     try:
-        err, result = call(fn, items.parse(text), timeout)
+        err, result = call(fn, items.value(text, raw), timeout)
     except Overrun as exc:
         return ("lost", item_id, str(exc))
     return answer(item_id, err, result)
@@ -86,7 +86,9 @@ def _watch_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _worker_main(conn: Connection, source: str, filename: str, current: Any, started: Any, parent: int) -> None:
+def _worker_main(
+    conn: Connection, source: str, filename: str, current: Any, started: Any, parent: int, raw: bool
+) -> None:
     """A worker process: load the module, then compute what arrives until EOF."""
     _die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -109,7 +111,7 @@ def _worker_main(conn: Connection, source: str, filename: str, current: Any, sta
             started.value = time.monotonic()
             current.value = item_id
             cpu_before = time.process_time()
-            answer = compute(fn, item_id, text)
+            answer = compute(fn, item_id, text, raw=raw)
             current.value = _IDLE
             outbox.add(answer, time.process_time() - cpu_before)
         outbox.send()
@@ -169,7 +171,8 @@ class Workers:
     ``report_seconds`` with the workers' summed figures for that interval
     (see :mod:`pando.reporting`). Both run in the collector thread. With a
     ``timeout`` (seconds), a worker whose current item runs longer is killed
-    and replaced, and that item reported lost with the reason.
+    and replaced, and that item reported lost with the reason. With ``raw``,
+    the function gets each item's text as it is (``--raw``).
     """
 
     def __init__(
@@ -181,9 +184,11 @@ class Workers:
         on_report: Callable[[dict[str, Any]], None],
         report_seconds: float,
         timeout: float | None = None,
+        raw: bool = False,
     ) -> None:
         self._source = source
         self._timeout = timeout
+        self._raw = raw
         self._filename = filename
         self._on_answers = on_answers
         self._on_report = on_report
@@ -203,7 +208,7 @@ class Workers:
         current = self._context.RawValue("q", _IDLE)
         started = self._context.RawValue("d", 0.0)
         process = self._context.Process(
-            target=_worker_main, args=(child, self._source, self._filename, current, started, os.getpid()),
+            target=_worker_main, args=(child, self._source, self._filename, current, started, os.getpid(), self._raw),
             daemon=True,
         )
         process.start()

@@ -145,8 +145,10 @@ class Processes:
         )
 
     def run(self, args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
-        """Run a command to its end (with a timeout), capturing its output."""
+        """Run a command to its end (with a timeout), capturing its output; stdin is empty unless given."""
         kwargs.setdefault("env", self.env())
+        if "input" not in kwargs:
+            kwargs.setdefault("stdin", subprocess.DEVNULL)  # never the test runner's own stdin
         kwargs.setdefault("timeout", 60)
         return subprocess.run(args, capture_output=True, **kwargs)
 

@@ -257,6 +257,29 @@ def test_a_tab_and_a_native_volunteer_share_a_run(tmp_path, tabs, start_root, st
     assert native.process.returncode == 0, native.stderr.text
 
 
+KINDS = """
+    import pando
+
+    @pando.function
+    def kind(x):
+        return f"{type(x).__name__}:{x!r}"
+"""
+
+
+@pytest.mark.timeout(180)
+def test_with_raw_a_tab_gives_the_function_each_item_as_written(tmp_path, tabs, start_root):
+    module = write_module(tmp_path, "kinds.py", KINDS)
+    items = ["1.50", "1e3", "42", "007", "-0", ""]
+    root = start_root(module, "--raw")
+    page = tabs.open(root.page_url("tab", 1))
+    wait_ready(page, 1)
+    root.feed(items)
+    assert root.wait(60) == 0, root.stderr.text
+    assert root.output == "".join(f"str:{item!r}\n" for item in items)
+    wait_done(page)
+    assert status(page)["computed"] == len(items)
+
+
 @pytest.mark.timeout(180)
 def test_a_worker_that_crashes_is_replaced_and_its_item_lent_again(tmp_path, tabs, start_root):
     # Reading outside WebAssembly memory traps: Pyodide suffers a fatal error and its worker is lost.

@@ -279,7 +279,7 @@ def test_unreadable_module(procs: Processes) -> None:
     [
         (["--batch-size", "0"], "--batch-size must be between"),
         (["--port", "http"], "--port must be an integer"),
-        (["--stdin", "1"], "not both"),
+        (["--stdin", "1"], "give the items in one way"),
         (["--frobnicate"], "Usage:"),
         (["--ice-servers", "http://example.org"], "is not a stun:, turn: or turns: URL"),
         (["--bootstrap-timeout", "0"], "--bootstrap-timeout must be between"),

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -20,8 +23,10 @@ FAST = str(EXAMPLES / "square_fast.py")
 FRAMES = [
     protocol.Hello("tablet", 4, "k" * 22),
     protocol.Hello("", 1, "helper-secret", role="local"),
+    protocol.Hello("laptop", 2, "k" * 22, raw=True),
     protocol.Watch("k" * 22),
     protocol.Module("ab12", "square.py", "print('hi')\n", 30000, 8),
+    protocol.Module("ab12", "square.py", "print('hi')\n", 30000, 8, raw=True),
     protocol.Lend([(0, "1"), (7, "ünïcode"), (12, "")]),
     protocol.Result([(3, "9"), (1, "{\"a\":1}")]),
     protocol.Error("boom", id=4, traceback="Traceback ...\nValueError: boom"),
@@ -57,6 +62,7 @@ def test_frames_round_trip(frame: protocol.Frame) -> None:
         '{"type": "hello", "protocol": 2, "workers": 0}',
         '{"type": "hello", "protocol": 2, "workers": true}',
         '{"type": "hello", "protocol": 2, "workers": 1, "role": "king"}',
+        '{"type": "hello", "protocol": 2, "workers": 1, "raw": 1}',
         '{"type": "error", "id": 1}',
         '{"type": "error", "message": "x", "lost": "yes"}',
         '{"type": "result", "results": [[0, "\\udcff"]]}',  # a lone surrogate: no UTF-8 line
@@ -172,6 +178,67 @@ def test_version_mismatch_is_refused_and_the_root_goes_on(procs: Processes) -> N
         closed_code(ws)
     procs.volunteer(root.port, "--workers", "1")
     assert root.wait() == 0 and root.out == squares(range(10))
+
+
+def test_raw_travels_in_the_module_frame_only_when_set() -> None:
+    assert "raw" not in json.loads(protocol.encode(protocol.Module("a", "f.py", "", 1000, 1)))
+    old = '{"type":"module","id":"a","filename":"f.py","source":"","heartbeat":1000,"batch_size":1}'
+    assert protocol.decode(old, protocol.FROM_ROOT) == protocol.Module("a", "f.py", "", 1000, 1, raw=False)
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode(old[:-1] + ',"raw":"yes"}', protocol.FROM_ROOT)
+
+
+PROTOCOL_JS = Path(__file__).resolve().parent.parent / "pando" / "web" / "protocol.js"
+
+# The page's side of raw: its hello says it honours raw; module frames both ways.
+RAW_JS = """
+const protocol = await import(process.argv[1]);
+const fromRoot = protocol.decode(process.argv[2], protocol.FROM_ROOT);
+const plain = protocol.decode(process.argv[3], protocol.FROM_ROOT);
+const hello = protocol.decode(protocol.hello('tab', 2, 'k'.repeat(22)), protocol.FROM_CHILD);
+console.log(JSON.stringify({
+  raw: fromRoot.raw, plain: plain.raw, hello: protocol.hello('tab', 2, 'k'.repeat(22)), parsedHello: hello.raw,
+  relayed: protocol.module({ ...fromRoot, id: 'c1' }),
+}));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_the_page_speaks_raw_as_the_root_does() -> None:
+    raw = protocol.encode(protocol.Module("ab12", "f.py", "", 30000, 1, raw=True))
+    plain = protocol.encode(protocol.Module("ab12", "f.py", "", 30000, 1))
+    done = subprocess.run(["node", "--input-type=module", "-e", RAW_JS, PROTOCOL_JS.as_uri(), raw, plain],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["raw"] is True and seen["plain"] is False and seen["parsedHello"] is True
+    assert protocol.decode(seen["hello"], protocol.FROM_VOLUNTEER).raw  # type: ignore[union-attr]
+    assert protocol.decode(seen["relayed"], protocol.FROM_ROOT) == protocol.Module("c1", "f.py", "", 30000, 1, raw=True)
+
+
+def test_a_raw_run_refuses_volunteers_that_would_type_the_items(procs: Processes) -> None:
+    # A hello without raw is what every volunteer sent before --raw existed.
+    typed = procs.pando(FAST, "--stdin", "--start-idle", "--batch-size", "2", stdin=lines(*range(10)))
+    with join(typed.port) as ws:
+        module = frames_until(ws, "module")
+        assert "raw" not in module, "without --raw, older volunteers are served as before"
+    procs.volunteer(typed.port, "--workers", "1")
+    assert typed.wait() == 0 and typed.out == squares(range(10))
+
+    raw = procs.pando(FAST, "--stdin", "--start-idle", "--raw", stdin=lines("a", "b"))
+    with join(raw.port) as ws:
+        bye = json.loads(ws.recv(timeout=10))
+        assert bye["type"] == "bye" and bye["reason"] == "refused" and "--raw" in bye["message"]
+        closed_code(ws)
+    with join(raw.port, raw=True) as ws:
+        assert frames_until(ws, "module")["raw"] is True
+        answered = 0
+        while answered < 2:
+            lent = frames_until(ws, "lend")["items"]
+            ws.send(json.dumps({"type": "result", "results": [[i, text * 2] for i, text in lent]}))
+            answered += len(lent)
+        assert raw.wait() == 0, raw.err
+    assert raw.out == b"aa\nbb\n"
 
 
 def test_a_volunteer_that_cannot_load_the_module_is_reported(procs: Processes) -> None:

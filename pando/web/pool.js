@@ -42,6 +42,7 @@ class Slot {
       source: this.pool.source,
       interval: this.pool.interval,
       timeout: this.pool.timeout,
+      raw: this.pool.raw,
     });
   }
 
@@ -89,9 +90,10 @@ class Slot {
 
 /** N workers running one module, fed from a queue of lent items. */
 export class Pool {
-  constructor(filename, source, size, events, interval = protocol.DEFAULT_REPORTING_INTERVAL, timeout = null) {
+  constructor(filename, source, size, events, interval = protocol.DEFAULT_REPORTING_INTERVAL, timeout = null, raw = false) {
     this.filename = filename;
     this.source = source;
+    this.raw = raw; // the function gets each item's text as it is (--raw): fixed when a worker loads
     this.events = events;
     this.interval = interval; // seconds between the workers' reports
     this.timeout = timeout; // seconds an item may run on a worker (the run's --timeout), or null
@@ -108,8 +110,8 @@ export class Pool {
     }, STAGGER_LIMIT_MS);
   }
 
-  sameModule(filename, source) {
-    return !this.closed && this.filename === filename && this.source === source;
+  sameModule(filename, source, raw) {
+    return !this.closed && this.filename === filename && this.source === source && this.raw === raw;
   }
 
   resize(size) {

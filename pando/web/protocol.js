@@ -109,7 +109,8 @@ function frame(type, body) {
  */
 export function hello(name, workers, key, { role = 'volunteer', node = '', relay = false } = {}) {
   const count = Math.max(1, workers | 0);
-  const body = { protocol: VERSION, name: String(name), workers: count, role, key: String(key) };
+  // raw: this volunteer honours the module frame's raw (older ones are refused by a --raw run).
+  const body = { protocol: VERSION, name: String(name), workers: count, role, key: String(key), raw: true };
   if (node) body.node = node;
   if (relay) body.relay = true;
   return frame('hello', body);
@@ -168,9 +169,12 @@ export function answer(to, sdp, message = '') {
 
 /** Down: the module, with the tree's fields for a child (`tree`: degree, node, depth, iceServers,
  * bootstrapTimeout, monitoring). */
-export function module({ id, filename, source, heartbeat: beat, batchSize, reportingInterval, timeout = null, tree = null }) {
+export function module({
+  id, filename, source, heartbeat: beat, batchSize, reportingInterval, timeout = null, tree = null, raw = false,
+}) {
   const body = { id, filename, source, heartbeat: beat, batch_size: batchSize, reporting_interval: reportingInterval };
   if (timeout !== null) body.timeout = timeout;
+  if (raw) body.raw = true;
   if (tree) {
     Object.assign(body, {
       degree: tree.degree,
@@ -373,6 +377,7 @@ function parseHello(body) {
     role,
     node,
     relay: bool(body, 'relay'),
+    raw: bool(body, 'raw'),
   };
 }
 
@@ -419,6 +424,7 @@ const PARSERS = {
     batchSize: int(body, 'batch_size', 1),
     reportingInterval: positive(body, 'reporting_interval', DEFAULT_REPORTING_INTERVAL),
     timeout: optionalPositive(body, 'timeout'), // seconds an item may run on one worker; null: no limit
+    raw: bool(body, 'raw'), // the function gets each item's text as it is (--raw)
     tree: parseTree(body), // what a relay needs to take children, in a tree; else null
   }),
   lend: (body) => ({ type: 'lend', items: pairs(body, 'items') }),

@@ -221,6 +221,10 @@ class Child {
       return;
     }
     const { module } = node;
+    if (module.raw && !frame.raw) {
+      this.refuse('this run gives the function its items as text (--raw), which this volunteer would not; update the volunteer');
+      return;
+    }
     this.id = node.childId(frame.node);
     this.name = frame.name;
     this.workers = frame.workers;

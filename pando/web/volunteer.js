@@ -416,7 +416,7 @@ class Volunteer {
     this.link.watch(2 * frame.heartbeat); // a silent root is gone (a data channel may not notice)
     this.ui.module(frame.filename);
     this.log(`joined as volunteer ${frame.id}; module ${frame.filename}`);
-    if (this.pool && this.pool.sameModule(frame.filename, frame.source)) {
+    if (this.pool && this.pool.sameModule(frame.filename, frame.source, frame.raw)) {
       this.pool.forget(this.gen);
       this.pool.resize(this.workers);
       this.pool.setInterval(frame.reportingInterval);
@@ -424,7 +424,7 @@ class Volunteer {
     } else {
       if (this.pool) this.pool.close();
       this.pool = new Pool(
-        frame.filename, frame.source, this.workers, this.poolEvents(), frame.reportingInterval, frame.timeout,
+        frame.filename, frame.source, this.workers, this.poolEvents(), frame.reportingInterval, frame.timeout, frame.raw,
       );
       this.loadStarted = performance.now();
       this.log(`starting ${this.workers} Python worker(s)…`);

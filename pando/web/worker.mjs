@@ -2,9 +2,10 @@
 //
 // The page starts several of these (module workers: Pyodide refuses classic
 // ones). Messages from the page:
-//   {type: 'load', filename, source, interval, timeout}
+//   {type: 'load', filename, source, interval, timeout, raw}
 //                                              load Pyodide, the pando helpers and the module;
-//                                              report every `interval` seconds
+//                                              report every `interval` seconds; with `raw`, the
+//                                              function gets each item's text as it is
 //   {type: 'items', items: [[id, text], ...]}  compute these, in order
 //   {type: 'interval', interval}               report every `interval` seconds from now on
 //   {type: 'timeout', timeout}                 the run's --timeout (seconds, or null) from now on
@@ -92,9 +93,10 @@ def _place(filename, source):
         pass  # tracebacks then lack the source lines, nothing worse
 
 
-def _load(filename, source):
+def _load(filename, source, raw):
     """Load the user's module; None, or the text saying why it cannot run."""
-    global _fn
+    global _fn, _raw
+    _raw = bool(raw)
     _place(filename, source)
     try:
         _fn = _module.load(source, filename)
@@ -115,7 +117,7 @@ async def _compute(item_id, text):
             outcome.set_result((err, result))
 
     try:
-        _fn(_items.parse(text), callback)
+        _fn(_items.value(text, _raw), callback)
     except BaseException as exc:  # noqa: B036 - even SystemExit must not kill the worker
         return _module.answer(item_id, exc, None)
     return _module.answer(item_id, *(await outcome))
@@ -212,7 +214,7 @@ async function unserved() {
     'its pando was installed without it, and said at start-up what to run there';
 }
 
-async function load(filename, source) {
+async function load(filename, source, raw) {
   const started = performance.now();
   const steps = {}; // milliseconds since the load began, for the page's log
   let helpers;
@@ -250,7 +252,7 @@ async function load(filename, source) {
   }
   try {
     const loadModule = pyodide.globals.get('_load');
-    const problem = loadModule(filename, source);
+    const problem = loadModule(filename, source, raw);
     loadModule.destroy();
     if (problem !== undefined && problem !== null) {
       post({ type: 'broken', message: String(problem) });
@@ -294,7 +296,7 @@ self.onmessage = (event) => {
     if (message.type === 'load') {
       if (typeof message.interval === 'number' && message.interval > 0) interval = message.interval;
       applyTimeout(message.timeout);
-      if (!loading) loading = load(message.filename, message.source);
+      if (!loading) loading = load(message.filename, message.source, message.raw === true);
     } else if (message.type === 'items') {
       for (const pair of message.items) queue.push(pair);
       work();
