@@ -114,8 +114,10 @@ import sys
 from typing import Any, BinaryIO
 
 
-from pando import access, config, debug, rendezvous, status, stdout, usage
+from pando import access, config, debug, dependencies, rendezvous, status, stdout, usage
+from pando.bundle import BundleError, size_text
 from pando.console import Console
+from pando.dependencies import Shipment
 from pando.local import run_local
 from pando.module import ModuleError, load_file
 from pando.reader import InputError, argv_batches, stdin_unbuffered, stream_batches
@@ -193,6 +195,8 @@ def _run(args: dict[str, Any]) -> int:
         source, fn = load_file(module_path)
     except ModuleError as exc:
         raise status.PandoError(str(exc)) from None
+    name = os.path.basename(module_path)
+    shipment = Shipment() if options["local"] else _shipment(module_path, console)
     batches = stream_batches(stdin_unbuffered()) if options["stdin"] else argv_batches(args["ITEM"])
     try:
         if options["local"]:
@@ -222,10 +226,25 @@ def _run(args: dict[str, Any]) -> int:
                 global_monitoring=options["global-monitoring"],
             )
             total = None if options["stdin"] else len(args["ITEM"])
-            code = Root(settings, os.path.basename(module_path), source, batches, total, out, console).run()
+            code = Root(settings, name, source, batches, total, out, console, shipment).run()
     except BrokenPipeError:
         code = status.BROKEN_PIPE
     return _close(out, code)
+
+
+def _shipment(module_path: str, console: Console) -> Shipment:
+    """What goes to volunteers with the module, said on stderr; PandoError if its own files are too many."""
+    name = os.path.basename(module_path)
+    try:
+        shipment = dependencies.find(module_path)
+    except BundleError as exc:
+        raise status.PandoError(f"cannot send {name} to volunteers: {exc}") from None
+    if shipment.files:
+        console.log(f"pando: volunteers get {name} and {shipment.files} file(s) it imports ({size_text(shipment.size)})")
+    if shipment.native_only:
+        console.log(f"pando: browsers cannot run {name}: it needs {'; '.join(shipment.native_only)}; "
+                    "native volunteers (pando-volunteer) compute it")
+    return shipment
 
 
 def _close(out: BinaryIO, code: int) -> int:

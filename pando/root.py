@@ -17,6 +17,7 @@ from pando import assets, protocol, rendezvous, status
 from pando.access import Access, fragment
 from pando.addresses import helper_url, volunteer_urls
 from pando.console import Console
+from pando.dependencies import Shipment
 from pando.dispatcher import Dispatcher
 from pando.gateway import Gateway
 from pando.hub import Hub
@@ -91,8 +92,11 @@ class Root:
         total: int | None,
         out: BinaryIO,
         console: Console,
+        shipment: Shipment = Shipment(),
     ) -> None:
+        """``shipment``: the files that go with the module, and what browsers lack (:mod:`pando.dependencies`)."""
         self._settings = settings
+        self._shipment = shipment
         self._filename = filename
         self._source = source
         self._batches = batches
@@ -148,7 +152,7 @@ class Root:
         job = Job(
             self._filename, self._source, settings.heartbeat_ms, settings.batch_size, settings.reporting_interval,
             lender, reorder, monitor, SessionIds(settings.seed), log, access, timeout=settings.timeout,
-            junction=junction, tree=tree,
+            junction=junction, tree=tree, bundle=self._shipment.bundle, native_only=self._shipment.native_only,
         )
         hub = Hub(None, log)
         hub.attach(rtc_config, lambda joiner, offer: junction.offer(rendezvous.join_of(joiner, offer),

@@ -102,6 +102,9 @@ class Job:
     #: Where joins meet the tree here, and what children are told of it (None: no tree).
     junction: Junction | None = None
     tree: protocol.Tree | None = None
+    #: The files that go with the module (base64), and what browsers lack (see protocol.Module).
+    bundle: str = ""
+    native_only: tuple[str, ...] = ()
 
 
 class Holder(Protocol):
@@ -273,7 +276,8 @@ class Session:
             self.label = f"volunteer {self.id}" + (f" ({name})" if name else "")
         module = protocol.Module(
             self.id, job.filename, job.source, job.heartbeat_ms, job.batch_size, job.reporting_interval,
-            timeout=job.timeout, tree=job.tree if self._child else None,
+            timeout=job.timeout, tree=job.tree if self._child else None, bundle=job.bundle,
+            native_only=job.native_only,
         )
         self._connection.send(protocol.encode(module))
         return frame

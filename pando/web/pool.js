@@ -36,10 +36,12 @@ class Slot {
       this.pool.died(this, `its Web Worker crashed: ${event.message || 'the worker script failed'}${where}`);
     };
     this.worker.onmessageerror = () => this.pool.died(this, 'its Web Worker sent a message that cannot be read');
+    const { filename, source, bundle } = this.pool.module;
     this.worker.postMessage({
       type: 'load',
-      filename: this.pool.filename,
-      source: this.pool.source,
+      filename,
+      source,
+      bundle,
       interval: this.pool.interval,
       timeout: this.pool.timeout,
     });
@@ -87,11 +89,10 @@ class Slot {
   }
 }
 
-/** N workers running one module, fed from a queue of lent items. */
+/** N workers running one module (`module`: filename, source and bundle, as the module frame has them), fed from a queue of lent items. */
 export class Pool {
-  constructor(filename, source, size, events, interval = protocol.DEFAULT_REPORTING_INTERVAL, timeout = null) {
-    this.filename = filename;
-    this.source = source;
+  constructor(module, size, events, interval = protocol.DEFAULT_REPORTING_INTERVAL, timeout = null) {
+    this.module = module;
     this.events = events;
     this.interval = interval; // seconds between the workers' reports
     this.timeout = timeout; // seconds an item may run on a worker (the run's --timeout), or null
@@ -108,8 +109,10 @@ export class Pool {
     }, STAGGER_LIMIT_MS);
   }
 
-  sameModule(filename, source) {
-    return !this.closed && this.filename === filename && this.source === source;
+  /** Whether a module frame brings the module these workers run (the same job). */
+  sameModule({ filename, source, bundle }) {
+    const mine = this.module;
+    return !this.closed && mine.filename === filename && mine.source === source && mine.bundle === bundle;
   }
 
   resize(size) {

@@ -2,8 +2,9 @@
 //
 // The page starts several of these (module workers: Pyodide refuses classic
 // ones). Messages from the page:
-//   {type: 'load', filename, source, interval, timeout}
-//                                              load Pyodide, the pando helpers and the module;
+//   {type: 'load', filename, source, bundle, interval, timeout}
+//                                              load Pyodide, the pando helpers and the module
+//                                              (with the files of its bundle: base64, or '');
 //                                              report every `interval` seconds
 //   {type: 'items', items: [[id, text], ...]}  compute these, in order
 //   {type: 'interval', interval}               report every `interval` seconds from now on
@@ -28,7 +29,7 @@
 // and terminates this worker if that takes too long. Nothing here can stop
 // an item: while Python runs, this worker reads no message.
 
-const HELPERS = ['__init__.py', 'module.py', 'items.py', 'reporting.py'];
+const HELPERS = ['__init__.py', 'module.py', 'items.py', 'reporting.py', 'bundle.py'];
 const PYODIDE = './node_modules/pyodide/pyodide.mjs';
 const LIB = '/home/pyodide/.pando-lib';
 const FLUSH_SECONDS = 0.05; // answers are gathered this long before they are posted (without a timeout)
@@ -36,15 +37,16 @@ const FLUSH_SECONDS = 0.05; // answers are gathered this long before they are po
 // Runs once in the interpreter after the helpers are in place. Items go in and
 // answers come out as JSON text: cheaper than proxying many small objects.
 const BOOT = `
-import asyncio, json, math, os, sys, time
+import asyncio, json, math, os, sys, tempfile, time
 sys.path.insert(0, ${JSON.stringify(LIB)})
-from pando import items as _items, module as _module, reporting as _reporting
+from pando import bundle as _bundle, items as _items, module as _module, reporting as _reporting
 _items.allow_big_integers()
 
 _FLUSH_SECONDS = ${FLUSH_SECONDS}
 _NO_PACKAGES = (
-    "\\n(browser volunteers run Pyodide offline, with Python's standard library only; "
-    "a module that needs other packages can run on native volunteers: pando-volunteer)"
+    "\\n(browser volunteers run Pyodide offline: Python's standard library, and the pure-Python "
+    "modules and packages the root sends with the module; one that needs others can run on native "
+    "volunteers: pando-volunteer)"
 )
 
 
@@ -92,10 +94,17 @@ def _place(filename, source):
         pass  # tracebacks then lack the source lines, nothing worse
 
 
-def _load(filename, source):
-    """Load the user's module; None, or the text saying why it cannot run."""
+def _load(filename, source, files):
+    """Load the user's module (and unpack its bundle, base64 ``files``); None, or the text saying why it cannot run."""
     global _fn
     _place(filename, source)
+    if files:
+        folder = tempfile.mkdtemp(prefix="pando-job-")  # this worker's own file system: private to it
+        try:
+            _bundle.unpack(files, folder)
+        except _bundle.BundleError as exc:
+            return f"the module's files from the root are refused: {exc}"
+        _bundle.use(folder)
     try:
         _fn = _module.load(source, filename)
     except _module.ModuleError as exc:
@@ -212,7 +221,7 @@ async function unserved() {
     'its pando was installed without it, and said at start-up what to run there';
 }
 
-async function load(filename, source) {
+async function load(filename, source, bundle) {
   const started = performance.now();
   const steps = {}; // milliseconds since the load began, for the page's log
   let helpers;
@@ -250,7 +259,7 @@ async function load(filename, source) {
   }
   try {
     const loadModule = pyodide.globals.get('_load');
-    const problem = loadModule(filename, source);
+    const problem = loadModule(filename, source, bundle || '');
     loadModule.destroy();
     if (problem !== undefined && problem !== null) {
       post({ type: 'broken', message: String(problem) });
@@ -294,7 +303,7 @@ self.onmessage = (event) => {
     if (message.type === 'load') {
       if (typeof message.interval === 'number' && message.interval > 0) interval = message.interval;
       applyTimeout(message.timeout);
-      if (!loading) loading = load(message.filename, message.source);
+      if (!loading) loading = load(message.filename, message.source, message.bundle);
     } else if (message.type === 'items') {
       for (const pair of message.items) queue.push(pair);
       work();
