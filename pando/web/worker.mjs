@@ -95,7 +95,7 @@ def _place(filename, source):
 
 
 def _load(filename, source, files):
-    """Load the user's module (and unpack its bundle, base64 ``files``); None, or the text saying why it cannot run."""
+    """Load the user's module, its bundle (base64 files) unpacked first; None, or the text saying why it cannot run."""
     global _fn
     _place(filename, source)
     if files:
