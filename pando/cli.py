@@ -239,6 +239,8 @@ def _shipment(module_path: str, console: Console) -> Shipment:
         shipment = dependencies.find(module_path)
     except BundleError as exc:
         raise status.PandoError(f"cannot send {name} to volunteers: {exc}") from None
+    except OSError as exc:  # a file that went away, or cannot be read, while the folder was looked through
+        raise status.PandoError(f"cannot send {name} to volunteers: {exc}") from None
     if shipment.files:
         console.log(f"pando: volunteers get {name} and {shipment.files} file(s) it imports ({size_text(shipment.size)})")
     if shipment.native_only:

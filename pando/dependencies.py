@@ -35,6 +35,9 @@ from pando.bundle import BundleError, size_text
 #: Modules that are everywhere a module runs, and never sent.
 PRESENT = frozenset(sys.stdlib_module_names) | frozenset(sys.builtin_module_names) | {"pando"}
 
+#: What to do about a module whose own files are too many or too big.
+_ADVICE = "keep data files out of the packages beside the module, and give volunteers their data as items"
+
 
 @dataclass(frozen=True)
 class Shipment:
@@ -89,43 +92,45 @@ def find(module_path: str) -> Shipment:
     local: list[_File] = []
     site: list[_File] = []
     native_only: list[str] = []
-    done: set[str] = set(PRESENT)
-    # (name, required, imported by a library): required ones first, so optional ones cannot crowd them out.
-    pending = [(name, required, False) for name, required in imports(_text(Path(module_path))).items()]
+    # Names settled: sent, present everywhere, or needed and not sendable (an optional name that
+    # cannot be sent stays open: a later import may need it).
+    settled: set[str] = set(PRESENT)
+    pending = list(imports(_text(Path(module_path))).items())
     distributions = importlib.metadata.packages_distributions()
     while pending:
-        pending.sort(key=lambda entry: not entry[1])
-        name, required, library = pending.pop(0)
-        if name in done:
+        pending.sort(key=lambda entry: not entry[1])  # needed ones first: optional ones cannot crowd them out
+        name, required = pending.pop(0)
+        if name in settled:
             continue
-        done.add(name)
         sibling = _sibling(folder, name)
         if sibling is not None:
+            settled.add(name)
             files = _files(sibling, bundle.MODULE, folder)
             local.extend(files)
             _check_own(local, module_path)
             if _compiled(files):  # the user's own build: sent, for native volunteers like this machine
                 native_only.append(f"{name} (compiled extension modules)")
-            pending.extend((found, needed, False) for file in files if file.name.endswith(".py")
-                           for found, needed in imports(_text(file.path)).items())
+            pending.extend(_imported(files, library=False))
             continue
         installed = _installed(name)
         if installed is None:
             continue  # not installed here either: an optional import (a needed one stopped the root's own load)
         label = ", ".join(sorted(set(distributions.get(name, [name]))))
         files = _files(installed, bundle.SITE, installed.parent)
+        why = ""
         if _compiled(files):
-            if required:
-                native_only.append(f"{label} (compiled extension modules)")
-            continue
-        files += _metadata(distributions.get(name, []))
-        if not _fits(local + site + files):
-            if required:
-                native_only.append(f"{label} ({size_text(sum(file.size for file in files))}, too big to send)")
-            continue
-        site.extend(files)
-        pending.extend((found, needed, True) for file in files if file.name.endswith(".py")
-                       for found, needed in imports(_text(file.path), library=True).items())
+            why = "compiled extension modules"
+        else:
+            files += _metadata(distributions.get(name, []))
+            if not _fits(local + site + files):
+                why = f"{size_text(sum(file.size for file in files))}, too big to send"
+        if not why:
+            settled.add(name)
+            site.extend(files)
+            pending.extend(_imported(files, library=True))
+        elif required:
+            settled.add(name)
+            native_only.append(f"{label} ({why})")
     lacking = tuple(entry[: protocol.MAX_NAME] for entry in native_only[: protocol.MAX_NATIVE_ONLY])
     chosen = {file.name: file for file in local + site}  # a distribution's METADATA may come twice
     if not chosen:
@@ -134,7 +139,16 @@ def find(module_path: str) -> Shipment:
         text = bundle.pack((file.name, file.path.read_bytes()) for file in chosen.values())
     except OSError as exc:
         raise BundleError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    except BundleError as exc:  # compressed, still over the limit: data that does not compress
+        raise BundleError(f"the files {os.path.basename(module_path)} imports are over the limit for volunteers "
+                          f"({exc}): {_ADVICE}") from None
     return Shipment(text, lacking, len(chosen), sum(file.size for file in chosen.values()))
+
+
+def _imported(files: list[_File], library: bool) -> list[tuple[str, bool]]:
+    """What the Python files among ``files`` import, each name with whether it is needed."""
+    return [pair for file in files if file.name.endswith(".py")
+            for pair in imports(_text(file.path), library).items()]
 
 
 def _text(path: Path) -> str:
@@ -221,6 +235,5 @@ def _check_own(local: list[_File], module_path: str) -> None:
         f"the files {os.path.basename(module_path)} imports from its folder are over the limit for volunteers "
         f"({len(local)}{'+' if len(local) > bundle.MAX_FILES else ''} files, "
         f"{size_text(sum(file.size for file in local))}; at most {bundle.MAX_FILES} files and "
-        f"{size_text(bundle.MAX_BYTES)}); the biggest is {biggest.path} ({size_text(biggest.size)}): keep data "
-        "files out of the packages beside the module, and give volunteers their data as items"
+        f"{size_text(bundle.MAX_BYTES)}); the biggest is {biggest.path} ({size_text(biggest.size)}): {_ADVICE}"
     )
