@@ -10,7 +10,8 @@ Sent, as found by reading ``import`` statements (never by running anything):
   and symbolic links.
 - the installed packages those import that are neither the standard library
   nor ``pando``, found where the root itself imports them, with their
-  distribution's METADATA, and the packages they import in turn.
+  distribution's METADATA, and the packages they import in turn (a namespace
+  package, without ``__init__.py``, is not sent).
 
 An installed package with compiled extension modules is not sent (a browser
 cannot load it, and another machine may need another build), nor one too big
@@ -173,12 +174,10 @@ def _installed(name: str) -> Path | None:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
         return None
-    if spec is None:
+    # A built-in module has no file, a namespace package (no __init__.py) no origin: neither is sent.
+    if spec is None or spec.origin is None or not os.path.isfile(spec.origin):
         return None
-    if spec.submodule_search_locations:  # a package; a namespace package spread over folders is not sent
-        locations = list(spec.submodule_search_locations)
-        return Path(locations[0]) if len(locations) == 1 else None
-    return Path(spec.origin) if spec.origin and os.path.isfile(spec.origin) else None
+    return Path(spec.origin).parent if spec.submodule_search_locations is not None else Path(spec.origin)
 
 
 def _files(top: Path, prefix: str, base: Path) -> list[_File]:
