@@ -195,7 +195,6 @@ def _run(args: dict[str, Any]) -> int:
         source, fn = load_file(module_path)
     except ModuleError as exc:
         raise status.PandoError(str(exc)) from None
-    name = os.path.basename(module_path)
     shipment = Shipment() if options["local"] else _shipment(module_path, console)
     batches = stream_batches(stdin_unbuffered()) if options["stdin"] else argv_batches(args["ITEM"])
     try:
@@ -226,20 +225,18 @@ def _run(args: dict[str, Any]) -> int:
                 global_monitoring=options["global-monitoring"],
             )
             total = None if options["stdin"] else len(args["ITEM"])
-            code = Root(settings, name, source, batches, total, out, console, shipment).run()
+            code = Root(settings, os.path.basename(module_path), source, batches, total, out, console, shipment).run()
     except BrokenPipeError:
         code = status.BROKEN_PIPE
     return _close(out, code)
 
 
 def _shipment(module_path: str, console: Console) -> Shipment:
-    """What goes to volunteers with the module, said on stderr; PandoError if its own files are too many."""
+    """What goes to volunteers with the module, said on stderr; PandoError if its files cannot go."""
     name = os.path.basename(module_path)
     try:
         shipment = dependencies.find(module_path)
-    except BundleError as exc:
-        raise status.PandoError(f"cannot send {name} to volunteers: {exc}") from None
-    except OSError as exc:  # a file that went away, or cannot be read, while the folder was looked through
+    except (BundleError, OSError) as exc:  # over the limits; or a file that went away or cannot be read
         raise status.PandoError(f"cannot send {name} to volunteers: {exc}") from None
     if shipment.files:
         console.log(f"pando: volunteers get {name} and {shipment.files} file(s) it imports ({size_text(shipment.size)})")
