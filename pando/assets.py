@@ -33,7 +33,7 @@ PYODIDE_DIR = WEB_DIR / "node_modules" / "pyodide"
 PYODIDE_FILES = ("pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip", "pyodide-lock.json")
 
 #: The helper package shipped into Pyodide, by URL path.
-HELPER_FILES = {f"/py/pando/{name}": _PACKAGE_DIR / name for name in ("__init__.py", "module.py", "items.py", "reporting.py")}
+HELPER_FILES = {f"/py/pando/{name}": _PACKAGE_DIR / name for name in ("__init__.py", "module.py", "items.py", "reporting.py", "bundle.py")}
 
 #: Page paths that are not file names.
 ALIASES = {"/monitor": "/monitor.html"}

@@ -140,8 +140,10 @@ import os
 import sys
 from typing import Any, BinaryIO, Iterable
 
-from pando import access, config, debug, rendezvous, status, stdout, usage
+from pando import access, config, debug, dependencies, rendezvous, status, stdout, usage
+from pando.bundle import BundleError, size_text
 from pando.console import Console
+from pando.dependencies import Shipment
 from pando.local import run_local
 from pando.module import ModuleError, load_file
 from pando.reader import argv_batches, stdin_unbuffered, stream_batches
@@ -249,6 +251,7 @@ def _run(args: dict[str, Any]) -> int:
         source, fn = load_file(module_path)
     except ModuleError as exc:
         raise status.PandoError(str(exc)) from None
+    shipment = Shipment() if options["local"] else _shipment(module_path, console)
     try:
         if options["local"]:
             code = run_local(fn, batches, out, options["journal"], options["resume"], options["timeout"],
@@ -278,10 +281,25 @@ def _run(args: dict[str, Any]) -> int:
                 global_monitoring=options["global-monitoring"],
                 raw=options["raw"],
             )
-            code = Root(settings, os.path.basename(module_path), source, batches, total, out, console).run()
+            code = Root(settings, os.path.basename(module_path), source, batches, total, out, console, shipment).run()
     except BrokenPipeError:
         code = status.BROKEN_PIPE
     return _close(out, code)
+
+
+def _shipment(module_path: str, console: Console) -> Shipment:
+    """What goes to volunteers with the module, said on stderr; PandoError if its files cannot go."""
+    name = os.path.basename(module_path)
+    try:
+        shipment = dependencies.find(module_path)
+    except (BundleError, OSError) as exc:  # over the limits; or a file that went away or cannot be read
+        raise status.PandoError(f"cannot send {name} to volunteers: {exc}") from None
+    if shipment.files:
+        console.log(f"pando: volunteers get {name} and {shipment.files} file(s) it imports ({size_text(shipment.size)})")
+    if shipment.native_only:
+        console.log(f"pando: browsers cannot run {name}: it needs {'; '.join(shipment.native_only)}; "
+                    "native volunteers (pando-volunteer) compute it")
+    return shipment
 
 
 def _close(out: BinaryIO, code: int) -> int:

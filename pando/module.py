@@ -138,12 +138,13 @@ def load(source: str, filename: str) -> PandoFunction:
 
 
 def load_file(path: str) -> tuple[str, PandoFunction]:
-    """Read and load a module file; return its source and function."""
+    """Read and load a module file, its folder first on ``sys.path`` as a script's is; return its source and function."""
     try:
         with open(path, encoding="utf-8") as handle:
             source = handle.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise ModuleError(f"cannot read module {path}: {exc}") from None
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     return source, load(source, path)
 
 

@@ -19,6 +19,7 @@ import math
 import random
 import secrets
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -28,8 +29,9 @@ from urllib.parse import urlsplit, urlunsplit
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect
 
-from pando import protocol, rendezvous, rtc, status
+from pando import bundle, protocol, rendezvous, rtc, status
 from pando.access import Access
+from pando.bundle import BundleError
 from pando.dispatcher import Dispatcher
 from pando.gateway import Gateway
 from pando.joiner import JoinFailed, join
@@ -292,7 +294,7 @@ class Node:
                 return status.FAILED
             self.log(f"joined as {printable(module.id)}; computing {printable(module.filename)} "
                      f"with {self._workers_count} worker(s)")
-        elif module.source != self._running.source:
+        elif (module.source, module.bundle) != (self._running.source, self._running.bundle):
             raise protocol.ProtocolError("the module changed: another job")
         else:
             self.log(f"joined again as {printable(module.id)}")
@@ -339,11 +341,18 @@ class _Running:
     def __init__(self, node: Node, module: protocol.Module, supervisor: Supervisor) -> None:
         self._node = node
         self.source = module.source
+        self.bundle = module.bundle
         self.lender: Lender[Holder] = Lender(retries=0, halt_on_failure=False, straggler_floor=math.inf)
-        self._workers = Workers(
-            node._workers_count, module.source, module.filename, on_answers=self._answers, on_report=self._report,
-            report_seconds=module.reporting_interval, timeout=module.timeout, raw=module.raw,
-        )
+        self._files = _unpacked(module.bundle) if module.bundle else None
+        try:
+            self._workers = Workers(
+                node._workers_count, module.source, module.filename, on_answers=self._answers, on_report=self._report,
+                report_seconds=module.reporting_interval, timeout=module.timeout, raw=module.raw,
+                files=self._files.name if self._files is not None else None,
+            )
+        except ModuleBroken:
+            self._discard_files()
+            raise
         self._own = OwnWorkers(self._workers)
         self._tally = Tally()
         tree = module.tree
@@ -362,7 +371,8 @@ class _Running:
         self.job = Job(
             module.filename, module.source, module.heartbeat_ms, module.batch_size, module.reporting_interval,
             self.lender, node._upstream, self._tally, SessionIds(), node.log, Access(node._key), timeout=module.timeout,
-            junction=self._junction, tree=self._child_tree(), raw=module.raw,
+            junction=self._junction, tree=self._child_tree(), raw=module.raw, bundle=module.bundle,
+            native_only=module.native_only,
         )
         self.lender.join(self._own, node._workers_count * module.batch_size, name="this volunteer's workers")
         self._dispatcher = Dispatcher(self.lender, node._upstream, module.heartbeat_ms, None)
@@ -410,6 +420,11 @@ class _Running:
             child.wait_finished(2)
         self._gateway.stop()
         self._workers.close()
+        self._discard_files()
+
+    def _discard_files(self) -> None:
+        if self._files is not None:
+            self._files.cleanup()
 
     # -- threads -----------------------------------------------------------
 
@@ -448,6 +463,17 @@ class _Running:
                 rows, more = self._tally.rows(self._node.id)
             self._node._upstream.send(protocol.Status(summary.nodes, summary.workers, summary.free, summary.depth,
                                                       summary.nearest, rows, more))
+
+
+def _unpacked(text: str) -> tempfile.TemporaryDirectory[str]:
+    """The module's files from the parent, checked and unpacked in a private folder of this job's."""
+    folder = tempfile.TemporaryDirectory(prefix="pando-job-")
+    try:
+        bundle.unpack(text, folder.name)
+    except BundleError as exc:
+        folder.cleanup()
+        raise ModuleBroken(f"the module's files from the root are refused: {exc}") from None
+    return folder
 
 
 def _beat(upstream: Upstream, seconds: float, ended: threading.Event) -> None:

@@ -45,6 +45,9 @@ MAX_WORKERS = 1024
 #: Longest device name kept, in characters.
 MAX_NAME = 200
 
+#: Most entries of a module frame's ``native_only``.
+MAX_NATIVE_ONLY = 64
+
 #: Largest integer a frame may carry (ids, counts): JSON's exact range.
 MAX_INT = 2**53
 
@@ -140,6 +143,10 @@ class Module:
     tree: Tree | None = None
     #: The function gets each item's text as it is, not typed (``--raw``).
     raw: bool = False
+    #: The files that go with the module (:mod:`pando.bundle`, base64), "" for none.
+    bundle: str = ""
+    #: The packages it needs that a browser cannot have, each with why: browsers refuse it.
+    native_only: tuple[str, ...] = ()
     type = "module"
 
     def payload(self) -> dict[str, Any]:
@@ -157,6 +164,10 @@ class Module:
             out["raw"] = True
         if self.tree is not None:
             out.update(self.tree.payload())
+        if self.bundle:
+            out["bundle"] = self.bundle
+        if self.native_only:
+            out["native_only"] = list(self.native_only)
         return out
 
 
@@ -492,7 +503,16 @@ def _parse_module(body: dict[str, Any]) -> Module:
         timeout=_optional_positive(body, "timeout"),
         tree=_parse_tree(body) if "degree" in body else None,
         raw=_bool(body, "raw"),
+        bundle=_str(body, "bundle", ""),
+        native_only=_native_only(body.get("native_only", [])),
     )
+
+
+def _native_only(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_NATIVE_ONLY or not all(
+            isinstance(entry, str) and 0 < len(entry) <= MAX_NAME for entry in value):
+        raise ValueError(f"'native_only' must be a list of at most {MAX_NATIVE_ONLY} short texts")
+    return tuple(value)
 
 
 def _parse_tree(body: dict[str, Any]) -> Tree:
@@ -655,7 +675,7 @@ def frame_limit(capacity: int) -> int:
 
 __all__ = [
     "VERSION", "VOLUNTEER_PATH", "MONITOR_PATH", "MAX_FRAME_BYTES", "MAX_GREETING_BYTES", "GREETING_SECONDS", "MAX_ITEM_BYTES",
-    "MAX_WORKERS", "MAX_NAME", "MAX_INT", "MIN_INTERVAL", "ROLES", "ProtocolError",
+    "MAX_WORKERS", "MAX_NAME", "MAX_NATIVE_ONLY", "MAX_INT", "MIN_INTERVAL", "ROLES", "ProtocolError",
     "Hello", "Watch", "Module", "Lend", "Result", "Error", "Report", "Heartbeat", "Bye", "Frame",
     "Tree", "Status", "Join", "Answer", "Reset", "NODE_ID", "MAX_DEVICES", "MAX_AVOID",
     "FROM_VOLUNTEER", "FROM_ROOT", "FROM_VIEWER", "encode", "decode", "pack", "frame_limit",

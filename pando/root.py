@@ -18,6 +18,7 @@ from pando import assets, protocol, rendezvous, status
 from pando.access import Access, fragment
 from pando.addresses import helper_url, volunteer_urls
 from pando.console import Console
+from pando.dependencies import Shipment
 from pando.dispatcher import Dispatcher
 from pando.gateway import Gateway
 from pando.hub import Hub
@@ -94,8 +95,11 @@ class Root:
         total: int | None,
         out: BinaryIO,
         console: Console,
+        shipment: Shipment = Shipment(),
     ) -> None:
+        """``shipment``: the files that go with the module, and what browsers lack (:mod:`pando.dependencies`)."""
         self._settings = settings
+        self._shipment = shipment
         self._filename = filename
         self._source = source
         self._batches = batches
@@ -153,7 +157,8 @@ class Root:
         job = Job(
             self._filename, self._source, settings.heartbeat_ms, settings.batch_size, settings.reporting_interval,
             lender, reorder, monitor, SessionIds(settings.seed), log, access, timeout=settings.timeout,
-            junction=junction, tree=tree, raw=settings.raw,
+            junction=junction, tree=tree, raw=settings.raw, bundle=self._shipment.bundle,
+            native_only=self._shipment.native_only,
         )
         hub = Hub(None, log)
         hub.attach(rtc_config, lambda joiner, offer: junction.offer(rendezvous.join_of(joiner, offer),

@@ -104,6 +104,9 @@ class Job:
     tree: protocol.Tree | None = None
     #: Items reach the function as their text (``--raw``); volunteers are told in the module frame.
     raw: bool = False
+    #: The files that go with the module (base64), and what browsers lack (see protocol.Module).
+    bundle: str = ""
+    native_only: tuple[str, ...] = ()
 
 
 class Holder(Protocol):
@@ -279,7 +282,8 @@ class Session:
             self.label = f"volunteer {self.id}" + (f" ({name})" if name else "")
         module = protocol.Module(
             self.id, job.filename, job.source, job.heartbeat_ms, job.batch_size, job.reporting_interval,
-            timeout=job.timeout, tree=job.tree if self._child else None, raw=job.raw,
+            timeout=job.timeout, tree=job.tree if self._child else None, raw=job.raw, bundle=job.bundle,
+            native_only=job.native_only,
         )
         self._connection.send(protocol.encode(module))
         return frame

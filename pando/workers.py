@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Iterable
 
-from pando import items, reporting
+from pando import bundle, items, reporting
 from pando.module import Answer, ModuleError, Overrun, PandoFunction, answer, call, load, overrun_message
 
 FLUSH_SECONDS = 0.05
@@ -86,13 +86,14 @@ def _watch_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _worker_main(
-    conn: Connection, source: str, filename: str, current: Any, started: Any, parent: int, raw: bool
-) -> None:
-    """A worker process: load the module, then compute what arrives until EOF."""
+def _worker_main(conn: Connection, source: str, filename: str, files: str | None, current: Any, started: Any,
+                 parent: int, raw: bool) -> None:
+    """A worker process: load the module (with its unpacked bundle in ``files``), then compute what arrives until EOF."""
     _die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     items.allow_big_integers()
+    if files is not None:
+        bundle.use(files)
     try:
         fn = load(source, filename)
     except ModuleError as exc:
@@ -171,8 +172,9 @@ class Workers:
     ``report_seconds`` with the workers' summed figures for that interval
     (see :mod:`pando.reporting`). Both run in the collector thread. With a
     ``timeout`` (seconds), a worker whose current item runs longer is killed
-    and replaced, and that item reported lost with the reason. With ``raw``,
-    the function gets each item's text as it is (``--raw``).
+    and replaced, and that item reported lost with the reason. ``files`` is
+    the folder where the module's bundle was unpacked, if it has one. With
+    ``raw``, the function gets each item's text as it is (``--raw``).
     """
 
     def __init__(
@@ -185,8 +187,10 @@ class Workers:
         report_seconds: float,
         timeout: float | None = None,
         raw: bool = False,
+        files: str | None = None,
     ) -> None:
         self._source = source
+        self._files = files
         self._timeout = timeout
         self._raw = raw
         self._filename = filename
@@ -208,7 +212,8 @@ class Workers:
         current = self._context.RawValue("q", _IDLE)
         started = self._context.RawValue("d", 0.0)
         process = self._context.Process(
-            target=_worker_main, args=(child, self._source, self._filename, current, started, os.getpid(), self._raw),
+            target=_worker_main,
+            args=(child, self._source, self._filename, self._files, current, started, os.getpid(), self._raw),
             daemon=True,
         )
         process.start()

@@ -27,6 +27,8 @@ FRAMES = [
     protocol.Watch("k" * 22),
     protocol.Module("ab12", "square.py", "print('hi')\n", 30000, 8),
     protocol.Module("ab12", "square.py", "print('hi')\n", 30000, 8, raw=True),
+    protocol.Module("ab12", "square.py", "import helper\n", 30000, 8, bundle="UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA==",
+                    native_only=("greenlet (compiled extension modules)",)),
     protocol.Lend([(0, "1"), (7, "ünïcode"), (12, "")]),
     protocol.Result([(3, "9"), (1, "{\"a\":1}")]),
     protocol.Error("boom", id=4, traceback="Traceback ...\nValueError: boom"),
@@ -78,6 +80,15 @@ def test_frames_round_trip(frame: protocol.Frame) -> None:
 def test_malformed_frames_are_refused(text: str) -> None:
     with pytest.raises(protocol.ProtocolError):
         protocol.decode(text, protocol.FROM_VOLUNTEER)
+
+
+@pytest.mark.parametrize("fields", ['"bundle": 12', '"native_only": "numpy"', '"native_only": [""]',
+                                    '"native_only": [1]', '"native_only": ["x"' + ', "x"' * protocol.MAX_NATIVE_ONLY + "]"])
+def test_malformed_module_frames_are_refused(fields: str) -> None:
+    text = ('{"type": "module", "id": "ab12", "filename": "f.py", "source": "", "heartbeat": 30000, "batch_size": 1, '
+            + fields + "}")
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode(text, protocol.FROM_ROOT)
 
 
 def test_binary_frames_and_frames_for_the_other_side_are_refused() -> None:

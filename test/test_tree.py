@@ -128,3 +128,25 @@ def test_without_global_monitoring_the_root_lists_its_children_with_subtree_tota
     assert chain["tree"]["depth"] == 1 and chain["volunteers"]["now"] == 3
     assert root.wait(120) == 0, root.err[-3000:]
     assert root.out == local(procs, str(module), items)
+
+
+def test_a_relay_passes_the_module_files_down(procs: Processes, hosts: Hosts) -> None:
+    # The module imports a sibling file: the second volunteer, under the first, gets it from its relay.
+    (procs.tmp / "helper.py").write_text("def square(x):\n    return x * x\n")
+    module = procs.tmp / "slow.py"
+    module.write_text(SLOW.replace("return x * x", "return helper.square(x)").replace("import pando",
+                                                                                     "import helper\nimport pando"))
+    items = lines(*range(100))
+    root_host = hosts.add("root")
+    root = start_root(procs, root_host, str(module), items, "--degree", "1", "--global-monitoring")
+    root.wait_for_stderr("volunteers get slow.py and 1 file")
+    start_volunteer(procs, hosts.add("v1"), root_host)
+    wait_for_status(root, lambda s: s["tree"]["nodes"] == 1, what="the first volunteer")
+    start_volunteer(procs, hosts.add("v2"), root_host)
+    chain = wait_for_status(root, lambda s: s["tree"]["nodes"] == 2, what="the second volunteer under the first")
+    assert {(d["name"], d["depth"]) for d in chain["devices"]} == {("v1", 1), ("v2", 2)}
+    assert root.wait(120) == 0, root.err[-3000:]
+    assert root.out == local(procs, str(module), items)
+    assert "cannot run the module" not in (procs.tmp / "v2.err").read_text()
+    assert any(d["name"] == "v2" and d["items"] > 0 for s in statuses(root) for d in s.get("devices", [])), \
+        "the volunteer under the relay computed nothing"

@@ -206,7 +206,10 @@ def form_chain(root: Root, hosts: Hosts, chromium_in: Callable[[Host], Chromium]
 @pytest.mark.timeout(300)
 def test_a_tab_relays_for_native_volunteers_that_join_under_it(tmp_path: Path, hosts: Hosts, tree_root,
                                                                chromium_in) -> None:
-    module = write_module(tmp_path, "slow.py", SLOW_SQUARE)
+    # The module squares with a file beside it: the natives get that file from the tab's module frames.
+    write_module(tmp_path, "helper.py", "def square(x):\n    return x * x\n")
+    module = write_module(tmp_path, "slow.py", SLOW_SQUARE.replace("import pando", "import helper, pando")
+                          .replace("return x * x", "return helper.square(x)"))
     items = [str(n) for n in range(600)]
     expected = local_output(module, items, tmp_path)
     root = tree_root(hosts.add("root"), module)

@@ -36,13 +36,15 @@ class Slot {
       this.pool.died(this, `its Web Worker crashed: ${event.message || 'the worker script failed'}${where}`);
     };
     this.worker.onmessageerror = () => this.pool.died(this, 'its Web Worker sent a message that cannot be read');
+    const { filename, source, bundle, raw } = this.pool.module;
     this.worker.postMessage({
       type: 'load',
-      filename: this.pool.filename,
-      source: this.pool.source,
+      filename,
+      source,
+      bundle,
+      raw,
       interval: this.pool.interval,
       timeout: this.pool.timeout,
-      raw: this.pool.raw,
     });
   }
 
@@ -88,12 +90,10 @@ class Slot {
   }
 }
 
-/** N workers running one module, fed from a queue of lent items. */
+/** N workers running one module (`module`: filename, source, bundle and raw, as the module frame has them), fed from a queue of lent items. */
 export class Pool {
-  constructor(filename, source, size, events, interval = protocol.DEFAULT_REPORTING_INTERVAL, timeout = null, raw = false) {
-    this.filename = filename;
-    this.source = source;
-    this.raw = raw; // the function gets each item's text as it is (--raw): fixed when a worker loads
+  constructor(module, size, events, interval = protocol.DEFAULT_REPORTING_INTERVAL, timeout = null) {
+    this.module = module;
     this.events = events;
     this.interval = interval; // seconds between the workers' reports
     this.timeout = timeout; // seconds an item may run on a worker (the run's --timeout), or null
@@ -110,8 +110,11 @@ export class Pool {
     }, STAGGER_LIMIT_MS);
   }
 
-  sameModule(filename, source, raw) {
-    return !this.closed && this.filename === filename && this.source === source && this.raw === raw;
+  /** Whether a module frame brings the module these workers run (the same job). */
+  sameModule({ filename, source, bundle, raw }) {
+    const mine = this.module;
+    return !this.closed && mine.filename === filename && mine.source === source && mine.bundle === bundle
+      && mine.raw === raw;
   }
 
   resize(size) {

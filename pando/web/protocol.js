@@ -36,6 +36,9 @@ export const GREETING_MS = 10_000;
 export const MAX_WORKERS = 1024;
 export const MAX_NAME = 200;
 
+/** Most entries of a module frame's native_only. */
+export const MAX_NATIVE_ONLY = 64;
+
 /** The tree: device rows in a status frame, nodes a join may avoid, a session description's length. */
 export const MAX_DEVICES = 256;
 export const MAX_AVOID = 16;
@@ -171,10 +174,13 @@ export function answer(to, sdp, message = '') {
  * bootstrapTimeout, monitoring). */
 export function module({
   id, filename, source, heartbeat: beat, batchSize, reportingInterval, timeout = null, tree = null, raw = false,
+  bundle = '', nativeOnly = [],
 }) {
   const body = { id, filename, source, heartbeat: beat, batch_size: batchSize, reporting_interval: reportingInterval };
   if (timeout !== null) body.timeout = timeout;
   if (raw) body.raw = true;
+  if (bundle) body.bundle = bundle;
+  if (nativeOnly.length) body.native_only = nativeOnly;
   if (tree) {
     Object.assign(body, {
       degree: tree.degree,
@@ -315,6 +321,15 @@ function iceServers(body) {
   });
 }
 
+function nativeOnly(body) {
+  const value = body.native_only === undefined ? [] : body.native_only;
+  if (!Array.isArray(value) || value.length > MAX_NATIVE_ONLY
+      || !value.every((entry) => typeof entry === 'string' && entry.length > 0 && entry.length <= MAX_NAME)) {
+    throw new ProtocolError(`malformed module frame: 'native_only' must be a list of at most ${MAX_NATIVE_ONLY} short texts`);
+  }
+  return value;
+}
+
 /** The tree's part of a module frame (absent without 'degree'). */
 function parseTree(body) {
   if (!('degree' in body)) return null;
@@ -426,6 +441,8 @@ const PARSERS = {
     timeout: optionalPositive(body, 'timeout'), // seconds an item may run on one worker; null: no limit
     raw: bool(body, 'raw'), // the function gets each item's text as it is (--raw)
     tree: parseTree(body), // what a relay needs to take children, in a tree; else null
+    bundle: str(body, 'bundle', ''), // the module's files (base64 zip, pando/bundle.py); '' for none
+    nativeOnly: nativeOnly(body), // packages a browser cannot have, each with why: browsers refuse the module
   }),
   lend: (body) => ({ type: 'lend', items: pairs(body, 'items') }),
   heartbeat: () => ({ type: 'heartbeat' }),

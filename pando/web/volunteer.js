@@ -406,6 +406,17 @@ class Volunteer {
   }
 
   joined(frame) {
+    if (frame.nativeOnly.length) {
+      // Starting Python would only fail: say why at once, here and to the root, and take nothing of this job.
+      this.ui.module(frame.filename);
+      this.broken(
+        `${frame.filename} needs ${frame.nativeOnly.join('; ')}, which a browser cannot have; ` +
+          'native volunteers (pando-volunteer) compute it',
+        'This browser cannot run the module',
+        'The module needs packages that browsers cannot have.',
+      );
+      return;
+    }
     this.session = {
       id: frame.id,
       heartbeat: frame.heartbeat,
@@ -416,15 +427,16 @@ class Volunteer {
     this.link.watch(2 * frame.heartbeat); // a silent root is gone (a data channel may not notice)
     this.ui.module(frame.filename);
     this.log(`joined as volunteer ${frame.id}; module ${frame.filename}`);
-    if (this.pool && this.pool.sameModule(frame.filename, frame.source, frame.raw)) {
+    if (this.pool && this.pool.sameModule(frame)) {
       this.pool.forget(this.gen);
       this.pool.resize(this.workers);
       this.pool.setInterval(frame.reportingInterval);
       this.pool.setItemTimeout(frame.timeout);
     } else {
       if (this.pool) this.pool.close();
+      const { filename, source, bundle, raw } = frame;
       this.pool = new Pool(
-        frame.filename, frame.source, this.workers, this.poolEvents(), frame.reportingInterval, frame.timeout, frame.raw,
+        { filename, source, bundle, raw }, this.workers, this.poolEvents(), frame.reportingInterval, frame.timeout,
       );
       this.loadStarted = performance.now();
       this.log(`starting ${this.workers} Python worker(s)…`);
@@ -441,7 +453,8 @@ class Volunteer {
 
   /** A module frame with the tree's fields makes the page a node of the tree (or keeps it one). */
   joinTree(frame) {
-    if (this.tree && (!frame.tree || this.tree.module.source !== frame.source)) {
+    const { module } = this.tree || {};
+    if (this.tree && (!frame.tree || module.source !== frame.source || module.bundle !== frame.bundle)) {
       this.tree.close(); // another job, or no tree any more
       this.tree = null;
     }

@@ -2,8 +2,9 @@
 //
 // The page starts several of these (module workers: Pyodide refuses classic
 // ones). Messages from the page:
-//   {type: 'load', filename, source, interval, timeout, raw}
-//                                              load Pyodide, the pando helpers and the module;
+//   {type: 'load', filename, source, bundle, interval, timeout, raw}
+//                                              load Pyodide, the pando helpers and the module
+//                                              (with the files of its bundle: base64, or '');
 //                                              report every `interval` seconds; with `raw`, the
 //                                              function gets each item's text as it is
 //   {type: 'items', items: [[id, text], ...]}  compute these, in order
@@ -29,7 +30,7 @@
 // and terminates this worker if that takes too long. Nothing here can stop
 // an item: while Python runs, this worker reads no message.
 
-const HELPERS = ['__init__.py', 'module.py', 'items.py', 'reporting.py'];
+const HELPERS = ['__init__.py', 'module.py', 'items.py', 'reporting.py', 'bundle.py'];
 const PYODIDE = './node_modules/pyodide/pyodide.mjs';
 const LIB = '/home/pyodide/.pando-lib';
 const FLUSH_SECONDS = 0.05; // answers are gathered this long before they are posted (without a timeout)
@@ -37,15 +38,16 @@ const FLUSH_SECONDS = 0.05; // answers are gathered this long before they are po
 // Runs once in the interpreter after the helpers are in place. Items go in and
 // answers come out as JSON text: cheaper than proxying many small objects.
 const BOOT = `
-import asyncio, json, math, os, sys, time
+import asyncio, json, math, os, sys, tempfile, time
 sys.path.insert(0, ${JSON.stringify(LIB)})
-from pando import items as _items, module as _module, reporting as _reporting
+from pando import bundle as _bundle, items as _items, module as _module, reporting as _reporting
 _items.allow_big_integers()
 
 _FLUSH_SECONDS = ${FLUSH_SECONDS}
 _NO_PACKAGES = (
-    "\\n(browser volunteers run Pyodide offline, with Python's standard library only; "
-    "a module that needs other packages can run on native volunteers: pando-volunteer)"
+    "\\n(browser volunteers run Pyodide offline: Python's standard library, and the pure-Python "
+    "modules and packages the root sends with the module; one that needs others can run on native "
+    "volunteers: pando-volunteer)"
 )
 
 
@@ -93,11 +95,18 @@ def _place(filename, source):
         pass  # tracebacks then lack the source lines, nothing worse
 
 
-def _load(filename, source, raw):
-    """Load the user's module; None, or the text saying why it cannot run."""
+def _load(filename, source, files, raw):
+    """Load the user's module, its bundle (base64 files) unpacked first; None, or the text saying why it cannot run."""
     global _fn, _raw
     _raw = bool(raw)
     _place(filename, source)
+    if files:
+        folder = tempfile.mkdtemp(prefix="pando-job-")  # this worker's own file system: private to it
+        try:
+            _bundle.unpack(files, folder)
+        except _bundle.BundleError as exc:
+            return f"the module's files from the root are refused: {exc}"
+        _bundle.use(folder)
     try:
         _fn = _module.load(source, filename)
     except _module.ModuleError as exc:
@@ -214,7 +223,7 @@ async function unserved() {
     'its pando was installed without it, and said at start-up what to run there';
 }
 
-async function load(filename, source, raw) {
+async function load(filename, source, bundle, raw) {
   const started = performance.now();
   const steps = {}; // milliseconds since the load began, for the page's log
   let helpers;
@@ -252,7 +261,7 @@ async function load(filename, source, raw) {
   }
   try {
     const loadModule = pyodide.globals.get('_load');
-    const problem = loadModule(filename, source, raw);
+    const problem = loadModule(filename, source, bundle || '', raw);
     loadModule.destroy();
     if (problem !== undefined && problem !== null) {
       post({ type: 'broken', message: String(problem) });
@@ -296,7 +305,7 @@ self.onmessage = (event) => {
     if (message.type === 'load') {
       if (typeof message.interval === 'number' && message.interval > 0) interval = message.interval;
       applyTimeout(message.timeout);
-      if (!loading) loading = load(message.filename, message.source, message.raw === true);
+      if (!loading) loading = load(message.filename, message.source, message.bundle, message.raw === true);
     } else if (message.type === 'items') {
       for (const pair of message.items) queue.push(pair);
       work();
