@@ -12,7 +12,7 @@ import queue
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Hashable, Protocol, Union
 
 from websockets.exceptions import ConnectionClosed
@@ -102,6 +102,10 @@ class Job:
     #: Where joins meet the tree here, and what children are told of it (None: no tree).
     junction: Junction | None = None
     tree: protocol.Tree | None = None
+    #: The run's id, passed down the tree in module frames ("": not said).
+    run: str = ""
+    #: Set when the job is over: a volunteer that says hello then is told so at once (it may stay for the next).
+    over: threading.Event = field(default_factory=threading.Event)
 
 
 class Holder(Protocol):
@@ -263,6 +267,10 @@ class Session:
         if not job.access.admits(frame.key, frame.role):
             self._refuse(_NO_KEY)
             return None
+        if job.over.is_set():  # a staying volunteer looking for the next run found this one still closing
+            self._connection.send(protocol.encode(protocol.Bye("done")))
+            self._connection.close(1000, "the job is over")
+            return None
         self._connection.limit(protocol.frame_limit(frame.workers * job.batch_size))
         self.id = job.ids.new(frame.node if self._child else "")
         if frame.role == "local":
@@ -273,7 +281,7 @@ class Session:
             self.label = f"volunteer {self.id}" + (f" ({name})" if name else "")
         module = protocol.Module(
             self.id, job.filename, job.source, job.heartbeat_ms, job.batch_size, job.reporting_interval,
-            timeout=job.timeout, tree=job.tree if self._child else None,
+            timeout=job.timeout, tree=job.tree if self._child else None, run=job.run,
         )
         self._connection.send(protocol.encode(module))
         return frame

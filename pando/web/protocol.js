@@ -47,6 +47,12 @@ const MAX_INT = 2 ** 53;
 export const NODE_ID = /^[0-9a-f]{16}$/;
 export const JOINER_ID = /^[0-9a-f]{32}$/;
 
+/** A run's id in module frames (16 hex digits): a volunteer that finds another run starts afresh. */
+export const RUN_ID = /^[0-9a-f]{16}$/;
+
+/** Longest failure text of a run's outcome (the monitoring feed's last status). */
+export const MAX_FAILURE = 2000;
+
 /** A frame that is not valid under this protocol. */
 export class ProtocolError extends Error {
   constructor(message) {
@@ -168,9 +174,12 @@ export function answer(to, sdp, message = '') {
 
 /** Down: the module, with the tree's fields for a child (`tree`: degree, node, depth, iceServers,
  * bootstrapTimeout, monitoring). */
-export function module({ id, filename, source, heartbeat: beat, batchSize, reportingInterval, timeout = null, tree = null }) {
+export function module({
+  id, filename, source, heartbeat: beat, batchSize, reportingInterval, timeout = null, tree = null, run = '',
+}) {
   const body = { id, filename, source, heartbeat: beat, batch_size: batchSize, reporting_interval: reportingInterval };
   if (timeout !== null) body.timeout = timeout;
+  if (run) body.run = run;
   if (tree) {
     Object.assign(body, {
       degree: tree.degree,
@@ -420,6 +429,7 @@ const PARSERS = {
     reportingInterval: positive(body, 'reporting_interval', DEFAULT_REPORTING_INTERVAL),
     timeout: optionalPositive(body, 'timeout'), // seconds an item may run on one worker; null: no limit
     tree: parseTree(body), // what a relay needs to take children, in a tree; else null
+    run: body.run === undefined || body.run === '' ? '' : matching(body, 'run', RUN_ID, 'a run id (16 hex digits)'),
   }),
   lend: (body) => ({ type: 'lend', items: pairs(body, 'items') }),
   heartbeat: () => ({ type: 'heartbeat' }),
@@ -488,4 +498,16 @@ export function pack(list, limit = MAX_FRAME_BYTES / 8) {
     size += pair[1].length + 16;
   }
   return groups;
+}
+
+/**
+ * How the run ended, from the monitoring feed's last status (its `outcome`
+ * field, docs/monitoring.md): {status, failure} (failure: text, or '' when the
+ * run succeeded), or null when the status has none or it is malformed.
+ */
+export function runOutcome(status) {
+  const outcome = status && typeof status === 'object' ? status.outcome : null;
+  if (!outcome || typeof outcome !== 'object' || !Number.isInteger(outcome.status) || outcome.status < 0) return null;
+  const failure = typeof outcome.failure === 'string' ? outcome.failure.slice(0, MAX_FAILURE) : '';
+  return { status: outcome.status, failure };
 }
