@@ -22,6 +22,7 @@ FRAMES = [
     protocol.Hello("", 1, "helper-secret", role="local"),
     protocol.Watch("k" * 22),
     protocol.Module("ab12", "square.py", "print('hi')\n", 30000, 8),
+    protocol.Module("ab12", "square.py", "", 30000, 8, run="0123456789abcdef"),
     protocol.Lend([(0, "1"), (7, "ünïcode"), (12, "")]),
     protocol.Result([(3, "9"), (1, "{\"a\":1}")]),
     protocol.Error("boom", id=4, traceback="Traceback ...\nValueError: boom"),
@@ -72,6 +73,14 @@ def test_frames_round_trip(frame: protocol.Frame) -> None:
 def test_malformed_frames_are_refused(text: str) -> None:
     with pytest.raises(protocol.ProtocolError):
         protocol.decode(text, protocol.FROM_VOLUNTEER)
+
+
+@pytest.mark.parametrize("run", ['"ABCDEF0123456789"', '"0123"', "7", "null"])
+def test_a_module_frame_with_a_bad_run_id_is_refused(run: str) -> None:
+    text = ('{"type": "module", "id": "ab12", "filename": "m.py", "source": "", "heartbeat": 1000, '
+            f'"batch_size": 1, "run": {run}}}')
+    with pytest.raises(protocol.ProtocolError, match="run id"):
+        protocol.decode(text, protocol.FROM_ROOT)
 
 
 def test_binary_frames_and_frames_for_the_other_side_are_refused() -> None:
