@@ -437,7 +437,10 @@ class Volunteer {
   }
 
   joined(frame) {
-    this.looking = false;
+    if (this.looking) {
+      this.looking = false;
+      this.setState('connecting'); // out of 'done': the next job begins
+    }
     this.session = {
       id: frame.id,
       heartbeat: frame.heartbeat,
