@@ -15,6 +15,7 @@ import pytest
 
 from browser_helpers import (CHROMIUM_ARGS, chromium_path, local_output, skip_without_browser, wait_until,
                              write_module)
+from conftest import COUNTER
 
 skip_without_browser("BROWSER TESTS")
 
@@ -238,21 +239,6 @@ def test_a_device_name_holding_html_is_shown_as_text(tmp_path, tabs, start_root)
     for shown in (page, again, typed):
         assert shown.title() == "Pando volunteer"
         assert shown.locator("img").count() == 0
-
-
-# A module with state: each Pyodide worker counts the items it computed. A fresh worker per job
-# counts from 1 again; state leaking from the last job would go on counting.
-COUNTER = """
-    import pando
-
-    computed = 0
-
-    @pando.function
-    def count(x):
-        global computed
-        computed += 1
-        return f"{x}:{computed}"
-"""
 
 
 @pytest.mark.timeout(300)

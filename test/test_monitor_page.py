@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from browser_helpers import skip_without_browser, wait_until, write_module
+from conftest import FAILING
 
 skip_without_browser("MONITORING PAGE TESTS")
 
@@ -229,17 +230,6 @@ def test_the_page_says_when_the_root_is_gone_and_reconnects_when_it_returns(
     wait_until(lambda: connection(monitor) == "failed", 10, "the page to see the run interrupted")
     text = monitor.text_content("#connection-text")
     assert text.startswith("Failed: interrupted, exit status 130 (0 results written, took "), text
-
-
-FAILING = """
-    import pando
-
-    @pando.function
-    def check(x):
-        if x == 3:
-            raise ValueError("no <b>3</b> & no <img src=x onerror=window.pwned=1>")
-        return x
-"""
 
 
 @pytest.mark.timeout(180)

@@ -15,7 +15,7 @@ import pytest
 from websockets.exceptions import ConnectionClosedOK
 from websockets.sync.client import connect
 
-from conftest import EXAMPLES, KEY, PANDO, Processes, lines
+from conftest import EXAMPLES, FAILING, KEY, PANDO, Processes, lines
 from pando.monitor import Stats
 
 pytestmark = pytest.mark.timeout(120)
@@ -102,17 +102,6 @@ def test_monitor_feed_pushes_statuses(procs: Processes) -> None:
     assert status["more_devices"] == 0
 
 
-FAILING = """
-import pando
-
-@pando.function
-def check(x):
-    if x == 3:
-        raise ValueError("no <b>3</b>")
-    return x
-"""
-
-
 def test_the_feed_ends_with_how_the_run_ended(procs: Processes) -> None:
     path = procs.tmp / "failing.py"
     path.write_text(FAILING)
@@ -129,7 +118,8 @@ def test_the_feed_ends_with_how_the_run_ended(procs: Processes) -> None:
     assert last["type"] == "status" and last["items"]["written"] == 2 and last["elapsed"] > 0
     assert last["outcome"]["status"] == 1
     failure = last["outcome"]["failure"]
-    assert failure.startswith("item 3 (value '3') failed on volunteer ") and failure.endswith("ValueError: no <b>3</b>")
+    assert failure.startswith("item 3 (value '3') failed on volunteer "), failure
+    assert failure.endswith("ValueError: no <b>3</b> & no <img src=x onerror=window.pwned=1>"), failure
     assert all("outcome" not in status for status in received[:-1])
 
 

@@ -17,25 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, PANDO, Processes, lines, squares
+from conftest import COUNTER, EXAMPLES, PANDO, Processes, lines, squares
 
 pytestmark = pytest.mark.timeout(120)
 
 FAST = str(EXAMPLES / "square_fast.py")
-
-# A module with state: each worker process counts the items it computed. A fresh process per job
-# counts from 1 again; state leaking from the last job would go on counting.
-COUNTER = """
-import pando
-
-computed = 0
-
-@pando.function
-def count(x):
-    global computed
-    computed += 1
-    return f"{x}:{computed}"
-"""
 
 WAITING = "waiting for the next job"
 
