@@ -103,6 +103,7 @@ class Monitor:
         self._started = time.monotonic()
         self._last = (self._started, 0)  # (time, items written) of the last status
         self._viewers: set[queue.SimpleQueue[str | None]] = set()
+        self._no_viewers = threading.Condition(self._lock)
         self._latest_feed = ""
         self._closed = False
 
@@ -222,9 +223,12 @@ class Monitor:
 
     # -- the monitoring page's feed ----------------------------------------
 
-    def publish(self) -> None:
-        """Send a fresh status to the log (all devices) and the page's viewers (the busiest)."""
+    def publish(self, outcome: protocol.Outcome | None = None) -> None:
+        """Send a fresh status to the log (all devices) and the page's viewers (the busiest);
+        the run's last one carries its ``outcome``."""
         status = self.status()
+        if outcome is not None:
+            status["outcome"] = outcome.payload()
         if LOG.isEnabledFor(logging.DEBUG):
             LOG.debug(json.dumps(status, allow_nan=False))
         devices = status["devices"]
@@ -265,13 +269,19 @@ class Monitor:
         finally:
             with self._lock:
                 self._viewers.discard(viewer)
+                self._no_viewers.notify_all()
 
     def close_viewers(self) -> None:
-        """End every viewer's feed, and any that comes later, at once."""
+        """End every viewer's feed, after what was published, and any that comes later at once."""
         with self._lock:
             self._closed = True
             for viewer in self._viewers:
                 viewer.put(None)
+
+    def wait_viewers(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the closed feeds to send what they still hold."""
+        with self._no_viewers:
+            self._no_viewers.wait_for(lambda: not self._viewers, timeout)
 
 
 class StatusThread:
@@ -286,12 +296,13 @@ class StatusThread:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop, after a last status: the log and the page then show how the run ended."""
+    def stop(self, outcome: protocol.Outcome | None) -> None:
+        """Stop, after a last status with the run's ``outcome`` (None: the run crashed): the log and the
+        page then show how the run ended."""
         self._stopping.set()
         if self._thread.ident is not None:
             self._thread.join()
-            self._monitor.publish()
+            self._monitor.publish(outcome)
         self._monitor.close_viewers()
 
     def _run(self) -> None:

@@ -44,7 +44,10 @@ from pando.session import Holder, Job, Session, SessionIds, settle
 from pando.supervisor import Supervisor
 from pando.workers import Answer, ModuleBroken, Workers
 
+FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 10.0
+#: Longest pause between two looks for the next run, for a volunteer that stays.
+NEXT_JOB_BACKOFF = 5.0
 #: Most rows and bytes of device rows a status frame carries (global monitoring).
 MAX_ROWS_BYTES = 48 * 1024
 #: A subtree change reaches the parent within this many seconds.
@@ -169,8 +172,9 @@ class Node:
 
     def __init__(
         self, url: str, key: str, workers: int, name: str, role: str = "volunteer", quiet: bool = False,
-        retry: bool = True, transport: str = "websocket",
+        retry: bool = True, transport: str = "websocket", stay: bool = False,
     ) -> None:
+        """``stay``: when a job is over, wait for the next run at the same address instead of ending."""
         self._url = url
         self._key = key
         self._workers_count = workers
@@ -179,6 +183,8 @@ class Node:
         self._quiet = quiet
         self._retry = retry
         self._transport = transport
+        self._stay = stay
+        self._waiting = False  # between two jobs, looking for the next run: quietly
         self.id = secrets.token_hex(8)
         # A relay answers joins over WebRTC: it needs aiortc, and the root's own helper never relays.
         self._relay = role == "volunteer" and importlib.util.find_spec("aiortc") is not None
@@ -190,6 +196,11 @@ class Node:
     def log(self, text: str) -> None:
         if not self._quiet:
             print(f"pando-volunteer: {text}", file=sys.stderr, flush=True)
+
+    def _trouble(self, text: str) -> None:
+        """A failed attempt; not worth a line while looking for the next run, which fails until it starts."""
+        if not self._waiting:
+            self.log(text)
 
     def run(self) -> int:
         """Work until the job is over; return the exit status."""
@@ -203,30 +214,45 @@ class Node:
                     self._rtc.stop()
 
     def _run(self, supervisor: Supervisor) -> int:
-        delay = 0.5
+        delay = FIRST_BACKOFF
         while True:
             try:
                 outcome = self._attach(supervisor)
             except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as exc:
-                self.log(f"cannot reach the root at {self._url}: {exc or type(exc).__name__}")
+                self._trouble(f"cannot reach the root at {self._url}: {exc or type(exc).__name__}")
             except protocol.ProtocolError as exc:
-                self.log(f"the root sent a bad frame ({exc})")
+                self._trouble(f"the root sent a bad frame ({exc})")
             except JoinFailed as exc:
-                self.log(f"could not join through {self._url}: {printable(str(exc))}")
+                self._trouble(f"could not join through {self._url}: {printable(str(exc))}")
             else:
-                if outcome is not None:
+                if outcome == status.OK and self._stay:
+                    if not self._waiting:  # else the last run is still closing: look again later
+                        self._await_next_job()
+                        delay = FIRST_BACKOFF
+                elif outcome is not None:
                     return outcome
-                self.log("connection lost")
-                delay = 0.5  # we were connected: start the back-off again
+                elif not self._waiting:
+                    self.log("connection lost")
+                    delay = FIRST_BACKOFF  # we were connected: start the back-off again
             if supervisor.failed.is_set():
                 return status.FAILED
             self._orphaned()
             if not self._retry:
                 return status.OK
             pause = delay * random.uniform(0.5, 1.0)  # jitter keeps a crowd from reconnecting at once
-            self.log(f"retrying in {pause:.1f} s")
+            if not self._waiting:
+                self.log(f"retrying in {pause:.1f} s")
             time.sleep(pause)
-            delay = min(delay * 2, MAX_BACKOFF)
+            delay = min(delay * 2, NEXT_JOB_BACKOFF if self._waiting else MAX_BACKOFF)
+
+    def _await_next_job(self) -> None:
+        """The job is over: its workers and children go, and the next run at the same address starts afresh."""
+        if self._running is not None:
+            self._running.stop()
+            self._running = None
+        self._parent = ""
+        self._waiting = True
+        self.log(f"waiting for the next job at {urlsplit(self._url).netloc} (Ctrl-C to stop)")
 
     def _orphaned(self) -> None:
         """The parent is gone: its lease is void here and below."""
@@ -285,6 +311,13 @@ class Node:
 
     def _serve(self, link: Duplex, module: protocol.Module, supervisor: Supervisor) -> int | None:
         """Under a parent that sent the module: compute, relay, until the link or the job ends."""
+        self._waiting = False
+        if self._running is not None and (module.run, module.source, module.bundle) != (
+                self._running.run, self._running.source, self._running.bundle):
+            # Joined again and found another run (the last one's root died without a bye): nothing of it stays.
+            self.log("another job: starting afresh")
+            self._running.stop()
+            self._running = None
         if self._running is None:
             try:
                 self._running = _Running(self, module, supervisor)
@@ -294,8 +327,6 @@ class Node:
                 return status.FAILED
             self.log(f"joined as {printable(module.id)}; computing {printable(module.filename)} "
                      f"with {self._workers_count} worker(s)")
-        elif (module.source, module.bundle) != (self._running.source, self._running.bundle):
-            raise protocol.ProtocolError("the module changed: another job")
         else:
             self.log(f"joined again as {printable(module.id)}")
         running = self._running
@@ -328,7 +359,8 @@ class Node:
 
     def _bye(self, frame: protocol.Bye) -> int:
         if frame.reason == "done":
-            self.log("the job is over")
+            if not self._waiting:
+                self.log("the job is over")
             return status.OK
         message = printable(frame.message, 500)
         print(f"pando-volunteer: the root refused this volunteer: {message}", file=sys.stderr, flush=True)
@@ -342,6 +374,7 @@ class _Running:
         self._node = node
         self.source = module.source
         self.bundle = module.bundle
+        self.run = module.run
         self.lender: Lender[Holder] = Lender(retries=0, halt_on_failure=False, straggler_floor=math.inf)
         self._files = _unpacked(module.bundle) if module.bundle else None
         try:
@@ -372,7 +405,7 @@ class _Running:
             module.filename, module.source, module.heartbeat_ms, module.batch_size, module.reporting_interval,
             self.lender, node._upstream, self._tally, SessionIds(), node.log, Access(node._key), timeout=module.timeout,
             junction=self._junction, tree=self._child_tree(), raw=module.raw, bundle=module.bundle,
-            native_only=module.native_only,
+            native_only=module.native_only, run=module.run,
         )
         self.lender.join(self._own, node._workers_count * module.batch_size, name="this volunteer's workers")
         self._dispatcher = Dispatcher(self.lender, node._upstream, module.heartbeat_ms, None)

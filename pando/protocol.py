@@ -77,6 +77,12 @@ MAX_SDP = 60 * 1024
 BOOTSTRAP_TIMEOUT = 60.0
 MAX_ICE_SERVERS = 8
 
+#: A run's id in module frames: 16 hex digits, random, one per run of ``pando``.
+RUN_ID = re.compile(r"[0-9a-f]{16}")
+
+#: Longest failure text a monitoring page is sent in a run's outcome, in characters.
+MAX_FAILURE = 2000
+
 #: Roles a volunteer may declare in its hello. ``local`` is the root's own
 #: helper process, which only computes while nobody else is connected.
 ROLES = ("volunteer", "local")
@@ -147,6 +153,8 @@ class Module:
     bundle: str = ""
     #: The packages it needs that a browser cannot have, each with why: browsers refuse it.
     native_only: tuple[str, ...] = ()
+    #: The run's id: a volunteer that joins again and finds another run starts afresh ("": not said).
+    run: str = ""
     type = "module"
 
     def payload(self) -> dict[str, Any]:
@@ -162,6 +170,8 @@ class Module:
             out["timeout"] = self.timeout
         if self.raw:  # absent means typed items, as before --raw
             out["raw"] = True
+        if self.run:
+            out["run"] = self.run
         if self.tree is not None:
             out.update(self.tree.payload())
         if self.bundle:
@@ -350,6 +360,22 @@ class Reset:
         return {}
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """Root → monitoring page, in the run's last status: how the run ended.
+
+    Not a frame of its own: the ``outcome`` field of the last status object on
+    the feed (docs/monitoring.md). ``failure`` says why a run did not succeed
+    ("" when it did); a page shows it as text.
+    """
+
+    status: int
+    failure: str = ""
+
+    def payload(self) -> dict[str, Any]:
+        return {"status": self.status, "failure": self.failure[:MAX_FAILURE] or None}
+
+
 Frame = Union[Hello, Watch, Module, Lend, Result, Error, Report, Heartbeat, Bye, Status, Join, Answer, Reset]
 
 #: Frames each side may receive.
@@ -505,6 +531,7 @@ def _parse_module(body: dict[str, Any]) -> Module:
         raw=_bool(body, "raw"),
         bundle=_str(body, "bundle", ""),
         native_only=_native_only(body.get("native_only", [])),
+        run=_run_id(body),
     )
 
 
@@ -513,6 +540,13 @@ def _native_only(value: Any) -> tuple[str, ...]:
             isinstance(entry, str) and 0 < len(entry) <= MAX_NAME for entry in value):
         raise ValueError(f"'native_only' must be a list of at most {MAX_NATIVE_ONLY} short texts")
     return tuple(value)
+
+
+def _run_id(body: dict[str, Any]) -> str:
+    value = body.get("run", "")
+    if not isinstance(value, str) or (value and not RUN_ID.fullmatch(value)):
+        raise ValueError("'run' must be a run id (16 hex digits)")
+    return value
 
 
 def _parse_tree(body: dict[str, Any]) -> Tree:
@@ -677,6 +711,6 @@ __all__ = [
     "VERSION", "VOLUNTEER_PATH", "MONITOR_PATH", "MAX_FRAME_BYTES", "MAX_GREETING_BYTES", "GREETING_SECONDS", "MAX_ITEM_BYTES",
     "MAX_WORKERS", "MAX_NAME", "MAX_NATIVE_ONLY", "MAX_INT", "MIN_INTERVAL", "ROLES", "ProtocolError",
     "Hello", "Watch", "Module", "Lend", "Result", "Error", "Report", "Heartbeat", "Bye", "Frame",
-    "Tree", "Status", "Join", "Answer", "Reset", "NODE_ID", "MAX_DEVICES", "MAX_AVOID",
+    "Tree", "Status", "Join", "Answer", "Reset", "Outcome", "NODE_ID", "RUN_ID", "MAX_FAILURE", "MAX_DEVICES", "MAX_AVOID",
     "FROM_VOLUNTEER", "FROM_ROOT", "FROM_VIEWER", "encode", "decode", "pack", "frame_limit",
 ]

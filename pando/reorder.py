@@ -50,6 +50,15 @@ def describe_failure(failure: Failure) -> str:
     return f"pando: item {failure.id + 1} (value {value!r}) failed{where}:\n{details}"
 
 
+def summarize_failure(failure: Failure) -> str:
+    """One line for a failed item, as the monitoring page shows how the run ended: the details' last line."""
+    value = failure.value if len(failure.value) <= 60 else failure.value[:60] + "…"
+    where = f" on {failure.holder}" if failure.holder else ""
+    lines = [line for line in failure.details.splitlines() if line.strip()]
+    last = printable(lines[-1].strip(), 300) if lines else "no details"
+    return f"item {failure.id + 1} (value {value!r}) failed{where}: {last}"
+
+
 class Reorder:
     """Writes results to ``out`` in input order, from its own thread.
 
@@ -75,6 +84,8 @@ class Reorder:
         #: Set when the thread has stopped; :attr:`status` then says why.
         self.done = threading.Event()
         self.status = status.OK
+        #: Why :attr:`status` is not OK, in one line ("" while it is).
+        self.failure = ""
         self._thread = threading.Thread(target=self._run, name="pando-reorder", daemon=True)
 
     def start(self) -> None:
@@ -112,12 +123,13 @@ class Reorder:
             while self._step():
                 pass
         except BrokenPipeError:
-            self.status = status.BROKEN_PIPE
+            self.status, self.failure = status.BROKEN_PIPE, "the results' reader closed the pipe"
         except status.PandoError as exc:  # the journal cannot be written: nothing more may reach stdout
             self._log(f"pando: {exc}")
-            self.status = exc.status
+            self.status, self.failure = exc.status, str(exc)
         except OSError as exc:  # a full disk, a device that refuses: the results are not all written
-            self._log(f"pando: cannot write results: {exc.strerror or exc}")
+            self.failure = f"cannot write results: {exc.strerror or exc}"
+            self._log(f"pando: {self.failure}")
             self.status = status.FAILED
         self.done.set()  # not on a crash: the supervisor ends the run then
 
@@ -162,7 +174,7 @@ class Reorder:
         self._window.waiting(self._waiting_bytes)
         if failure is not None:
             self._log(describe_failure(failure))
-            self.status = status.FAILED
+            self.status, self.failure = status.FAILED, summarize_failure(failure)
             return False
         return self._total is None or self.written < self._total
 

@@ -158,7 +158,7 @@ class Root:
             self._filename, self._source, settings.heartbeat_ms, settings.batch_size, settings.reporting_interval,
             lender, reorder, monitor, SessionIds(settings.seed), log, access, timeout=settings.timeout,
             junction=junction, tree=tree, raw=settings.raw, bundle=self._shipment.bundle,
-            native_only=self._shipment.native_only,
+            native_only=self._shipment.native_only, run=secrets.token_hex(8),
         )
         hub = Hub(None, log)
         hub.attach(rtc_config, lambda joiner, offer: junction.offer(rendezvous.join_of(joiner, offer),
@@ -193,6 +193,7 @@ class Root:
         dispatcher = Dispatcher(lender, reorder, settings.heartbeat_ms, settings.timeout)
         status_thread = StatusThread(monitor, self._console.progress)
         helper: Helper | None = None
+        outcome: protocol.Outcome | None = None  # stays None if the run itself crashes
         try:
             server.start()
             reorder.start()
@@ -216,20 +217,19 @@ class Root:
                 if helper is not None:
                     helper.check()
                     if helper.gave_up and not lender.volunteers():
-                        log("pando: the root's own helper cannot compute and no volunteer is connected; "
-                            "stopping (with --start-idle the run waits for volunteers instead)")
-                        supervisor.failed.set()
-            code = status.FAILED if supervisor.failed.is_set() else reorder.status
-            if code == status.OK and reader.error is not None:
-                code = reader.error.status
+                        reason = "the root's own helper cannot compute and no volunteer is connected"
+                        supervisor.fail(reason, f"pando: {reason}; stopping (with --start-idle the run waits "
+                                                "for volunteers instead)")
+            outcome = _outcome(supervisor, reorder, reader)
         except KeyboardInterrupt:
             log("pando: interrupted")
-            code = status.INTERRUPTED
+            outcome = protocol.Outcome(status.INTERRUPTED, "interrupted")
         finally:
+            job.over.set()  # from now on a hello is told the job is over
             reorder.stop()  # no more writes once the run is over, whatever ended it
             reorder.join(5)
             _second_interrupt_exits_at_once()
-            status_thread.stop()
+            status_thread.stop(outcome)
             self._console.clear()
             dispatcher.stop()
             sessions = lender.holders()
@@ -240,10 +240,23 @@ class Root:
             if uplink is not None:
                 uplink.stop()
             gateway.stop()
+            monitor.wait_viewers(2)  # the monitoring pages are sent how the run ended before the server closes
             server.close()
             if helper is not None:
                 helper.stop()
-        return code
+        assert outcome is not None  # set on every path that gets here
+        return outcome.status
+
+
+def _outcome(supervisor: Supervisor, reorder: Reorder, reader: Reader) -> protocol.Outcome:
+    """How a run that was not interrupted ended: its exit status, and why it failed if it did."""
+    if supervisor.failed.is_set():
+        return protocol.Outcome(status.FAILED, supervisor.reason)
+    if reorder.status != status.OK:
+        return protocol.Outcome(reorder.status, reorder.failure)
+    if reader.error is not None:
+        return protocol.Outcome(reader.error.status, str(reader.error))
+    return protocol.Outcome(status.OK)
 
 
 def _second_interrupt_exits_at_once() -> None:

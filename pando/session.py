@@ -12,7 +12,7 @@ import queue
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Hashable, Protocol, Union
 
 from websockets.exceptions import ConnectionClosed
@@ -107,6 +107,10 @@ class Job:
     #: The files that go with the module (base64), and what browsers lack (see protocol.Module).
     bundle: str = ""
     native_only: tuple[str, ...] = ()
+    #: The run's id, passed down the tree in module frames ("": not said).
+    run: str = ""
+    #: Set when the job is over: a volunteer that says hello then is told so at once (it may stay for the next).
+    over: threading.Event = field(default_factory=threading.Event)
 
 
 class Holder(Protocol):
@@ -272,6 +276,10 @@ class Session:
             self._refuse("this run gives the function its items as text (--raw), which this volunteer would not; "
                          "update the volunteer")
             return None
+        if job.over.is_set():  # a staying volunteer looking for the next run found this one still closing
+            self._connection.send(protocol.encode(protocol.Bye("done")))
+            self._connection.close(1000, "the job is over")
+            return None
         self._connection.limit(protocol.frame_limit(frame.workers * job.batch_size))
         self.id = job.ids.new(frame.node if self._child else "")
         if frame.role == "local":
@@ -283,7 +291,7 @@ class Session:
         module = protocol.Module(
             self.id, job.filename, job.source, job.heartbeat_ms, job.batch_size, job.reporting_interval,
             timeout=job.timeout, tree=job.tree if self._child else None, raw=job.raw, bundle=job.bundle,
-            native_only=job.native_only,
+            native_only=job.native_only, run=job.run,
         )
         self._connection.send(protocol.encode(module))
         return frame

@@ -30,6 +30,8 @@ class Supervisor:
         self._log = log
         self._lock = threading.Lock()
         self.failed = threading.Event()
+        #: What failed the run first, in one line ("" until something did).
+        self.reason = ""
         self._previous_hook = threading.excepthook
 
     def __enter__(self) -> Supervisor:
@@ -53,16 +55,22 @@ class Supervisor:
 
         return guarded  # type: ignore[return-value]
 
-    def crash(self, where: str, exc: BaseException) -> None:
-        """A thread died of ``exc``: end the run (the first crash tells the user)."""
+    def fail(self, reason: str, message: str) -> None:
+        """End the run: ``reason`` in one line; ``message`` for stderr, if this is the first failure."""
         with self._lock:
             first = not self.failed.is_set()
+            if first:
+                self.reason = reason
             self.failed.set()
+        if first:
+            self._log(message)
+
+    def crash(self, where: str, exc: BaseException) -> None:
+        """A thread died of ``exc``: end the run (the first crash tells the user)."""
         details = "".join(traceback.format_exception(exc)).rstrip()
         LOG.debug("%s died:\n%s", where, details)
-        if first:
-            self._log(f"pando: internal error in the {where} thread: {type(exc).__name__}: {exc}; stopping "
-                      "(PANDO_DEBUG=threads shows the traceback)")
+        reason = f"internal error in the {where} thread: {type(exc).__name__}: {exc}"
+        self.fail(reason, f"pando: {reason}; stopping (PANDO_DEBUG=threads shows the traceback)")
 
     def _hook(self, args: threading.ExceptHookArgs) -> None:
         name = args.thread.name if args.thread is not None else ""

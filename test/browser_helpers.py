@@ -261,11 +261,12 @@ class Root:
 
 
 class Volunteer:
-    """A native ``pando-volunteer`` child; ``url`` is the root's as printed, key included."""
+    """A native ``pando-volunteer`` child; ``url`` is the root's as printed, key included; ``options``
+    more of its command line (``--stay``)."""
 
-    def __init__(self, url: str, tmp: Path, workers: int = 1, name: str = "native") -> None:
+    def __init__(self, url: str, tmp: Path, workers: int = 1, name: str = "native", options: Sequence[str] = ()) -> None:
         self.process = subprocess.Popen(
-            [*volunteer_command(), url, "--workers", str(workers), "--name", name],
+            [*volunteer_command(), url, "--workers", str(workers), "--name", name, *options],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -327,8 +328,8 @@ def start_volunteer(tmp_path: Path) -> Iterator[Callable[..., Volunteer]]:
     """Start native volunteers; all are stopped at the end of the test."""
     volunteers: list[Volunteer] = []
 
-    def start(url: str, name: str = "native", workers: int = 1) -> Volunteer:
-        volunteer = Volunteer(url, tmp_path, workers, name=name)
+    def start(url: str, name: str = "native", workers: int = 1, options: Sequence[str] = ()) -> Volunteer:
+        volunteer = Volunteer(url, tmp_path, workers, name=name, options=options)
         volunteers.append(volunteer)
         return volunteer
 

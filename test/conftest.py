@@ -27,6 +27,31 @@ _URL = re.compile(r"Serving volunteer code at http://localhost:(\d+)/#key=([\w-]
 #: The join key of every test's user (saved in its HOME before pando runs).
 KEY = "test-key-0123456789abcdef"
 
+#: A module with state: each worker (process, or Pyodide Web Worker) counts the items it computed. A
+#: fresh worker per job counts from 1 again; state leaking from the last job would go on counting.
+COUNTER = """
+import pando
+
+computed = 0
+
+@pando.function
+def count(x):
+    global computed
+    computed += 1
+    return f"{x}:{computed}"
+"""
+
+#: Item 3 fails, with HTML in its error (shown as text where a page shows it).
+FAILING = """
+import pando
+
+@pando.function
+def check(x):
+    if x == 3:
+        raise ValueError("no <b>3</b> & no <img src=x onerror=window.pwned=1>")
+    return x
+"""
+
 
 class RootProcess:
     """A running ``pando``: its port (from stderr), its output, its exit."""

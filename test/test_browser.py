@@ -15,6 +15,7 @@ import pytest
 
 from browser_helpers import (CHROMIUM_ARGS, chromium_path, local_output, skip_without_browser, wait_until,
                              write_module)
+from conftest import COUNTER
 
 skip_without_browser("BROWSER TESTS")
 
@@ -41,9 +42,13 @@ def wait_ready(page: Page, workers: int) -> None:
     wait_until(lambda: status(page)["ready"] >= workers, READY_SECONDS, f"{workers} Pyodide worker(s) to be ready")
 
 
+NEXT_JOB = "The job is over — thank you! Waiting for the next job…"
+
+
 def wait_done(page: Page) -> None:
+    """The job is over, and the page stays for the next one."""
     wait_until(lambda: status(page)["state"] == "done", 15, "the page to say the job is over")
-    assert page.text_content("#state-text") == "The job is over — thank you!"
+    assert page.text_content("#state-text") == NEXT_JOB
 
 
 # A module with every kind of value: ints, floats, strings, a big integer, JSON results.
@@ -237,6 +242,40 @@ def test_a_device_name_holding_html_is_shown_as_text(tmp_path, tabs, start_root)
     for shown in (page, again, typed):
         assert shown.title() == "Pando volunteer"
         assert shown.locator("img").count() == 0
+
+
+@pytest.mark.timeout(300)
+def test_a_tab_stays_for_run_after_run_each_afresh_until_a_root_refuses_it(tmp_path, tabs, start_root):
+    first = start_root(write_module(tmp_path, "slow.py", SLOW_SQUARE))
+    page = tabs.open(first.page_url("stayer", 1))
+    first.feed(["1", "2", "3"])
+    assert first.wait(READY_SECONDS) == 0, first.stderr.text
+    assert first.output == "1\n4\n9\n"
+    wait_done(page)
+    assert page.is_visible("#stop") and page.is_hidden("#retry")  # Stop ends the wait
+
+    # The next runs on the same port and key, each started after the last one exited: the tab joins
+    # them with no click, and each starts with fresh workers (the same module's count starts again).
+    counter = write_module(tmp_path, "counter.py", COUNTER)
+    for items, expected in ((["1", "2", "3"], "1:1\n2:2\n3:3\n"), (["4", "5"], "4:1\n5:2\n")):
+        root = start_root(counter, port=first.port)
+        root.feed(items)
+        assert root.wait(READY_SECONDS) == 0, root.stderr.text
+        assert root.output == expected
+        wait_done(page)
+    assert page.text_content("#module") == "counter.py"
+    log = page.inner_text("#log")
+    assert log.count("waiting for the next job") == 3, log
+    # Looking for the next run said nothing per look.
+    assert "cannot reach" not in log and "connection to the root lost" not in log, log
+
+    # A run of another user (another key) at the same address: refused, the tab stops looking.
+    start_root(counter, "--join-key", "another-users-key-0123456789", port=first.port)
+    wait_until(lambda: status(page)["state"] == "refused", 30, "the other user's root to refuse the tab")
+    assert "join key" in page.text_content("#problem-text")
+    opened = sockets(page)
+    time.sleep(6)  # longer than the longest pause between two looks
+    assert status(page)["state"] == "refused" and opened == []
 
 
 @pytest.mark.timeout(180)

@@ -2,8 +2,8 @@
 
 The page lists a browser tab and a native volunteer as they join, shows their
 throughput, drops one that leaves, shows HTML in a device name as text, says
-when the root is gone and comes back when it returns. ``pando.report()`` from
-a module running in Pyodide reaches the root's JSON log. A last test feeds the
+when the root is gone and comes back when it returns, and says how a run
+ended (done, or why it failed). ``pando.report()`` from a module running in Pyodide reaches the root's JSON log. A last test feeds the
 page a fake status of a thousand volunteers (the feed's cap of 50 plus "and N
 more") and checks that it stays light and fits a phone's screen. Another opens
 the page without the run's join key and with a wrong one: neither gets a status.
@@ -13,6 +13,7 @@ volunteer indented under the node it hangs under, and caps it for big trees.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 from browser_helpers import skip_without_browser, wait_until, write_module
+from conftest import FAILING
 
 skip_without_browser("MONITORING PAGE TESTS")
 
@@ -209,6 +211,7 @@ def test_the_page_says_when_the_root_is_gone_and_reconnects_when_it_returns(
     wait_until(lambda: monitor.evaluate("pandoMonitor.history.total.length") >= 3, 10, "a few statuses")
     assert monitor.evaluate("pandoMonitor.history.runs") == 1
     volunteer.close()
+    first.process.send_signal(signal.SIGKILL)  # no last word: the page cannot tell how the run ended
     first.close()
 
     wait_until(lambda: connection(monitor) == "gone", 10, "the page to see the root go")
@@ -223,8 +226,42 @@ def test_the_page_says_when_the_root_is_gone_and_reconnects_when_it_returns(
     assert monitor.get_attribute("#content", "data-stale") == "false"
     # A new run: the charts start again rather than run on from the old one.
     assert monitor.evaluate("pandoMonitor.history.runs") == 2
-    second.close()
-    wait_until(lambda: connection(monitor) == "gone", 10, "the page to see the root go again")
+    second.close()  # Ctrl-C: the root's last status says so
+    wait_until(lambda: connection(monitor) == "failed", 10, "the page to see the run interrupted")
+    text = monitor.text_content("#connection-text")
+    assert text.startswith("Failed: interrupted, exit status 130 (0 results written, took "), text
+
+
+@pytest.mark.timeout(180)
+def test_the_page_says_how_each_run_ended(tmp_path, tabs, start_root, start_volunteer):
+    first = start_root(write_module(tmp_path, "reporting.py", REPORTING), "--reporting-interval", "0.5")
+    monitor = tabs.open(first.monitor_url, new_profile=True)
+    wait_until(lambda: connection(monitor) == "live", 15, "the page to connect to the root")
+    start_volunteer(first.join_url, name="stayer", options=("--stay",))  # it computes both runs
+    first.feed([str(n) for n in range(40)])
+    assert first.wait(60) == 0, first.stderr.text
+
+    wait_until(lambda: connection(monitor) == "done", 10, "the page to say the run is done")
+    text = monitor.text_content("#connection-text")
+    assert re.fullmatch(r"Done: 40 results, exit status 0, took \d+:\d\d", text), text
+    assert monitor.get_attribute("#content", "data-stale") == "false"  # the final figures
+    assert monitor.text_content("#t-written") == "40"
+    time.sleep(3)  # the page looks for the next run quietly: its last word stays
+    assert connection(monitor) == "done" and monitor.text_content("#connection-text") == text
+
+    # The next run at the same address fails: the page follows it, and says why, as text.
+    second = start_root(write_module(tmp_path, "failing.py", FAILING), "--reporting-interval", "0.5",
+                        "--retries", "0", port=first.port)
+    wait_until(lambda: connection(monitor) == "live", 20, "the page to follow the next run")
+    second.feed(["1", "2", "3", "4"])
+    assert second.wait(60) == 1, second.stderr.text
+    wait_until(lambda: connection(monitor) == "failed", 10, "the page to say the run failed")
+    text = monitor.text_content("#connection-text")
+    assert text.startswith("Failed: item 3 (value '3') failed on volunteer "), text
+    assert re.search(r"\(stayer\): ValueError: no <b>3</b> & no <img src=x onerror=window.pwned=1>, "
+                     r"exit status 1 \(2 results written, took \d+:\d\d\)$", text), text
+    assert monitor.locator("#connection b, #connection img").count() == 0
+    assert monitor.evaluate("window.pwned") is None
 
 
 def fake_status(step: int, devices: int = 1000, shown: int = 50) -> dict[str, Any]:

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosedOK
 from websockets.sync.client import connect
 
-from conftest import EXAMPLES, KEY, PANDO, Processes, lines
+from conftest import EXAMPLES, FAILING, KEY, PANDO, Processes, lines
 from pando.monitor import Stats
 
 pytestmark = pytest.mark.timeout(120)
@@ -68,7 +69,9 @@ def test_json_log_fields_cadence_and_module_reports(procs: Processes) -> None:
                                         "timed_out", "retried", "disagreements"}
         assert status["interval"] == 0.5 and status["items"]["total"] is None
     assert log[-1]["volunteers"]["ever"] == 1
-    assert log[-1]["items"]["written"] == 600  # a last status as the run ends
+    assert log[-1]["items"]["written"] == 600  # a last status as the run ends, with how it ended
+    assert log[-1]["outcome"] == {"status": 0, "failure": None}
+    assert all("outcome" not in status for status in log[:-1])
     reports = [device for status in log for device in status["devices"] if device["report"]]
     assert reports, "the volunteer's reports reach the log"
     device = reports[-1]
@@ -97,6 +100,27 @@ def test_monitor_feed_pushes_statuses(procs: Processes) -> None:
                 break
             assert time.monotonic() < deadline, status
     assert status["more_devices"] == 0
+
+
+def test_the_feed_ends_with_how_the_run_ended(procs: Processes) -> None:
+    path = procs.tmp / "failing.py"
+    path.write_text(FAILING)
+    root = procs.pando(str(path), "--start-idle", "--retries", "0", "--reporting-interval", "0.3", "1", "2", "3", "4")
+    with connect(f"ws://127.0.0.1:{root.port}/monitor", proxy=None) as ws:
+        ws.send(json.dumps({"type": "watch", "key": KEY}))
+        procs.volunteer(root.port, "--workers", "1")
+        received = []
+        with pytest.raises(ConnectionClosedOK):  # the root closes the feed once it said how the run ended
+            while True:
+                received.append(json.loads(ws.recv(timeout=20)))
+    assert root.wait() == 1 and root.out == b"1\n2\n"
+    last = received[-1]
+    assert last["type"] == "status" and last["items"]["written"] == 2 and last["elapsed"] > 0
+    assert last["outcome"]["status"] == 1
+    failure = last["outcome"]["failure"]
+    assert failure.startswith("item 3 (value '3') failed on volunteer "), failure
+    assert failure.endswith("ValueError: no <b>3</b> & no <img src=x onerror=window.pwned=1>"), failure
+    assert all("outcome" not in status for status in received[:-1])
 
 
 def run_on_a_terminal(procs: Processes, *args: str) -> tuple[int, str]:

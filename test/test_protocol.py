@@ -29,6 +29,7 @@ FRAMES = [
     protocol.Module("ab12", "square.py", "print('hi')\n", 30000, 8, raw=True),
     protocol.Module("ab12", "square.py", "import helper\n", 30000, 8, bundle="UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA==",
                     native_only=("greenlet (compiled extension modules)",)),
+    protocol.Module("ab12", "square.py", "", 30000, 8, run="0123456789abcdef"),
     protocol.Lend([(0, "1"), (7, "ünïcode"), (12, "")]),
     protocol.Result([(3, "9"), (1, "{\"a\":1}")]),
     protocol.Error("boom", id=4, traceback="Traceback ...\nValueError: boom"),
@@ -88,6 +89,14 @@ def test_malformed_module_frames_are_refused(fields: str) -> None:
     text = ('{"type": "module", "id": "ab12", "filename": "f.py", "source": "", "heartbeat": 30000, "batch_size": 1, '
             + fields + "}")
     with pytest.raises(protocol.ProtocolError):
+        protocol.decode(text, protocol.FROM_ROOT)
+
+
+@pytest.mark.parametrize("run", ['"ABCDEF0123456789"', '"0123"', "7", "null"])
+def test_a_module_frame_with_a_bad_run_id_is_refused(run: str) -> None:
+    text = ('{"type": "module", "id": "ab12", "filename": "m.py", "source": "", "heartbeat": 1000, '
+            f'"batch_size": 1, "run": {run}}}')
+    with pytest.raises(protocol.ProtocolError, match="run id"):
         protocol.decode(text, protocol.FROM_ROOT)
 
 

@@ -195,3 +195,21 @@ def test_a_lan_root_takes_webrtc_joiners_itself(procs: Processes, hosts: Hosts, 
     start_volunteer(procs, hosts.add("v2"), url)  # auto: a root's own page means WebSocket
     assert root.wait(120) == 0, root.err
     assert root.out == local(procs, str(EXAMPLES / "square_fast.py"), items)
+
+
+def test_a_staying_volunteer_joins_run_after_run_through_the_server(procs: Processes, hosts: Hosts) -> None:
+    server = hosts.add("srv")
+    start_server(procs, server)
+    root_host = hosts.add("root")
+    volunteer = start_volunteer(procs, hosts.add("v1"), server_url(server), "--stay")
+    module = write_module(procs, "slow.py", SLOW)
+    for run, items in enumerate((lines(*range(40)), lines(*range(40, 60)))):
+        # One root after the other (the server says "no root" in between); only the volunteer computes.
+        root = start_root(procs, root_host, module, items, "--host", f"{server.address}:{PORT}")
+        assert root.wait(120) == 0, root.err
+        assert root.out == local(procs, module, items), f"run {run + 1}"
+    assert volunteer.poll() is None, volunteer_err(procs, hosts["v1"])
+    volunteer.send_signal(signal.SIGTERM)
+    assert volunteer.wait(15) == 0
+    err = volunteer_err(procs, hosts["v1"])
+    assert err.count("computing slow.py") == 2 and err.count("waiting for the next job") == 2, err

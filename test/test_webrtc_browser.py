@@ -416,8 +416,8 @@ def test_a_root_gone_silent_is_left_and_joined_again_over_a_new_channel(tmp_path
 
 
 @pytest.mark.timeout(300)
-def test_a_tab_waits_for_a_root_then_computes_through_a_pando_server(tmp_path, hosts: Hosts, roots,
-                                                                       chromium_in):
+def test_a_tab_waits_for_a_root_then_computes_through_a_pando_server_run_after_run(
+        tmp_path, hosts: Hosts, roots, chromium_in):
     server_host, root_host, tab_host = hosts.add("server"), hosts.add("root"), hosts.add("tab")
     module = write_module(tmp_path, "slow.py", SLOW_SQUARE)
     items = [str(n) for n in range(300)] + ["2.5", "héllo wörld ✓", "-7"]
@@ -447,6 +447,14 @@ def test_a_tab_waits_for_a_root_then_computes_through_a_pando_server(tmp_path, h
         assert root.output == expected
         wait_done(page)
         assert status(page)["computed"] == len(items)
+
+        # The tab stays: the next run through the server, once the first one exited, finds it again.
+        second = roots(root_host, module, "--host", server.host, "--secret", SECRET)
+        second.feed(["4", "5"])
+        assert second.wait(READY_SECONDS) == 0, second.stderr.text
+        assert second.output == "16\n25\n"
+        wait_done(page)
+        assert status(page)["computed"] == len(items) + 2
         assert opened and all(url == f"ws://{server.host}/rendezvous/signal" for url in opened), opened
     finally:
         server.close()

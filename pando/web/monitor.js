@@ -3,10 +3,16 @@
 // as run totals, a table of volunteers, two small hand-drawn SVG charts and,
 // for a tree (--degree), the volunteers indented under the node they hang under.
 //
-// Device names come from volunteers: everything from the feed is put on the
-// page with textContent (or as an attribute value), never as HTML.
+// The run's last status says how it ended (its outcome): the page then shows
+// "Done: …" or "Failed: …" instead of "the root is gone", which is left for a
+// root that vanished without a word. It keeps looking for the next run at the
+// same address, quietly, and follows it when it starts.
+//
+// Device names and failure texts come from volunteers and modules: everything
+// from the feed is put on the page with textContent (or as an attribute
+// value), never as HTML.
 
-import { NO_KEY, joinKey } from './protocol.js';
+import { NO_KEY, joinKey, runOutcome } from './protocol.js';
 
 const MONITOR_PATH = '/monitor';
 const FIRST_BACKOFF_MS = 500;
@@ -89,6 +95,7 @@ class Feed {
     this.retryTimer = null;
     this.lastStatusAt = 0; // performance.now() of the last status
     this.interval = 3;
+    this.ended = false; // the run said how it ended: what the page shows until the next run's first status
     setInterval(() => this.tick(), 1000);
   }
 
@@ -115,7 +122,7 @@ class Feed {
       this.backoff = FIRST_BACKOFF_MS;
       this.lastStatusAt = performance.now();
       ws.send(JSON.stringify({ type: 'watch', key: this.key }));
-      this.onState('live', 'Connected — waiting for the first status…');
+      if (!this.ended) this.onState('live', 'Connected — waiting for the first status…');
     };
     ws.onmessage = (event) => {
       if (ws !== this.ws || typeof event.data !== 'string') return;
@@ -134,7 +141,10 @@ class Feed {
       this.lastStatusAt = performance.now();
       if (num(status.interval) > 0) this.interval = status.interval;
       this.onStatus(status);
-      this.onState('live', `Live — updated ${clockTime(new Date())}`);
+      const outcome = runOutcome(status);
+      this.ended = outcome !== null;
+      if (outcome) this.onState(outcome.status === 0 ? 'done' : 'failed', endText(status, outcome));
+      else this.onState('live', `Live — updated ${clockTime(new Date())}`);
     };
     ws.onclose = () => {
       if (ws !== this.ws) return;
@@ -159,7 +169,7 @@ class Feed {
     this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
     this.retryAt = performance.now() + delay;
     this.retryTimer = setTimeout(() => this.connect(), delay);
-    this.showGone();
+    if (!this.ended) this.showGone(); // an ended run's last word stays while the page looks for the next
   }
 
   showGone() {
@@ -177,15 +187,26 @@ class Feed {
 
   tick() {
     if (!this.ws) {
-      if (this.retryTimer !== null) this.showGone();
+      if (this.retryTimer !== null && !this.ended) this.showGone();
       return;
     }
-    if (this.ws.readyState !== WebSocket.OPEN) return;
+    if (this.ws.readyState !== WebSocket.OPEN || this.ended) return;
     const silent = (performance.now() - this.lastStatusAt) / 1000;
     if (silent > 3 * this.interval + 2) {
       this.onState('stale', `Connected, but no news from the root for ${Math.round(silent)} s`);
     }
   }
+}
+
+/** The line for a run that ended: "Done: N results, exit status 0, took T", or why it failed. */
+function endText(status, outcome) {
+  const items = status.items && typeof status.items === 'object' ? status.items : {};
+  const written = num(items.written);
+  const results = `${count(written)} result${written === 1 ? '' : 's'}`;
+  const took = duration(num(status.elapsed));
+  if (outcome.status === 0) return `Done: ${results}, exit status 0, took ${took}`;
+  const why = outcome.failure || 'the run did not finish';
+  return `Failed: ${why}, exit status ${outcome.status} (${results} written, took ${took})`;
 }
 
 // -- history for the charts ------------------------------------------------------------
@@ -692,7 +713,7 @@ class Monitor {
     const box = $('connection');
     if (box.dataset.state !== state) box.dataset.state = state;
     setText($('connection-text'), message);
-    $('content').dataset.stale = String(state !== 'live');
+    $('content').dataset.stale = String(!['live', 'done', 'failed'].includes(state)); // an ended run's figures are final
   }
 
   render() {

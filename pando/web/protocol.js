@@ -50,6 +50,12 @@ const MAX_INT = 2 ** 53;
 export const NODE_ID = /^[0-9a-f]{16}$/;
 export const JOINER_ID = /^[0-9a-f]{32}$/;
 
+/** A run's id in module frames (16 hex digits): a volunteer that finds another run starts afresh. */
+export const RUN_ID = /^[0-9a-f]{16}$/;
+
+/** Longest failure text of a run's outcome (the monitoring feed's last status). */
+export const MAX_FAILURE = 2000;
+
 /** A frame that is not valid under this protocol. */
 export class ProtocolError extends Error {
   constructor(message) {
@@ -174,13 +180,14 @@ export function answer(to, sdp, message = '') {
  * bootstrapTimeout, monitoring). */
 export function module({
   id, filename, source, heartbeat: beat, batchSize, reportingInterval, timeout = null, tree = null, raw = false,
-  bundle = '', nativeOnly = [],
+  bundle = '', nativeOnly = [], run = '',
 }) {
   const body = { id, filename, source, heartbeat: beat, batch_size: batchSize, reporting_interval: reportingInterval };
   if (timeout !== null) body.timeout = timeout;
   if (raw) body.raw = true;
   if (bundle) body.bundle = bundle;
   if (nativeOnly.length) body.native_only = nativeOnly;
+  if (run) body.run = run;
   if (tree) {
     Object.assign(body, {
       degree: tree.degree,
@@ -443,6 +450,7 @@ const PARSERS = {
     tree: parseTree(body), // what a relay needs to take children, in a tree; else null
     bundle: str(body, 'bundle', ''), // the module's files (base64 zip, pando/bundle.py); '' for none
     nativeOnly: nativeOnly(body), // packages a browser cannot have, each with why: browsers refuse the module
+    run: body.run === undefined || body.run === '' ? '' : matching(body, 'run', RUN_ID, 'a run id (16 hex digits)'),
   }),
   lend: (body) => ({ type: 'lend', items: pairs(body, 'items') }),
   heartbeat: () => ({ type: 'heartbeat' }),
@@ -511,4 +519,16 @@ export function pack(list, limit = MAX_FRAME_BYTES / 8) {
     size += pair[1].length + 16;
   }
   return groups;
+}
+
+/**
+ * How the run ended, from the monitoring feed's last status (its `outcome`
+ * field, docs/monitoring.md): {status, failure} (failure: text, or '' when the
+ * run succeeded), or null when the status has none or it is malformed.
+ */
+export function runOutcome(status) {
+  const outcome = status && typeof status === 'object' ? status.outcome : null;
+  if (!outcome || typeof outcome !== 'object' || !Number.isInteger(outcome.status) || outcome.status < 0) return null;
+  const failure = typeof outcome.failure === 'string' ? outcome.failure.slice(0, MAX_FAILURE) : '';
+  return { status: outcome.status, failure };
 }

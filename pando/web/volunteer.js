@@ -19,6 +19,7 @@ const DEFAULT_MAX_WORKERS = 4; // each Pyodide costs ~75 MB and a few seconds to
 const MAX_WORKERS = 64;
 const FIRST_BACKOFF_MS = 500;
 const MAX_BACKOFF_MS = 10_000;
+const NEXT_JOB_BACKOFF_MS = 5_000; // longest pause between two looks for the next run
 const FLUSH_MS = 5; // gather answers this long before sending one frame
 const RATE_WINDOW_MS = 5_000;
 const REPORT_GRACE_MS = 250; // after a report boundary, wait this long for the workers' reports
@@ -71,6 +72,7 @@ function emptyReport() {
 
 const UNREACHABLE = 'Root unreachable';
 const NO_JOB = 'No job here yet';
+const NEXT_JOB = 'The job is over — thank you! Waiting for the next job…';
 
 const ENDED = new Set(['done', 'refused', 'broken', 'stopped', 'no-key']);
 
@@ -90,7 +92,10 @@ class Volunteer {
     this.link = null; // the open link to the root (link.js), if any
     this.joining = null; // an AbortController while a link is being opened
     this.waiting = UNREACHABLE; // what the page says while it waits to retry
+    this.looking = false; // after a job: looking for the next run at this address
+    this.nextBackoff = FIRST_BACKOFF_MS;
     this.session = null; // {id, heartbeat, batchSize} of the current connection
+    this.run = ''; // the run of the module the pool was started for
     this.pool = null;
     this.outResults = [];
     this.outErrors = [];
@@ -133,14 +138,16 @@ class Volunteer {
     this.joining = null;
     const gen = ++this.gen;
     this.session = null;
-    this.setState('connecting', `Connecting to ${location.host}…`);
+    if (!this.looking) this.setState('connecting', `Connecting to ${location.host}…`);
     let link;
     try {
       link = await this.openLink(gen);
     } catch (err) {
       if (gen !== this.gen) return; // stopped or replaced meanwhile
       this.joining = null;
-      if (err.reason === 'no-root') {
+      if (this.looking) {
+        this.lookForNextJob(true); // no run here yet
+      } else if (err.reason === 'no-root') {
         if (this.waiting !== NO_JOB) this.log(`no job yet: ${describe(err)}; waiting for one`);
         this.lost(NO_JOB);
       } else if (err.reason === 'unsupported') {
@@ -166,12 +173,16 @@ class Volunteer {
     link.onclose = (reason) => {
       if (gen !== this.gen) return;
       this.link = null;
+      if (this.looking) {
+        this.lookForNextJob(true);
+        return;
+      }
       if (ENDED.has(this.state)) return;
       const why = reason ? `: ${reason}` : '';
       this.log(this.session ? `connection to the root lost${why}` : `cannot reach the root${why}`, true);
       this.lost();
     };
-    this.log(`connected over ${link.transport}`);
+    if (!this.looking) this.log(`connected over ${link.transport}`); // else its module says a run was found
     // Over a data channel the page can take children of its own (a relay of the tree).
     const relay = link.transport === 'WebRTC';
     this.send(protocol.hello(this.name, this.workers, this.key, { node: this.node, relay }));
@@ -193,7 +204,7 @@ class Volunteer {
       err.reason = 'no-root';
       throw err;
     }
-    this.setState('connecting', 'Joining over WebRTC…');
+    if (!this.looking) this.setState('connecting', 'Joining over WebRTC…');
     return join(location.href, {
       clock: this.clock,
       abort: this.joining.signal,
@@ -232,7 +243,8 @@ class Volunteer {
   /** Close the current connection ourselves and go on as if it had dropped. */
   drop(code, reason) {
     this.hangUp(code, reason);
-    if (!ENDED.has(this.state)) this.lost();
+    if (this.looking) this.lookForNextJob(true);
+    else if (!ENDED.has(this.state)) this.lost();
   }
 
   /** The connection ended or could not be made: try again later, with back-off. */
@@ -254,6 +266,25 @@ class Volunteer {
     this.reconnectTimer = this.clock.after(delay, () => {
       this.reconnectTimer = null;
       if (this.state === 'offline') this.connect();
+    });
+  }
+
+  /**
+   * After a job, for as long as the page is open: join the next run served at
+   * this address (the same key), looking for it with back-off and no log line
+   * per look; `again` when a look found none. end() closed the pool: the next
+   * job starts with fresh workers.
+   */
+  lookForNextJob(again) {
+    if (!again) this.nextBackoff = FIRST_BACKOFF_MS;
+    const delay = Math.round(this.nextBackoff * (0.5 + Math.random() * 0.5));
+    this.nextBackoff = Math.min(this.nextBackoff * 2, NEXT_JOB_BACKOFF_MS);
+    this.looking = true;
+    this.setState('done', NEXT_JOB);
+    if (this.reconnectTimer !== null) this.clock.cancel(this.reconnectTimer);
+    this.reconnectTimer = this.clock.after(delay, () => {
+      this.reconnectTimer = null;
+      if (this.looking) this.connect();
     });
   }
 
@@ -406,6 +437,10 @@ class Volunteer {
   }
 
   joined(frame) {
+    if (this.looking) {
+      this.looking = false;
+      this.setState('connecting'); // out of 'done': the next job begins
+    }
     if (frame.nativeOnly.length) {
       // Starting Python would only fail: say why at once, here and to the root, and take nothing of this job.
       this.ui.module(frame.filename);
@@ -427,7 +462,8 @@ class Volunteer {
     this.link.watch(2 * frame.heartbeat); // a silent root is gone (a data channel may not notice)
     this.ui.module(frame.filename);
     this.log(`joined as volunteer ${frame.id}; module ${frame.filename}`);
-    if (this.pool && this.pool.sameModule(frame)) {
+    // The same run's module after a reconnection: its workers go on; another run's starts afresh.
+    if (this.pool && this.pool.sameModule(frame) && frame.run === this.run) {
       this.pool.forget(this.gen);
       this.pool.resize(this.workers);
       this.pool.setInterval(frame.reportingInterval);
@@ -438,6 +474,7 @@ class Volunteer {
       this.pool = new Pool(
         { filename, source, bundle, raw }, this.workers, this.poolEvents(), frame.reportingInterval, frame.timeout,
       );
+      this.run = frame.run;
       this.loadStarted = performance.now();
       this.log(`starting ${this.workers} Python worker(s)…`);
     }
@@ -454,7 +491,8 @@ class Volunteer {
   /** A module frame with the tree's fields makes the page a node of the tree (or keeps it one). */
   joinTree(frame) {
     const { module } = this.tree || {};
-    if (this.tree && (!frame.tree || module.source !== frame.source || module.bundle !== frame.bundle)) {
+    if (this.tree && (!frame.tree || module.source !== frame.source || module.bundle !== frame.bundle
+      || module.run !== frame.run)) {
       this.tree.close(); // another job, or no tree any more
       this.tree = null;
     }
@@ -490,9 +528,11 @@ class Volunteer {
 
   bye(frame) {
     if (frame.reason === 'done') {
+      const again = this.looking; // the last run, still closing, says so to every hello
       this.flush();
-      this.end('done', 'The job is over — thank you!');
-      this.log('the root says the job is over');
+      this.end('done', NEXT_JOB);
+      if (!again) this.log('the root says the job is over; waiting for the next job at this address');
+      this.lookForNextJob(again);
     } else {
       const message = frame.message || 'the root refused this volunteer';
       this.end('refused', 'Refused by the root');
@@ -501,8 +541,9 @@ class Volunteer {
     }
   }
 
-  /** Stop for good (until the user asks again). */
+  /** Stop for good (until the user asks again, or the next job comes: bye()). */
   end(state, text) {
+    this.looking = false;
     this.setState(state, text);
     if (this.tree) {
       if (state === 'done') this.tree.finish(); // the children hear the job is over
@@ -649,7 +690,7 @@ class Volunteer {
       waiting: `Connected${over} — waiting for items`,
       offline: 'Root unreachable',
     };
-    this.ui.state(state, text || texts[state] || state);
+    this.ui.state(state, text || texts[state] || state, this.looking);
   }
 
   pruneRecent(now) {
@@ -676,12 +717,13 @@ class Volunteer {
 function pageUI() {
   const logList = $('log');
   return {
-    state(state, text) {
+    state(state, text, looking) {
       $('state').dataset.state = state;
       $('state-text').textContent = text;
-      $('retry').hidden = !['offline', 'done', 'refused', 'broken', 'stopped'].includes(state);
-      $('retry').textContent = state === 'offline' ? 'Retry now' : state === 'done' ? 'Join again' : 'Try again';
-      $('stop').hidden = ENDED.has(state);
+      // Looking for the next job (after a job, always), Stop ends the wait; Try again then looks at once.
+      $('retry').hidden = !['offline', 'refused', 'broken', 'stopped'].includes(state);
+      $('retry').textContent = state === 'offline' ? 'Retry now' : 'Try again';
+      $('stop').hidden = ENDED.has(state) && !looking;
     },
     stateText(text) {
       $('state-text').textContent = text;
