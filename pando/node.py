@@ -38,7 +38,7 @@ from pando.lender import Failure, Lender
 from pando.link import Duplex
 from pando.overlay import Overlay, Summary
 from pando.printable import printable
-from pando.session import Holder, Job, Session, id_maker, settle
+from pando.session import Holder, Job, Session, dispatch, id_maker, settle
 from pando.supervisor import Supervisor
 from pando.workers import Answer, ModuleBroken, Workers
 
@@ -314,6 +314,7 @@ class Node:
             frame = protocol.decode(message, protocol.FROM_ROOT)
             if isinstance(frame, protocol.Lend):
                 running.lender.add(frame.items)
+                dispatch(running.lender)
             elif isinstance(frame, protocol.Join):
                 running.join(frame, self._upstream)
             elif isinstance(frame, protocol.Reset):
@@ -364,7 +365,9 @@ class _Running:
             self.lender, node._upstream, self._tally, id_maker(), node.log, Access(node._key), timeout=module.timeout,
             junction=self._junction, tree=self._child_tree(),
         )
-        self.lender.join(self._own, node._workers_count * module.batch_size, name="this volunteer's workers")
+        self.lender.join(self._own, node._workers_count * module.batch_size, workers=node._workers_count,
+                         name="this volunteer's workers")
+        dispatch(self.lender)
         self._dispatcher = Dispatcher(self.lender, node._upstream, module.heartbeat_ms, None)
         self._dispatcher.start()
         if tree is not None:  # only a tree's parent takes status frames
@@ -416,12 +419,12 @@ class _Running:
         """The own workers' answers (collector thread), settled like a child's frames."""
         results = [(answer[1], answer[2]) for answer in answers if answer[0] == "ok"]
         if results:
-            settle(self.job, self._own, "this volunteer's workers", protocol.Result(results))
+            settle(self.job, self._own, protocol.Result(results))
         for answer in answers:
             if answer[0] == "error":
-                settle(self.job, self._own, "", protocol.Error(id=answer[1], message=answer[2], traceback=answer[3]))
+                settle(self.job, self._own, protocol.Error(id=answer[1], message=answer[2], traceback=answer[3]))
             elif answer[0] == "lost":
-                settle(self.job, self._own, "", protocol.Error(id=answer[1], message=answer[2], lost=True))
+                settle(self.job, self._own, protocol.Error(id=answer[1], message=answer[2], lost=True))
 
     def _report(self, figures: dict[str, Any]) -> None:
         """The own workers' figures for an interval, and the children's since the last report."""

@@ -1,9 +1,12 @@
 """One volunteer's session on the root: frames in, frames out, and its end.
 
 The server (or, for a data channel, the gateway) runs :meth:`Session.serve`
-in the connection's own thread, which reads frames; a second thread per session writes them, so a slow or stopped
-peer blocks nobody but itself. Whatever way a session ends, its items go back
-to the lender.
+in the connection's own thread, which reads frames and answers them itself: it
+settles results with the lender and sends the items that refill the session
+right away. Frames that other threads send it (items the reader or another
+session's end made available, joins, the bye) go through a second thread per
+session, so a slow or stopped peer blocks nobody but itself. Whatever way a
+session ends, its items go back to the lender.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
 
 _HEARTBEAT = protocol.encode(protocol.Heartbeat())
 LOG = logging.getLogger("pando.session")
+LEND_LOG = logging.getLogger("pando.lender")
 
 _NO_KEY = ("wrong or missing join key: open the URL the root printed, with its #key=...; "
            "for pando-volunteer, pass that URL as printed")
@@ -114,8 +118,21 @@ class Holder(Protocol):
     def wait_finished(self, timeout: float) -> None: ...
 
 
-def settle(job: Job, holder: Holder, label: str, frame: protocol.Result | protocol.Error) -> None:
-    """Results and item errors from ``holder``, through the lender to the sink."""
+def dispatch(lender: Lender[Holder]) -> None:
+    """Lend every assignment the lender can make now; called by whoever changed it, from its own thread."""
+    for holder, items in lender.assign():
+        if LEND_LOG.isEnabledFor(logging.DEBUG):
+            LEND_LOG.debug("lent %d item(s) to %s: ids %s", len(items), holder, [i for i, _ in items])
+        holder.lend(items)
+
+
+def settle(job: Job, holder: Holder, frame: protocol.Result | protocol.Error) -> None:
+    """Results and item errors from ``holder``, through the lender to the sink; then what they made room for."""
+    _settle(job, holder, frame)
+    dispatch(job.lender)
+
+
+def _settle(job: Job, holder: Holder, frame: protocol.Result | protocol.Error) -> None:
     if isinstance(frame, protocol.Result):
         outcome = job.lender.complete(holder, frame.results)
         if outcome.accepted:
@@ -158,6 +175,7 @@ class Session:
         self._relay = False  # a child with a subtree: its end says nothing about any one item
         self._outbox: queue.SimpleQueue[_Outgoing] = queue.SimpleQueue()
         self._sender = threading.Thread(target=self._send_loop, name="pando-session-sender", daemon=True)
+        self._reader = 0  # the ident of the thread running serve(), which sends its own frames
         self.id = ""
         self.label = "a volunteer"
         #: time.monotonic() of the last frame received; read by the dispatcher's sweep.
@@ -169,9 +187,15 @@ class Session:
     # -- called by other threads -----------------------------------------
 
     def lend(self, items: list[tuple[int, str]]) -> None:
-        """Queue ``lend`` frames for items the lender assigned to this session."""
+        """Send ``lend`` frames for items the lender assigned to this session: at once from its own
+        thread (a refill), else through its sender."""
+        direct = threading.get_ident() == self._reader
         for group in protocol.pack(items):
-            self._outbox.put(protocol.encode(protocol.Lend(group)))
+            text = protocol.encode(protocol.Lend(group))
+            if direct:
+                self._send(text)
+            else:
+                self._outbox.put(text)
 
     def join(self, join: protocol.Join) -> None:
         """Pass a joiner's offer down to this (relay) volunteer."""
@@ -208,14 +232,16 @@ class Session:
                 job.junction.overlay.join_ended()  # the slot its join held is free again
             return
         self._sender.start()
+        self._reader = threading.get_ident()
         local = hello.role == "local"
         job.monitor.joined(self, self.id, hello.name, hello.workers, local)
-        job.lender.join(self, hello.workers * job.batch_size, name=self.label, local=local)
+        job.lender.join(self, hello.workers * job.batch_size, workers=hello.workers, name=self.label, local=local)
         if self._child and job.junction is not None:
             job.junction.overlay.add(self, Subtree(hello.node, hello.relay, hello.workers), joined=True)
         LOG.debug("%s joined with %d worker(s)", self.label, hello.workers)
         closing: _Close | None = None
         try:
+            dispatch(job.lender)
             for message in self._connection:
                 self.last_seen = time.monotonic()
                 closing = self._handle(protocol.decode(message, protocol.FROM_VOLUNTEER))
@@ -232,6 +258,7 @@ class Session:
             held = len(job.lender.held(self))
             for failure in job.lender.leave(self, blame_items=closing is None and not self._relay):
                 job.sink.fail(failure)
+            dispatch(job.lender)  # what it held, to the others
             job.monitor.left(self)
             if self._child and job.junction is not None:
                 job.junction.left(self)
@@ -278,10 +305,11 @@ class Session:
     def _handle(self, frame: protocol.Frame) -> _Close | None:
         job = self._job
         if isinstance(frame, protocol.Result) or (isinstance(frame, protocol.Error) and frame.id is not None):
-            settle(job, self, self.label, frame)
+            settle(job, self, frame)
         elif isinstance(frame, protocol.Status) and self._child and job.junction is not None:
             self._relay = frame.nodes > 1
-            job.lender.resize(self, max(1, frame.workers) * job.batch_size)
+            job.lender.resize(self, max(1, frame.workers) * job.batch_size, max(1, frame.workers))
+            dispatch(job.lender)
             job.junction.overlay.update(self, Summary(frame.nodes, frame.workers, frame.free, frame.depth, frame.nearest))
             job.monitor.subtree(self, frame)
             job.junction.changed()
@@ -290,7 +318,7 @@ class Session:
         elif isinstance(frame, protocol.Report):
             job.monitor.reported(self, frame)
         elif isinstance(frame, protocol.Heartbeat):
-            self._outbox.put(_HEARTBEAT)
+            self._send(_HEARTBEAT)
         elif isinstance(frame, protocol.Error):
             details = f"\n{printable(frame.traceback, MAX_DETAILS, multiline=True)}" if frame.traceback else ""
             job.log(f"pando: {self.label} cannot run the module: {printable(frame.message, 2000)}{details}")
@@ -303,6 +331,13 @@ class Session:
         """Wait up to ``timeout`` seconds for the bye to be sent."""
         if self._sender.is_alive():
             self._sender.join(timeout)
+
+    def _send(self, text: str) -> None:
+        """Send from the session's own thread; a closed link is the reading side's to see."""
+        try:
+            self._connection.send(text)
+        except (ConnectionClosed, OSError):
+            pass
 
     def _send_loop(self) -> None:
         while (outgoing := self._outbox.get()) is not None:
