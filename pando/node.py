@@ -92,7 +92,7 @@ class OwnWorkers:
     def __repr__(self) -> str:
         return "<this volunteer's workers>"
 
-    def lend(self, items: list[tuple[int, str]]) -> None:
+    def lend(self, items: list[tuple[int, str]], direct: bool) -> None:
         self.workers.submit(items)
 
     def abort(self, reason: str) -> None:
@@ -367,7 +367,7 @@ class _Running:
         )
         self.lender.join(self._own, node._workers_count * module.batch_size, workers=node._workers_count,
                          name="this volunteer's workers")
-        dispatch(self.lender)
+        dispatch(self.lender, self._own)
         self._dispatcher = Dispatcher(self.lender, node._upstream, module.heartbeat_ms, None)
         self._dispatcher.start()
         if tree is not None:  # only a tree's parent takes status frames

@@ -339,12 +339,15 @@ FROM_VIEWER = ("watch",)
 
 _HEARTBEAT = Heartbeat()
 
+# Made once: json.dumps and json.loads with options build a new encoder or decoder on every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
 
 def encode(frame: Frame) -> str:
     """The JSON text of a frame."""
     body = frame.payload()
     body["type"] = frame.type
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(body)
 
 
 def decode(text: str | bytes, allowed: tuple[str, ...]) -> Frame:
@@ -356,7 +359,7 @@ def decode(text: str | bytes, allowed: tuple[str, ...]) -> Frame:
     if isinstance(text, bytes):
         raise ProtocolError("binary frame; the protocol uses text frames")
     try:
-        body = json.loads(text, parse_constant=_no_constant)
+        body = _DECODER.decode(text)
     except ValueError as exc:
         raise ProtocolError(f"not JSON: {exc}") from None
     except RecursionError:
@@ -375,6 +378,9 @@ def decode(text: str | bytes, allowed: tuple[str, ...]) -> Frame:
 def _no_constant(name: str) -> None:
     # NaN and Infinity are not JSON; Python's parser accepts them unless told not to.
     raise ValueError(f"{name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
 
 
 def _str(body: dict[str, Any], key: str, default: str | None = None) -> str:

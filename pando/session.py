@@ -109,7 +109,8 @@ class Holder(Protocol):
 
     def __hash__(self) -> int: ...
 
-    def lend(self, items: list[tuple[int, str]]) -> None: ...
+    def lend(self, items: list[tuple[int, str]], direct: bool) -> None:
+        """Items the lender assigned it; ``direct``: called from the holder's own thread, which may send them at once."""
 
     def abort(self, reason: str) -> None: ...
 
@@ -118,18 +119,20 @@ class Holder(Protocol):
     def wait_finished(self, timeout: float) -> None: ...
 
 
-def dispatch(lender: Lender[Holder]) -> None:
-    """Lend every assignment the lender can make now; called by whoever changed it, from its own thread."""
+def dispatch(lender: Lender[Holder], caller: Holder | None = None) -> None:
+    """Lend every assignment the lender can make now; called by whoever changed it, from its own
+    thread (``caller``'s, if that is a holder's)."""
     for holder, items in lender.assign():
         if LEND_LOG.isEnabledFor(logging.DEBUG):
             LEND_LOG.debug("lent %d item(s) to %s: ids %s", len(items), holder, [i for i, _ in items])
-        holder.lend(items)
+        holder.lend(items, holder is caller)
 
 
 def settle(job: Job, holder: Holder, frame: protocol.Result | protocol.Error) -> None:
-    """Results and item errors from ``holder``, through the lender to the sink; then what they made room for."""
+    """Results and item errors from ``holder`` (in its own thread), through the lender to the sink;
+    then what they made room for."""
     _settle(job, holder, frame)
-    dispatch(job.lender)
+    dispatch(job.lender, holder)
 
 
 def _settle(job: Job, holder: Holder, frame: protocol.Result | protocol.Error) -> None:
@@ -175,7 +178,6 @@ class Session:
         self._relay = False  # a child with a subtree: its end says nothing about any one item
         self._outbox: queue.SimpleQueue[_Outgoing] = queue.SimpleQueue()
         self._sender = threading.Thread(target=self._send_loop, name="pando-session-sender", daemon=True)
-        self._reader = 0  # the ident of the thread running serve(), which sends its own frames
         self.id = ""
         self.label = "a volunteer"
         #: time.monotonic() of the last frame received; read by the dispatcher's sweep.
@@ -186,10 +188,9 @@ class Session:
 
     # -- called by other threads -----------------------------------------
 
-    def lend(self, items: list[tuple[int, str]]) -> None:
+    def lend(self, items: list[tuple[int, str]], direct: bool) -> None:
         """Send ``lend`` frames for items the lender assigned to this session: at once from its own
         thread (a refill), else through its sender."""
-        direct = threading.get_ident() == self._reader
         for group in protocol.pack(items):
             text = protocol.encode(protocol.Lend(group))
             if direct:
@@ -232,7 +233,6 @@ class Session:
                 job.junction.overlay.join_ended()  # the slot its join held is free again
             return
         self._sender.start()
-        self._reader = threading.get_ident()
         local = hello.role == "local"
         job.monitor.joined(self, self.id, hello.name, hello.workers, local)
         job.lender.join(self, hello.workers * job.batch_size, workers=hello.workers, name=self.label, local=local)
@@ -241,7 +241,8 @@ class Session:
         LOG.debug("%s joined with %d worker(s)", self.label, hello.workers)
         closing: _Close | None = None
         try:
-            dispatch(job.lender)
+            dispatch(job.lender, self)
+            self._connection.direct(self._hot)
             for message in self._connection:
                 self.last_seen = time.monotonic()
                 closing = self._handle(protocol.decode(message, protocol.FROM_VOLUNTEER))
@@ -302,6 +303,19 @@ class Session:
         LOG.debug("refused a peer: %s", message)
         refuse(self._connection, message)
 
+    def _hot(self, text: str) -> bool:
+        """Results and heartbeats, in the link's reading thread; False for any other frame (or a bad
+        one), which the session's thread reads as usual."""
+        try:
+            frame = protocol.decode(text, protocol.FROM_VOLUNTEER)
+        except protocol.ProtocolError:
+            return False
+        if not isinstance(frame, (protocol.Result, protocol.Heartbeat)):
+            return False
+        self.last_seen = time.monotonic()
+        self._handle(frame)
+        return True
+
     def _handle(self, frame: protocol.Frame) -> _Close | None:
         job = self._job
         if isinstance(frame, protocol.Result) or (isinstance(frame, protocol.Error) and frame.id is not None):
@@ -309,7 +323,7 @@ class Session:
         elif isinstance(frame, protocol.Status) and self._child and job.junction is not None:
             self._relay = frame.nodes > 1
             job.lender.resize(self, max(1, frame.workers) * job.batch_size, max(1, frame.workers))
-            dispatch(job.lender)
+            dispatch(job.lender, self)
             job.junction.overlay.update(self, Summary(frame.nodes, frame.workers, frame.free, frame.depth, frame.nearest))
             job.monitor.subtree(self, frame)
             job.junction.changed()
