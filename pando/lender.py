@@ -117,7 +117,6 @@ class Lender(Generic[H]):
         retries: int = 0,
         verify: int = 1,
         timeout: float | None = None,
-        queued: int = 1,
         straggler_floor: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         halt_on_failure: bool = True,
@@ -127,10 +126,6 @@ class Lender(Generic[H]):
         self._retries = retries
         self._verify = verify
         self._timeout = timeout
-        # A holder computes ``queued`` items per worker one after another: an item
-        # may wait that many timeouts before it is done, and the volunteer, which
-        # times each item from its start, should be the one to act first.
-        self._lease_limit = timeout * queued + LEASE_GRACE if timeout is not None else None
         self._straggler_floor = straggler_floor
         # The root stops lending past a failed item; a relay passes failures up and lets the root decide.
         self._halt_on_failure = halt_on_failure
@@ -257,7 +252,7 @@ class Lender(Generic[H]):
         """
         with self._lock:
             now = self._clock()
-            failures = self._expire(now) if self._lease_limit is not None else []
+            failures = self._expire(now) if self._timeout is not None else []
             self._speculate(now)
             return failures
 
@@ -395,20 +390,31 @@ class Lender(Generic[H]):
 
     # -- leases ------------------------------------------------------------
 
-    def _leases(self, before: float) -> list[tuple[float, int, H]]:
-        """Live copies lent before ``before``, the oldest first (at most every holder's capacity)."""
+    def _leases(self, before: Callable[[_Holding], float]) -> list[tuple[float, int, H]]:
+        """Live copies lent before ``before(holding)``, the oldest first (at most every holder's capacity)."""
         found = []
         for holder, holding in self._holders.items():
+            limit = before(holding)
             for item_id, started in holding.held.items():
                 item = self._items.get(item_id)
-                if started < before and item is not None and holder in item.copies:
+                if started < limit and item is not None and holder in item.copies:
                     found.append((started, item_id, holder))
         return sorted(found, key=lambda lease: lease[:2])
 
+    def _lease_limit(self, holding: _Holding) -> float:
+        """How long a copy may stay with a holder under ``timeout``.
+
+        A holder computes its items per worker one after another: an item may
+        wait that many timeouts before it is done, and the volunteer, which
+        times each item from its start, should be the one to act first.
+        """
+        assert self._timeout is not None
+        return self._timeout * -(-holding.capacity // holding.workers) + LEASE_GRACE
+
     def _expire(self, now: float) -> list[Failure]:
-        assert self._timeout is not None and self._lease_limit is not None
+        assert self._timeout is not None
         failures = []
-        for _, item_id, holder in self._leases(now - self._lease_limit):
+        for _, item_id, holder in self._leases(lambda holding: now - self._lease_limit(holding)):
             item = self._items.get(item_id)
             if item is None:
                 continue  # failed just now, through another copy
@@ -417,7 +423,8 @@ class Lender(Generic[H]):
             # a holder stuck on an item gets nothing more to be stuck behind.
             item.copies.discard(holder)
             self._counts["timed_out"] += 1
-            reason = f"it was unanswered {self._lease_limit:g} s after it was lent (--timeout {self._timeout:g} s)"
+            reason = (f"it was unanswered {self._lease_limit(holding):g} s after it was lent "
+                      f"(--timeout {self._timeout:g} s)")
             if (failure := self._lost(item_id, item, holding.name, reason)) is not None:
                 failures.append(failure)
         return failures
@@ -436,7 +443,7 @@ class Lender(Generic[H]):
         head = next(iter(self._values))  # ids are added in order: the oldest
         candidates = [head]
         if self._hungry and not self._fresh:
-            candidates += [item_id for _, item_id, _ in self._leases(limit) if item_id != head]
+            candidates += [item_id for _, item_id, _ in self._leases(lambda _: limit) if item_id != head]
         room = max(1, len(self._hungry))
         for item_id in candidates:
             item = self._items.get(item_id)

@@ -126,6 +126,7 @@ class Module:
     filename: str
     source: str
     heartbeat_ms: int
+    #: Items per worker the session may hold; with ``adaptive``, those it starts with.
     batch_size: int
     reporting_interval: float = 3.0
     #: Seconds one item may run on a worker before the volunteer gives it up
@@ -133,6 +134,9 @@ class Module:
     timeout: float | None = None
     #: What a relay needs to take children, when there is a tree.
     tree: Tree | None = None
+    #: The session holds what the volunteer asks for (``want`` in its result frames), and a relay
+    #: lends its own children the same way.
+    adaptive: bool = False
     type = "module"
 
     def payload(self) -> dict[str, Any]:
@@ -148,6 +152,8 @@ class Module:
             out["timeout"] = self.timeout
         if self.tree is not None:
             out.update(self.tree.payload())
+        if self.adaptive:
+            out["adaptive"] = True
         return out
 
 
@@ -180,13 +186,17 @@ class Lend:
 
 @dataclass(frozen=True)
 class Result:
-    """Volunteer → root: finished items, as ``(id, output line)`` pairs."""
+    """Volunteer → root: finished items, as ``(id, output line)`` pairs; and, under an adaptive
+    module, how many items it would like to hold at once from now on (``want``)."""
 
     results: list[tuple[int, str]]
+    want: int | None = None
     type = "result"
 
     def payload(self) -> dict[str, Any]:
-        return {"results": self.results}
+        if self.want is None:
+            return {"results": self.results}
+        return {"results": self.results, "want": self.want}
 
 
 @dataclass(frozen=True)
@@ -448,11 +458,8 @@ def _parse_hello(body: dict[str, Any]) -> Hello:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
     name = _str(body, "name", "")
-    relay = body.get("relay", False)
-    if not isinstance(relay, bool):
-        raise ValueError("'relay' must be a boolean")
     return Hello(name=name[:MAX_NAME], workers=_int(body, "workers", 1, MAX_WORKERS), key=_str(body, "key", ""),
-                 role=role, protocol=version, node=_node(body, "node", optional=True), relay=relay)
+                 role=role, protocol=version, node=_node(body, "node", optional=True), relay=_bool(body, "relay"))
 
 
 def _node(body: dict[str, Any], key: str, optional: bool = False) -> str:
@@ -464,14 +471,19 @@ def _node(body: dict[str, Any], key: str, optional: bool = False) -> str:
     return value
 
 
+def _bool(body: dict[str, Any], key: str) -> bool:
+    """An optional boolean, false when absent."""
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key!r} must be a boolean")
+    return value
+
+
 def _parse_error(body: dict[str, Any]) -> Error:
     item = body.get("id")
     if item is not None and (type(item) is not int or item < 0):
         raise ValueError("'id' must be an item id")
-    lost = body.get("lost", False)
-    if not isinstance(lost, bool):
-        raise ValueError("'lost' must be a boolean")
-    return Error(message=_str(body, "message"), id=item, traceback=_str(body, "traceback", ""), lost=lost)
+    return Error(message=_str(body, "message"), id=item, traceback=_str(body, "traceback", ""), lost=_bool(body, "lost"))
 
 
 def _parse_module(body: dict[str, Any]) -> Module:
@@ -484,6 +496,7 @@ def _parse_module(body: dict[str, Any]) -> Module:
         reporting_interval=_number(body, "reporting_interval", 3.0, minimum=MIN_INTERVAL),
         timeout=_optional_positive(body, "timeout"),
         tree=_parse_tree(body) if "degree" in body else None,
+        adaptive=_bool(body, "adaptive"),
     )
 
 
@@ -608,7 +621,8 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], Frame]] = {
     "watch": lambda body: Watch(_str(body, "key")),
     "module": _parse_module,
     "lend": lambda body: Lend(_pairs(body["items"], "items")),
-    "result": lambda body: Result(_pairs(body["results"], "results", one_line=True)),
+    "result": lambda body: Result(_pairs(body["results"], "results", one_line=True),
+                                  _int(body, "want", 1) if "want" in body else None),
     "error": _parse_error,
     "report": _parse_report,
     "heartbeat": lambda body: _HEARTBEAT,

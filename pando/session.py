@@ -25,6 +25,7 @@ from pando.access import Access, refuse
 from pando.lender import Failure, Lender
 from pando.link import Link
 from pando.overlay import Subtree, Summary
+from pando.pace import MAX_PER_WORKER, START_PER_WORKER
 from pando.printable import printable
 from pando.reorder import MAX_DETAILS
 
@@ -86,7 +87,8 @@ class Job:
     filename: str
     source: str
     heartbeat_ms: int
-    batch_size: int
+    #: Items a session holds per worker; None: what its volunteer asks for (see pando.pace).
+    batch_size: int | None
     reporting_interval: float
     lender: Lender[Holder]
     sink: Sink
@@ -180,6 +182,9 @@ class Session:
         self._sender = threading.Thread(target=self._send_loop, name="pando-session-sender", daemon=True)
         self.id = ""
         self.label = "a volunteer"
+        self._workers = 1  # its workers (its subtree's, for a relay)
+        #: Items it may hold at once.
+        self.capacity = 1
         #: time.monotonic() of the last frame received; read by the dispatcher's sweep.
         self.last_seen = time.monotonic()
 
@@ -235,7 +240,9 @@ class Session:
         self._sender.start()
         local = hello.role == "local"
         job.monitor.joined(self, self.id, hello.name, hello.workers, local)
-        job.lender.join(self, hello.workers * job.batch_size, workers=hello.workers, name=self.label, local=local)
+        self._workers = hello.workers
+        self.capacity = hello.workers * (job.batch_size or START_PER_WORKER)
+        job.lender.join(self, self.capacity, workers=hello.workers, name=self.label, local=local)
         if self._child and job.junction is not None:
             job.junction.overlay.add(self, Subtree(hello.node, hello.relay, hello.workers), joined=True)
         LOG.debug("%s joined with %d worker(s)", self.label, hello.workers)
@@ -283,7 +290,7 @@ class Session:
         if not job.access.admits(frame.key, frame.role):
             self._refuse(_NO_KEY)
             return None
-        self._connection.limit(protocol.frame_limit(frame.workers * job.batch_size))
+        self._connection.limit(protocol.frame_limit(frame.workers * (job.batch_size or MAX_PER_WORKER)))
         self.id = job.new_id(frame.node if self._child else "")
         if frame.role == "local":
             self.label = f"the root's own helper {self.id}"
@@ -292,8 +299,9 @@ class Session:
             frame = protocol.Hello(name, frame.workers, "", frame.role, frame.protocol, frame.node, frame.relay)
             self.label = f"volunteer {self.id}" + (f" ({name})" if name else "")
         module = protocol.Module(
-            self.id, job.filename, job.source, job.heartbeat_ms, job.batch_size, job.reporting_interval,
-            timeout=job.timeout, tree=job.tree if self._child else None,
+            self.id, job.filename, job.source, job.heartbeat_ms, job.batch_size or START_PER_WORKER,
+            job.reporting_interval, timeout=job.timeout, tree=job.tree if self._child else None,
+            adaptive=job.batch_size is None,
         )
         self._connection.send(protocol.encode(module))
         return frame
@@ -302,6 +310,10 @@ class Session:
         """Tell an uninvited peer why, and nothing else."""
         LOG.debug("refused a peer: %s", message)
         refuse(self._connection, message)
+
+    def _resize(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._job.lender.resize(self, capacity, self._workers)
 
     def _hot(self, text: str) -> bool:
         """Results and heartbeats, in the link's reading thread; False for any other frame (or a bad
@@ -319,10 +331,13 @@ class Session:
     def _handle(self, frame: protocol.Frame) -> _Close | None:
         job = self._job
         if isinstance(frame, protocol.Result) or (isinstance(frame, protocol.Error) and frame.id is not None):
+            if isinstance(frame, protocol.Result) and frame.want is not None and job.batch_size is None:
+                self._resize(min(frame.want, self._workers * MAX_PER_WORKER))
             settle(job, self, frame)
         elif isinstance(frame, protocol.Status) and self._child and job.junction is not None:
             self._relay = frame.nodes > 1
-            job.lender.resize(self, max(1, frame.workers) * job.batch_size, max(1, frame.workers))
+            self._workers = max(1, frame.workers)
+            self._resize(self.capacity if job.batch_size is None else self._workers * job.batch_size)
             dispatch(job.lender, self)
             job.junction.overlay.update(self, Summary(frame.nodes, frame.workers, frame.free, frame.depth, frame.nearest))
             job.monitor.subtree(self, frame)
