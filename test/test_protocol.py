@@ -12,7 +12,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from conftest import EXAMPLES, KEY, Processes, lines, squares
 from pando import protocol
-from pando.pace import START_PER_WORKER
+from pando.pace import MAX_PER_WORKER, START_PER_WORKER
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -23,8 +23,10 @@ FRAMES = [
     protocol.Hello("", 1, "helper-secret", role="local"),
     protocol.Watch("k" * 22),
     protocol.Module("ab12", "square.py", "print('hi')\n", 30000, 8),
+    protocol.Module("ab12", "square.py", "", 30000, 2, adaptive=True),
     protocol.Lend([(0, "1"), (7, "ünïcode"), (12, "")]),
     protocol.Result([(3, "9"), (1, "{\"a\":1}")]),
+    protocol.Result([(3, "9")], want=120),
     protocol.Error("boom", id=4, traceback="Traceback ...\nValueError: boom"),
     protocol.Error("worker died", id=5, lost=True),
     protocol.Error("cannot import numpy"),
@@ -34,7 +36,7 @@ FRAMES = [
 ]
 
 
-@pytest.mark.parametrize("frame", FRAMES, ids=lambda frame: frame.type)
+@pytest.mark.parametrize("frame", FRAMES, ids=lambda frame: f"{frame.type}-{FRAMES.index(frame)}")
 def test_frames_round_trip(frame: protocol.Frame) -> None:
     text = protocol.encode(frame)
     assert json.loads(text)["type"] == frame.type
@@ -55,6 +57,8 @@ def test_frames_round_trip(frame: protocol.Frame) -> None:
         '{"type": "result", "results": [[0, "two\\nlines"]]}',
         '{"type": "result", "results": [[0, "1", 2]]}',
         '{"type": "result", "results": {"0": "1"}}',
+        '{"type": "result", "results": [], "want": 0}',
+        '{"type": "result", "results": [], "want": "more"}',
         '{"type": "hello", "protocol": 2, "workers": 0}',
         '{"type": "hello", "protocol": 2, "workers": true}',
         '{"type": "hello", "protocol": 2, "workers": 1, "role": "king"}',
@@ -118,6 +122,7 @@ def closed_code(ws: ClientConnection) -> int | None:
 
 BAD_FRAMES: list[str | bytes] = [
     "not json at all",
+    '{"type": "result", "results": [], "want": -5}',
     '{"type": "result", "results": [[0, "1"]',
     b"\x00\x01binary",
     '{"type": "result", "results": [[0, "two\\nlines"]]}',
@@ -185,6 +190,22 @@ def test_a_volunteer_that_cannot_load_the_module_is_reported(procs: Processes) -
     root.wait_for_stderr(r"cannot run the module: No module named 'numpy'")
     procs.volunteer(root.port, "--workers", "1")
     assert root.wait() == 0 and root.out == b"1\n4\n"
+
+
+def test_a_volunteer_holds_what_it_asks_for(procs: Processes) -> None:
+    """Under --batch-size auto a session starts with START_PER_WORKER items per worker, then holds
+    what its result frames ask for (``want``), at most MAX_PER_WORKER per worker."""
+    root = procs.pando(FAST, "--stdin", "--start-idle", stdin=lines(*range(20_000)))
+    with join(root.port) as ws:
+        module = frames_until(ws, "module")
+        assert module["adaptive"] is True and module["batch_size"] == START_PER_WORKER
+        first = frames_until(ws, "lend")["items"]
+        assert len(first) == START_PER_WORKER
+        ws.send(json.dumps({"type": "result", "results": first, "want": 40}))
+        second = frames_until(ws, "lend")["items"]
+        assert len(second) == 40
+        ws.send(json.dumps({"type": "result", "results": second[:1], "want": 10**6}))
+        assert len(frames_until(ws, "lend")["items"]) == MAX_PER_WORKER - 39
 
 
 def test_silent_volunteer_is_dropped_and_its_items_lent_again(procs: Processes) -> None:
