@@ -31,12 +31,14 @@ def module_for(task: float) -> str:
     return str(EXAMPLES / "square.py") if task == 1.0 else str(MODULES / "square_100ms.py")
 
 
-def run_one(n: int, task: float, rounds: int, batch: int = 1, profile: str | None = None) -> dict[str, Any]:
+def run_one(n: int, task: float, rounds: int, batch: int | None = 1, profile: str | None = None) -> dict[str, Any]:
+    """One swarm run; ``batch`` None: the root's default (--batch-size auto)."""
     count = n * rounds
     procs = Procs()
     try:
         port = free_port()
-        root = procs.pando(module_for(task), "--stdin", "--start-idle", "--batch-size", str(batch), port=port)
+        pinned = ("--batch-size", str(batch)) if batch is not None else ()
+        root = procs.pando(module_for(task), "--stdin", "--start-idle", *pinned, port=port)
         err = stderr_collector(root)
         clock = LineClock(root.stdout, keep=True)
         data = "".join(f"{i}\n" for i in range(count)).encode()

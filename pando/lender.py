@@ -16,7 +16,10 @@ session refills itself from its own thread. Every rule about lending lives here:
 - a result counts only from a session that holds a live copy of the item, so a
   late answer from a lost holder is dropped and no item is done twice;
 - an item whose holders were lost ``max_losses`` times is failed, not re-lent;
-  a lease older than ``timeout`` counts as such a loss;
+  a lease older than ``timeout`` counts as such a loss; a holder that vanishes
+  costs a loss only to the items it could have been computing (the first of
+  its items, one per worker, in the order it got them): those queued behind
+  them go back without blame, however many a holder queues;
 - an item whose function raised is tried again ``retries`` times, on other
   holders when there are, before it fails with every attempt's details;
 - with ``verify`` K > 1, K distinct holders compute each item, and a result is
@@ -33,6 +36,7 @@ session refills itself from its own thread. Every rule about lending lives here:
 from __future__ import annotations
 
 import heapq
+import itertools
 import statistics
 import threading
 import time
@@ -173,8 +177,9 @@ class Lender(Generic[H]):
     def leave(self, holder: H, *, blame_items: bool = True) -> list[Failure]:
         """A session is gone: lend its items again; return those that ran out of holders.
 
-        ``blame_items`` False (the session broke the protocol, say) lends the
-        items again without counting the loss against them.
+        The loss counts against the items it could have been computing;
+        ``blame_items`` False (the session broke the protocol, say) lends every
+        item again without counting the loss against it.
         """
         with self._lock:
             holding = self._holders.pop(holder, None)
@@ -186,12 +191,14 @@ class Lender(Generic[H]):
                 if self._others == 0:
                     self._recheck_locals()
             failures = []
+            # Items computed in the order they came: only the first, one per worker, can have been running.
+            running = set(itertools.islice(holding.held, holding.workers)) if blame_items else set()
             for item_id in sorted(holding.held):
                 item = self._items.get(item_id)
                 if item is None or holder not in item.copies:
                     continue  # a stale copy: nothing to give back
                 item.copies.discard(holder)
-                if not blame_items:
+                if item_id not in running:
                     self._want_again(item_id, item)
                 elif (failure := self._lost(item_id, item, holding.name, "its volunteer disconnected")) is not None:
                     failures.append(failure)

@@ -20,7 +20,8 @@
 // - holders are served in the order they got room;
 // - a result counts only from a holder with a live copy of the item;
 // - an item whose holders were lost maxLosses times fails instead of going out
-//   again;
+//   again; a holder that leaves costs a loss only to the items it could have
+//   been computing (its first items, one per worker, in the order it got them);
 // - a copy whose item was done elsewhere stays counted against its holder until
 //   that holder answers for it (at a relay this happens only when the parent
 //   lends an id it still holds again).
@@ -70,7 +71,8 @@ export class Lender {
 
   /**
    * A holder is gone: lend its items again; return those that ran out of
-   * holders. blameItems false (it broke the protocol, say) lends them again
+   * holders. The loss counts against the items it could have been computing;
+   * blameItems false (it broke the protocol, say) lends them all again
    * without counting a loss.
    */
   leave(holder, { blameItems = true } = {}) {
@@ -79,11 +81,13 @@ export class Lender {
     this._holders.delete(holder);
     this._hungry.delete(holder);
     const failures = [];
+    // Items computed in the order they came: only the first, one per worker, can have been running.
+    const running = new Set(blameItems ? [...holding.held].slice(0, holding.workers) : []);
     for (const id of [...holding.held].sort((a, b) => a - b)) {
       const item = this._items.get(id);
       if (item === undefined || !item.copies.has(holder)) continue; // a stale copy: nothing to give back
       item.copies.delete(holder);
-      if (!blameItems) {
+      if (!running.has(id)) {
         this._wantAgain(id, item);
       } else {
         const failure = this._lose(id, item, holding.name, 'its volunteer disconnected');
