@@ -71,6 +71,8 @@ class DirectConnection(ServerConnection):
     crashed: Exception | None = None
 
     def process_event(self, event: object) -> None:
+        if self.crashed is not None:
+            return  # the frames parsed with the one that crashed: the link is over
         handler = self.on_text
         if handler is not None and isinstance(event, Frame):
             if event.opcode is Opcode.TEXT and event.fin:
@@ -106,9 +108,12 @@ class WebSocketLink:
         self.close = connection.close
 
     def __iter__(self) -> Iterator[str | bytes]:
-        yield from self._connection
-        if isinstance(self._connection, DirectConnection) and self._connection.crashed is not None:
-            raise self._connection.crashed
+        try:
+            yield from self._connection
+        finally:
+            # Whatever way the link ended: a crash in the reading thread is what ended it.
+            if isinstance(self._connection, DirectConnection) and self._connection.crashed is not None:
+                raise self._connection.crashed
 
     def direct(self, handler: Callable[[str], bool]) -> None:
         if isinstance(self._connection, DirectConnection):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -218,3 +219,38 @@ def test_silent_volunteer_is_dropped_and_its_items_lent_again(procs: Processes) 
         root.wait_for_stderr(r"dropping volunteer \w+ \(fake\): nothing heard for", timeout=5)
         assert root.wait() == 0, root.err
         assert root.out == squares(range(20))
+
+
+def test_a_bug_in_a_direct_handler_is_raised_in_the_sessions_thread() -> None:
+    """Frames handled in the socket's reading thread (pando.link.DirectConnection): an exception there
+    ends the link, and iterating over it raises that exception where the session runs, for the
+    supervisor to see; frames the handler declines come out of iteration as usual."""
+    from websockets.sync.server import serve
+
+    from pando.link import DirectConnection, WebSocketLink
+
+    seen: list[object] = []
+
+    def handler(connection: Any) -> None:
+        link = WebSocketLink(connection)
+        link.direct(lambda text: text == "hot" or (text == "bug" and 1 / 0 > 0))
+        link.send("ready")
+        try:
+            for message in link:
+                seen.append(message)
+        except ZeroDivisionError as exc:
+            seen.append(exc)
+
+    with serve(handler, "127.0.0.1", 0, create_connection=DirectConnection) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        with connect(f"ws://127.0.0.1:{server.socket.getsockname()[1]}", proxy=None) as ws:
+            assert ws.recv(timeout=10) == "ready"
+            with pytest.raises(ConnectionClosed):  # the server may close before the last frame goes
+                for text in ("cold", "hot", "bug", "after"):
+                    ws.send(text)
+                ws.recv(timeout=10)
+        deadline = time.monotonic() + 10
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server.shutdown()
+    assert seen[0] == "cold" and isinstance(seen[1], ZeroDivisionError) and len(seen) == 2, seen
