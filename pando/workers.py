@@ -22,6 +22,7 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import os
+import queue
 import signal
 import sys
 import threading
@@ -102,55 +103,46 @@ def _worker_main(conn: Connection, source: str, filename: str, current: Any, sta
     conn.send(("ready",))
     outbox = _Outbox(conn)
     threading.Thread(target=outbox.send_every, args=(FLUSH_SECONDS,), daemon=True).start()
-    inbox: deque[tuple[int, str] | None] = deque()
-    arrived = threading.Semaphore(0)  # one release per entry of the inbox
-    threading.Thread(target=_receive, args=(conn, inbox, arrived), daemon=True).start()
-    while True:
-        arrived.acquire()
-        pair = inbox.popleft()
-        if pair is None:
-            return  # the volunteer is gone
-        item_id, text = pair
-        # The start first: a collector that reads this id then reads this item's start.
-        started.value = begun = time.monotonic()
-        current.value = item_id
-        cpu_before = time.process_time()
-        result = compute(fn, item_id, text)
-        current.value = _IDLE
-        outbox.add(result, time.process_time() - cpu_before, time.monotonic() - begun, idle=not inbox)
+    batches: queue.SimpleQueue[list[tuple[int, str]] | None] = queue.SimpleQueue()
+    threading.Thread(target=_receive, args=(conn, batches), daemon=True).start()
+    while (batch := batches.get()) is not None:
+        last = batch[-1][0]
+        for item_id, text in batch:
+            # The start first: a collector that reads this id then reads this item's start.
+            started.value = begun = time.monotonic()
+            current.value = item_id
+            result = compute(fn, item_id, text)
+            current.value = _IDLE
+            outbox.add(result, time.monotonic() - begun, idle=item_id == last and batches.empty())
 
 
-def _receive(conn: Connection, inbox: deque[tuple[int, str] | None], arrived: threading.Semaphore) -> None:
-    """A worker's reading thread: items into the inbox as they come; None when the pipe ends."""
+def _receive(conn: Connection, batches: queue.SimpleQueue[list[tuple[int, str]] | None]) -> None:
+    """A worker's reading thread: batches of items as they come; None when the pipe ends."""
     while True:
         try:
-            batch = conn.recv()
+            batches.put(conn.recv())
         except (EOFError, OSError):
-            inbox.append(None)
-            arrived.release()
+            batches.put(None)
             return
-        inbox.extend(batch)
-        for _ in batch:
-            arrived.release()
 
 
 class _Outbox:
     """A worker's answers not sent yet. They go in groups: when the worker has nothing left to
     compute, after an item once FLUSH_SECONDS have passed, and every FLUSH_SECONDS from a thread of
-    their own, so that an answer never waits behind an item that hangs."""
+    their own, so that an answer never waits behind an item that hangs. Each group carries the
+    process's CPU time since the one before, and the wall time its items took."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._lock = threading.Lock()
         self._answers: list[Answer] = []
-        self._cpu_time = 0.0
         self._busy = 0.0
         self._sent = time.monotonic()
+        self._cpu = time.process_time()  # at the last group sent
 
-    def add(self, answer: Answer, cpu_time: float, busy: float, idle: bool) -> None:
+    def add(self, answer: Answer, busy: float, idle: bool) -> None:
         with self._lock:
             self._answers.append(answer)
-            self._cpu_time += cpu_time
             self._busy += busy
             due = idle or time.monotonic() - self._sent >= FLUSH_SECONDS
         if due:
@@ -159,8 +151,9 @@ class _Outbox:
     def send(self) -> None:
         with self._lock:
             if self._answers:
-                self._conn.send((self._answers, reporting.take(len(self._answers), self._cpu_time), self._busy))
-                self._answers, self._cpu_time, self._busy = [], 0.0, 0.0
+                cpu, self._cpu = self._cpu, time.process_time()
+                self._conn.send((self._answers, reporting.take(len(self._answers), self._cpu - cpu), self._busy))
+                self._answers, self._busy = [], 0.0
             self._sent = time.monotonic()
 
     def send_every(self, seconds: float) -> None:
