@@ -7,11 +7,14 @@ and the reorder buffer never learn which transport a volunteer came over.
 from __future__ import annotations
 
 import socket
-from typing import Callable, Iterator, Protocol
+import threading
+from typing import Callable, Iterable, Iterator, Protocol
 
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 from websockets.sync.server import ServerConnection
+from websockets.typing import DataLike
 
 
 class LinkClosed(ConnectionClosed):
@@ -65,6 +68,11 @@ class DirectConnection(ServerConnection):
     parsed. A fragmented message turns it off, so frames keep their order. An
     exception in the handler (a bug) shuts the socket; iteration over a
     :class:`WebSocketLink` then raises it in the session's thread.
+
+    A text frame sent from the reading thread (a handler's answer) goes out at
+    once while the connection is open and is dropped otherwise: ``websockets``
+    would have that thread wait for the connection to close, which only that
+    thread can make happen.
     """
 
     on_text: Callable[[str], bool] | None = None
@@ -88,6 +96,15 @@ class DirectConnection(ServerConnection):
             elif event.opcode in (Opcode.TEXT, Opcode.CONT):
                 self.on_text = None
         super().process_event(event)  # type: ignore[arg-type]
+
+    def send(self, message: DataLike | Iterable[DataLike], *, text: bool | None = None) -> None:
+        if not isinstance(message, str) or threading.current_thread() is not self.recv_events_thread:
+            super().send(message, text=text)
+            return
+        with self.protocol_mutex:
+            if self.protocol.state is State.OPEN:
+                self.protocol.send_text(message.encode())
+                self.send_data()  # OSError if the socket broke: the reading side sees the end next
 
 
 def _shut(sock: socket.socket) -> None:
