@@ -48,6 +48,8 @@ MAX_BACKOFF = 10.0
 MAX_ROWS_BYTES = 48 * 1024
 #: A subtree change reaches the parent within this many seconds.
 STATUS_DELAY = 0.2
+#: Longest the node waits for its results' thread when it stops.
+STOP_SECONDS = 2.0
 
 
 def with_path(url: str, path: str) -> str:
@@ -87,7 +89,7 @@ class Upstream:
             self._stopping = True
             self._cond.notify()
         if self._thread.ident is not None:
-            self._thread.join()
+            self._thread.join(STOP_SECONDS)  # it may be stuck sending to a parent that stopped reading
 
     def attach(self, link: Duplex | None) -> None:
         with self._cond:

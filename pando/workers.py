@@ -117,13 +117,18 @@ def _worker_main(conn: Connection, source: str, filename: str, current: Any, sta
 
 
 def _receive(conn: Connection, batches: queue.SimpleQueue[list[tuple[int, str]] | None]) -> None:
-    """A worker's reading thread: batches of items as they come; None when the pipe ends."""
-    while True:
-        try:
+    """A worker's reading thread: batches of items as they come; None when the pipe ends.
+
+    Whatever ends this thread ends the worker too (None ends its loop): a crash
+    here shows as a dead worker, whose items the volunteer gives a fresh one.
+    """
+    try:
+        while True:
             batches.put(conn.recv())
-        except (EOFError, OSError):
-            batches.put(None)
-            return
+    except (EOFError, OSError):
+        pass  # the volunteer is gone
+    finally:
+        batches.put(None)
 
 
 class _Outbox:
