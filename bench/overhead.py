@@ -41,14 +41,16 @@ def _feed(stdin: Any, data: bytes, close: bool = True) -> None:
         pass
 
 
-def run_pando(volunteers: int, batch: int, count: int, *, profile: str | None = None,
+def run_pando(volunteers: int, batch: int | None, count: int, *, profile: str | None = None,
               profile_rate: int = 200, timeout: float = 600, args: tuple[str, ...] = ()) -> dict[str, Any]:
-    """One pando run; with ``profile`` (a path), py-spy records the root while items flow; ``args``
-    go to the root after the usual ones (bench/journal_cost.py adds --journal)."""
+    """One pando run; ``batch`` None: the default (--batch-size auto); with ``profile`` (a path), py-spy
+    records the root while items flow; ``args`` go to the root after the usual ones (bench/journal_cost.py
+    adds --journal)."""
     procs = Procs()
     try:
         port = free_port()
-        root = procs.pando(MODULE, "--stdin", "--start-idle", "--batch-size", str(batch), *args, port=port)
+        pinned = ("--batch-size", str(batch)) if batch is not None else ()
+        root = procs.pando(MODULE, "--stdin", "--start-idle", *pinned, *args, port=port)
         err = stderr_collector(root)
         wait_port(port)
         vols = [procs.volunteer(port, 1, f"v{i}") for i in range(volunteers)]

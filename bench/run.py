@@ -1,7 +1,7 @@
 """Run the benchmarks at one size; write one JSON file and a Markdown summary per run.
 
     python bench/run.py quick|full [--only overhead,frames,scaling,join,churn,memory,collatz,browser,stragglers,journal,webrtc,
-                                          tree,profile]
+                                          tree,batching,profile]
                                    [--readme]
 
 Results go to bench/results/ (git-ignored): ``<UTC time>-<size>.json`` holds the
@@ -19,6 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import batching  # noqa: E402
 import browser  # noqa: E402
 import churn  # noqa: E402
 import collatz  # noqa: E402
@@ -67,6 +68,7 @@ SIZES: dict[str, dict[str, Any]] = {
                          "flow_seconds": {"1.0": 10.0, "0.1": 2.0}, "flow_skip": [["Internet", 10000]],
                          "balanced_sizes": [1000], "defaults": TREE_SIM_DEFAULTS}},
         "profile": None,
+        "batching": batching.PARAMS["quick"],
     },
     "full": {
         "overhead": {"volunteers": [1, 4, 16], "batches": [1, 8, 64, 256], "count": 200_000, "count_batch1": 20_000,
@@ -98,6 +100,7 @@ SIZES: dict[str, dict[str, Any]] = {
                          "flow_seconds": {"1.0": 20.0, "0.1": 4.0}, "balanced_sizes": [1000, 10000],
                          "defaults": TREE_SIM_DEFAULTS}},
         "profile": {"volunteers": 4, "batches": [64, 8, 1], "count": 200_000},
+        "batching": batching.PARAMS["full"],
     },
 }
 
@@ -161,6 +164,8 @@ def summary_markdown(result: dict[str, Any]) -> str:
         parts += ["", "#### 10. WebRTC data channels", "", webrtc.markdown(w["webrtc"])]
     if "tree" in w:
         parts += ["", "#### 11. The tree (`--degree`)", "", tree.markdown(w["tree"])]
+    if "batching" in w:
+        parts += ["", "#### 12. Fast by default (`--batch-size auto`)", "", batching.markdown(w["batching"])]
     if "profile" in w:
         parts += ["", "#### Root profile (py-spy, GIL-holding samples)", ""]
         for key, r in w["profile"].items():
@@ -222,6 +227,8 @@ def main() -> None:
         w["webrtc"] = webrtc.run(params["webrtc"])
     if wanted("tree"):
         w["tree"] = tree.run(params["tree"])
+    if wanted("batching"):
+        w["batching"] = batching.run(params["batching"])
     if wanted("profile"):
         p = params["profile"]
         counts = {0: p["count"], 1: min(p["count"], 10_000), 8: min(p["count"], 100_000)}

@@ -31,12 +31,14 @@ def module_for(task: float) -> str:
     return str(EXAMPLES / "square.py") if task == 1.0 else str(MODULES / "square_100ms.py")
 
 
-def run_one(n: int, task: float, rounds: int, batch: int = 1, profile: str | None = None) -> dict[str, Any]:
+def run_one(n: int, task: float, rounds: int, batch: int | None = 1, profile: str | None = None) -> dict[str, Any]:
+    """One swarm run; ``batch`` None: the root's default (--batch-size auto)."""
     count = n * rounds
     procs = Procs()
     try:
         port = free_port()
-        root = procs.pando(module_for(task), "--stdin", "--start-idle", "--batch-size", str(batch), port=port)
+        pinned = ("--batch-size", str(batch)) if batch is not None else ()
+        root = procs.pando(module_for(task), "--stdin", "--start-idle", *pinned, port=port)
         err = stderr_collector(root)
         clock = LineClock(root.stdout, keep=True)
         data = "".join(f"{i}\n" for i in range(count)).encode()
@@ -98,11 +100,19 @@ def run_one(n: int, task: float, rounds: int, batch: int = 1, profile: str | Non
             c_b = next((c for t, c in clock.samples if c >= count - n), None)
             if t_a and t_b and t_b > t_a:
                 steady = (c_b - c_a) / (t_b - t_a) / ideal
+        # Completions (not output lines, which wait for the oldest item) from the moment every session
+        # had an item and a task's time, to a task's time before the last: the swarm at full work.
+        done = sorted(t for o in outputs if o for t in o.get("done_times", []))
+        computing = None
+        if joins and done:
+            t_a, t_b = start_at + joins[-1] + task, done[-1] - task
+            if t_b > t_a:
+                computing = sum(1 for t in done if t_a <= t < t_b) / (t_b - t_a) / ideal
         errors = [s.get("error") for s in sessions if s.get("error")]
         return {
             "n": n, "task_s": task, "rounds": rounds, "batch": batch, "count": count, "exit": code, "exact": exact,
             "seconds": end - start_at, "items_per_s": count / (end - start_at), "ideal_items_per_s": ideal,
-            "efficiency_total": total_eff, "efficiency_steady": steady,
+            "efficiency_total": total_eff, "efficiency_steady": steady, "efficiency_computing": computing,
             "sessions_started": len(sessions), "sessions_with_item": len(joins),
             "join_p50_s": percentile(joins, 0.5), "join_p95_s": percentile(joins, 0.95),
             "join_max_s": joins[-1] if joins else None,

@@ -432,15 +432,15 @@ def flow(parents: dict[int, int], task: float, batch: int, costs: Costs, seconds
     free_at = {i: 0.0 for i in order if i}
     started = {i: False for i in order if i}
     gaps: dict[int, list[float]] = {}
-    root = Lender(retries=1, queued=batch, straggler_floor=heartbeat, clock=now)
+    root = Lender(retries=1, straggler_floor=heartbeat, clock=now)
     lenders[0] = root
     for c in children.get(0, []):
-        root.join(c, batch * size[c], name=f"n{c}")
+        root.join(c, batch * size[c], workers=size[c], name=f"n{c}")
     for i in order[1:]:
         lender: Lender[int] = Lender(retries=0, halt_on_failure=False, straggler_floor=math.inf, clock=now)
-        lender.join(OWN, batch, name="own")
+        lender.join(OWN, batch, workers=1, name="own")
         for c in children.get(i, []):
-            lender.join(c, batch * size[c], name=f"n{c}")
+            lender.join(c, batch * size[c], workers=size[c], name=f"n{c}")
         lenders[i] = lender
     total = int(n / task * (warmup + seconds) * 1.3) + n * batch + 100
     root.add((k, str(k)) for k in range(total))

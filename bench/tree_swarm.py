@@ -120,7 +120,7 @@ TASK = 1.0
 class EmulatedWorkers:
     """Stands for ``pando.workers.Workers``: ``count`` workers that answer ``x * x`` TASK seconds after starting it."""
 
-    def __init__(self, count: int, source: str, filename: str, on_answers: Callable[[list[Any]], None],
+    def __init__(self, count: int, source: str, filename: str, on_answers: Callable[[list[Any], float], None],
                  on_report: Callable[[dict[str, Any]], None], report_seconds: float, timeout: float | None = None):
         assert TIMERS is not None
         self._on_answers = on_answers
@@ -157,7 +157,7 @@ class EmulatedWorkers:
         self.done += 1
         self._items += 1
         value = int(text)
-        self._on_answers([("ok", item_id, str(value * value))])
+        self._on_answers([("ok", item_id, str(value * value))], TASK)  # TASK seconds of a worker's time
 
     def _report(self) -> None:
         if self._closed:

@@ -42,8 +42,10 @@ Options:
                     machine only (default: every interface).
   --join-key=KEY    Join key for this run instead of the saved one: 16 to
                     128 characters among A-Z a-z 0-9 _ -.
-  --batch-size=B    Items a volunteer may hold per worker at a time
-                    (default: 1). More hides network latency.
+  --batch-size=B    Items a volunteer may hold per worker at a time, or
+                    auto: as many as cover its round trip, measured from
+                    its item times and link (default: auto). A number pins
+                    it; more hides network latency.
   --heartbeat=MS    Heartbeat interval in milliseconds (default: 30000). A
                     volunteer silent for longer than twice that is dropped
                     and its items are lent to others.
@@ -152,7 +154,7 @@ from pando.server import raise_file_limit
 
 # Built-in defaults, under the config file, under the command line. The
 # default of stdin, None, reads standard input when it is not a terminal.
-DEFAULTS: dict[str, Any] = {"port": 5000, "bind": "", "join-key": None, "batch-size": 1, "heartbeat": 30_000,
+DEFAULTS: dict[str, Any] = {"port": 5000, "bind": "", "join-key": None, "batch-size": "auto", "heartbeat": 30_000,
                             "seed": None, "timeout": None, "retries": 1, "verify": None, "journal": None,
                             "resume": False, "reporting-interval": 3.0,
                             "host": None, "secret": None, "ice-servers": None, "bootstrap-timeout": 60.0, "degree": 10, "workers": None,
@@ -188,11 +190,14 @@ def _option(args: dict[str, Any], configured: dict[str, Any], key: str) -> Any:
             return given
     elif given is True or key not in _VALUES:  # a flag, or a text option
         return given
+    if key in config.AUTO and given == config.AUTO_VALUE:
+        return None
     kind, low, high = _VALUES[key]
     try:
         value = kind(given)
     except ValueError:
-        raise usage.UsageError(f"--{key} must be {'an integer' if kind is int else 'a number'}, not {given!r}") from None
+        what = ("an integer" if kind is int else "a number") + (" or auto" if key in config.AUTO else "")
+        raise usage.UsageError(f"--{key} must be {what}, not {given!r}") from None
     if not low <= value <= high:
         raise usage.UsageError(f"--{key} must be between {low:g} and {high:g}, not {value}")
     return value

@@ -34,6 +34,9 @@ KEYS: dict[str, type] = {
     "raw": bool,
 }
 _JSON_NAMES = {int: "integer", float: "number", bool: "boolean", str: "string"}
+#: Keys that also take this string, for "let pando decide".
+AUTO = ("batch-size",)
+AUTO_VALUE = "auto"
 
 #: Keys of the original tool for options this version does not have yet:
 #: accepted, with a warning, so an existing config file keeps working.
@@ -71,7 +74,8 @@ def load(file: Path | None = None) -> tuple[dict[str, Any], list[str]]:
         if kind is None:
             known = ", ".join(sorted(KEYS))
             raise PandoError(f"{file}: unknown option '{key}' (known: {known})")
-        if not (type(value) is kind or (kind is float and type(value) is int)):
-            raise PandoError(f"{file}: '{key}' must be a JSON {_JSON_NAMES[kind]}, not {value!r}")
+        if not (type(value) is kind or (kind is float and type(value) is int) or (key in AUTO and value == AUTO_VALUE)):
+            also = f' or "{AUTO_VALUE}"' if key in AUTO else ""
+            raise PandoError(f"{file}: '{key}' must be a JSON {_JSON_NAMES[kind]}{also}, not {value!r}")
         options[key] = value
     return options, warnings

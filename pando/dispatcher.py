@@ -1,24 +1,24 @@
-"""The dispatcher thread: turns the lender's assignments into ``lend`` frames.
+"""Lending what the lender assigns, and the sweeper thread that watches leases.
 
-It also sweeps, several times per heartbeat and at least once a second: a
-volunteer that sent nothing (not even a heartbeat) for 1.5 × the heartbeat
-interval is dropped, and its items are lent again; the lender takes back
-copies past ``--timeout`` and gives stragglers an extra copy.
+Whoever changes the lender (the reader adding items, a session with results,
+a session joining or leaving) calls :func:`pando.session.dispatch` right after,
+from its own thread: a session refills itself with no hand-off to another
+thread. The :class:`Dispatcher` thread sweeps, several times per heartbeat and at least
+once a second: a volunteer that sent nothing (not even a heartbeat) for 1.5 ×
+the heartbeat interval is dropped, and its items are lent again; the lender
+takes back copies past ``--timeout`` and gives stragglers an extra copy.
 """
 from __future__ import annotations
 
-import logging
 import threading
 import time
 
 from pando.lender import Lender
-from pando.session import Holder, Sink
-
-LOG = logging.getLogger("pando.lender")
+from pando.session import Holder, Sink, dispatch
 
 
 class Dispatcher:
-    """Lends items to holders as soon as both exist; owned and stopped by the root (or a relay)."""
+    """The sweeper of one lender; owned and stopped by the root (or a relay)."""
 
     def __init__(self, lender: Lender[Holder], sink: Sink, heartbeat_ms: int, timeout: float | None) -> None:
         self._lender = lender
@@ -33,23 +33,16 @@ class Dispatcher:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._lender.close()
         if self._thread.ident is not None:  # started
             self._thread.join()
 
     def _run(self) -> None:
-        next_sweep = time.monotonic() + self._sweep_every
-        while not self._stopping.is_set():
-            for session, items in self._lender.wait_assign(max(0.0, next_sweep - time.monotonic())):
-                if LOG.isEnabledFor(logging.DEBUG):
-                    LOG.debug("lent %d item(s) to %s: ids %s", len(items), session, [i for i, _ in items])
-                session.lend(items)
+        while not self._stopping.wait(self._sweep_every):
             now = time.monotonic()
-            if now >= next_sweep:
-                next_sweep = now + self._sweep_every
-                for session in self._lender.holders():
-                    silent = now - session.last_seen
-                    if silent > self._silence_limit:
-                        session.abort(f"nothing heard for {silent:.1f} s")
-                for failure in self._lender.sweep():
-                    self._sink.fail(failure)
+            for session in self._lender.holders():
+                silent = now - session.last_seen
+                if silent > self._silence_limit:
+                    session.abort(f"nothing heard for {silent:.1f} s")
+            for failure in self._lender.sweep():
+                self._sink.fail(failure)
+            dispatch(self._lender)

@@ -1,18 +1,25 @@
 """The lender: who holds which item, what to lend next, what to lend again.
 
 Pure bookkeeping under one lock, no sockets and no threads of its own: the
-reader adds items, the dispatcher asks for assignments (and sweeps for leases
-that ran too long), sessions report results, errors and their own end. Every
-rule about lending lives here:
+reader adds items, sessions report results, errors and their own end, the
+dispatcher sweeps for leases that ran too long; whoever changed something then
+asks for the assignments it made possible (:meth:`assign`) and lends them, so a
+session refills itself from its own thread. Every rule about lending lives here:
 
-- a holder is a session with a capacity (its in-flight limit); every copy it
-  holds has a lease, the time it was lent;
+- a holder is a session with a capacity (its in-flight limit) and workers;
+  every copy it holds has a lease, the time it was lent;
+- while there are fewer items to lend than room for them, every holder first
+  gets one item per idle worker, and only then items to queue: slow items are
+  never piled on one holder while another one's workers idle;
 - items that need another copy go before new ones, and among each kind the
   oldest goes first;
 - a result counts only from a session that holds a live copy of the item, so a
   late answer from a lost holder is dropped and no item is done twice;
 - an item whose holders were lost ``max_losses`` times is failed, not re-lent;
-  a lease older than ``timeout`` counts as such a loss;
+  a lease older than ``timeout`` counts as such a loss; a holder that vanishes
+  costs a loss only to the items it could have been computing (the first of
+  its items, one per worker, in the order it got them): those queued behind
+  them go back without blame, however many a holder queues;
 - an item whose function raised is tried again ``retries`` times, on other
   holders when there are, before it fails with every attempt's details;
 - with ``verify`` K > 1, K distinct holders compute each item, and a result is
@@ -29,6 +36,7 @@ rule about lending lives here:
 from __future__ import annotations
 
 import heapq
+import itertools
 import statistics
 import threading
 import time
@@ -65,6 +73,7 @@ class Outcome(Generic[H]):
 class _Holding:
     name: str
     capacity: int
+    workers: int
     local: bool
     held: dict[int, float] = field(default_factory=dict)  # item id -> lease start (copies, live or stale)
 
@@ -112,20 +121,15 @@ class Lender(Generic[H]):
         retries: int = 0,
         verify: int = 1,
         timeout: float | None = None,
-        queued: int = 1,
         straggler_floor: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         halt_on_failure: bool = True,
     ) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._max_losses = max_losses
         self._retries = retries
         self._verify = verify
         self._timeout = timeout
-        # A holder computes ``queued`` items per worker one after another: an item
-        # may wait that many timeouts before it is done, and the volunteer, which
-        # times each item from its start, should be the one to act first.
-        self._lease_limit = timeout * queued + LEASE_GRACE if timeout is not None else None
         self._straggler_floor = straggler_floor
         # The root stops lending past a failed item; a relay passes failures up and lets the root decide.
         self._halt_on_failure = halt_on_failure
@@ -141,7 +145,6 @@ class Lender(Generic[H]):
         self._hungry: dict[H, None] = {}
         self._others = 0  # holders that are not local
         self._stop_after: int | None = None  # set by the first failure
-        self._closed = False
         self._counts = {"lent": 0, "relent": 0, "done": 0, "failed": 0, "speculative": 0, "timed_out": 0,
                         "retried": 0, "disagreements": 0}
 
@@ -149,34 +152,36 @@ class Lender(Generic[H]):
 
     def add(self, items: Iterable[tuple[int, str]]) -> None:
         """New items from the input, ids increasing."""
-        with self._cond:
+        with self._lock:
             for item_id, value in items:
                 self._values[item_id] = value
                 self._fresh.append(item_id)
-            self._cond.notify_all()
 
     # -- holders -----------------------------------------------------------
 
-    def join(self, holder: H, capacity: int, *, name: str = "", local: bool = False) -> None:
-        """A session starts holding items, at most ``capacity`` at a time."""
-        with self._cond:
+    def join(self, holder: H, capacity: int, *, workers: int | None = None, name: str = "",
+             local: bool = False) -> None:
+        """A session starts holding items, at most ``capacity`` at a time, computed by ``workers``
+        (default: as many as its capacity)."""
+        with self._lock:
             if holder in self._holders:  # would silently drop what it holds
                 raise ValueError(f"{holder!r} has already joined")
-            self._holders[holder] = _Holding(name or str(holder), max(1, capacity), local)
+            capacity = max(1, capacity)
+            self._holders[holder] = _Holding(name or str(holder), capacity, max(1, workers or capacity), local)
             if not local:
                 self._others += 1
                 if self._others == 1:
                     self._recheck_locals()
             self._recheck(holder)
-            self._cond.notify_all()
 
     def leave(self, holder: H, *, blame_items: bool = True) -> list[Failure]:
         """A session is gone: lend its items again; return those that ran out of holders.
 
-        ``blame_items`` False (the session broke the protocol, say) lends the
-        items again without counting the loss against them.
+        The loss counts against the items it could have been computing;
+        ``blame_items`` False (the session broke the protocol, say) lends every
+        item again without counting the loss against it.
         """
-        with self._cond:
+        with self._lock:
             holding = self._holders.pop(holder, None)
             if holding is None:
                 return []
@@ -186,34 +191,37 @@ class Lender(Generic[H]):
                 if self._others == 0:
                     self._recheck_locals()
             failures = []
+            # Items computed in the order they came: only the first, one per worker, can have been running.
+            running = set(itertools.islice(holding.held, holding.workers)) if blame_items else set()
             for item_id in sorted(holding.held):
                 item = self._items.get(item_id)
                 if item is None or holder not in item.copies:
                     continue  # a stale copy: nothing to give back
                 item.copies.discard(holder)
-                if not blame_items:
+                if item_id not in running:
                     self._want_again(item_id, item)
                 elif (failure := self._lost(item_id, item, holding.name, "its volunteer disconnected")) is not None:
                     failures.append(failure)
-            self._cond.notify_all()
             return failures
 
-    def resize(self, holder: H, capacity: int) -> None:
-        """A holder may now hold ``capacity`` items (a relay whose subtree changed); nothing is taken back."""
-        with self._cond:
+    def resize(self, holder: H, capacity: int, workers: int | None = None) -> None:
+        """A holder may now hold ``capacity`` items (a relay whose subtree changed, a volunteer that
+        asked for more or fewer), with ``workers`` if given; nothing is taken back."""
+        with self._lock:
             holding = self._holders.get(holder)
             if holding is None:
                 return
             holding.capacity = max(1, capacity)
+            if workers is not None:
+                holding.workers = max(1, workers)
             self._recheck(holder)
-            self._cond.notify_all()
 
     def clear(self) -> None:
         """Forget every item (a relay's lease from its parent is void); holders stay, holding nothing.
 
         Answers still coming for the old items are dropped, as for any item not held.
         """
-        with self._cond:
+        with self._lock:
             self._values.clear()
             self._items.clear()
             self._fresh.clear()
@@ -222,39 +230,26 @@ class Lender(Generic[H]):
             for holder, holding in self._holders.items():
                 holding.held.clear()
                 self._recheck(holder)
-            self._cond.notify_all()
 
     def volunteers(self) -> int:
         """How many holders are not the root's own helper."""
-        with self._cond:
+        with self._lock:
             return self._others
 
     def holders(self) -> list[H]:
         """The sessions holding (or able to hold) items now."""
-        with self._cond:
+        with self._lock:
             return list(self._holders)
 
-    # -- the dispatcher's side ---------------------------------------------
+    # -- lending ------------------------------------------------------------
 
     def assign(self) -> list[tuple[H, list[tuple[int, str]]]]:
-        """Fill every holder's free capacity; return what each one got (maybe nothing)."""
-        with self._cond:
+        """Fill every holder's free capacity; return what each one got (nothing listed for the others).
+
+        Called after any change that may make room or items: the lender wakes nobody itself.
+        """
+        with self._lock:
             return self._assign()
-
-    def wait_assign(self, timeout: float) -> list[tuple[H, list[tuple[int, str]]]]:
-        """Like :meth:`assign`, but wait up to ``timeout`` seconds for something to lend."""
-        with self._cond:
-            assignments = self._assign()
-            if not assignments and not self._closed:
-                self._cond.wait(timeout)
-                assignments = self._assign()
-            return assignments
-
-    def close(self) -> None:
-        """Wake any waiter for good; used at shutdown."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
 
     def sweep(self) -> list[Failure]:
         """Take back copies older than the timeout (a loss each) and give stragglers an extra copy.
@@ -262,51 +257,70 @@ class Lender(Generic[H]):
         Called by the dispatcher a few times per heartbeat; returns the items
         that failed for having timed out once too often.
         """
-        with self._cond:
+        with self._lock:
             now = self._clock()
-            failures = self._expire(now) if self._lease_limit is not None else []
+            failures = self._expire(now) if self._timeout is not None else []
             self._speculate(now)
-            if failures or self._again:
-                self._cond.notify_all()
             return failures
 
     def _assign(self) -> list[tuple[H, list[tuple[int, str]]]]:
-        out: list[tuple[H, list[tuple[int, str]]]] = []
+        out: dict[H, list[tuple[int, str]]] = {}
+        if not self._again and not self._fresh:
+            return []
         now = self._clock()
-        for holder in list(self._hungry):
+        hungry = list(self._hungry)
+        if len(self._again) + len(self._fresh) < sum(self._free(self._holders[h]) for h in hungry):
+            # Fewer items than room: one per idle worker first, everywhere, then the rest.
+            for holder in hungry:
+                holding = self._holders[holder]
+                idle = min(self._free(holding), holding.workers - len(holding.held))
+                if idle > 0:
+                    self._fill(holder, holding, idle, now, out)
+                    if not self._again and not self._fresh:
+                        break
+        for holder in hungry:
             if not self._again and not self._fresh:
                 break
             holding = self._holders[holder]
-            free = self._free(holding)
-            items: list[tuple[int, str]] = []
-            while free > 0:
-                if not self._again and self._fresh and self._stop_after is None:
-                    item_id = self._fresh.popleft()  # the usual case, without the general rules
-                    if item_id not in self._values:
-                        continue  # done meanwhile: a relay's parent lent it twice, and a first copy answered
-                elif (next_id := self._next(holder)) is not None:
-                    item_id = next_id
-                else:
-                    break
-                item = self._items.get(item_id)
-                if item is None:
-                    item = self._items[item_id] = _Item(self._verify)
-                item.copies.add(holder)
-                holding.held[item_id] = now
-                items.append((item_id, self._values[item_id]))
-                if item.wanted > 1:  # verification or a straggler's copy: the next copy goes to someone else
-                    if self._verify > 1:
-                        item.tried = item.tried or set()
-                        item.tried.add(holder)
-                    if self._wants(item) > 0:
-                        self._queue(item_id, item)
-                free -= 1
-            if items:
-                out.append((holder, items))
-                self._counts["lent"] += len(items)
-            if free == 0:
+            if self._fill(holder, holding, self._free(holding), now, out) == 0:
                 del self._hungry[holder]
-        return out
+        return list(out.items())
+
+    def _fill(self, holder: H, holding: _Holding, free: int, now: float,
+              out: dict[H, list[tuple[int, str]]]) -> int:
+        """Lend ``holder`` up to ``free`` items into ``out``; the room left.
+
+        Counted down per item lent, not recomputed: an id a relay's parent lent
+        twice may go to a holder that has it already, and counts all the same.
+        """
+        items = out.setdefault(holder, [])
+        lent_before = len(items)
+        while free > 0:
+            if not self._again and self._fresh and self._stop_after is None:
+                item_id = self._fresh.popleft()  # the usual case, without the general rules
+                if item_id not in self._values:
+                    continue  # done meanwhile: a relay's parent lent it twice, and a first copy answered
+            elif (next_id := self._next(holder)) is not None:
+                item_id = next_id
+            else:
+                break
+            item = self._items.get(item_id)
+            if item is None:
+                item = self._items[item_id] = _Item(self._verify)
+            item.copies.add(holder)
+            holding.held[item_id] = now
+            items.append((item_id, self._values[item_id]))
+            if item.wanted > 1:  # verification or a straggler's copy: the next copy goes to someone else
+                if self._verify > 1:
+                    item.tried = item.tried or set()
+                    item.tried.add(holder)
+                if self._wants(item) > 0:
+                    self._queue(item_id, item)
+            free -= 1
+        self._counts["lent"] += len(items) - lent_before
+        if not items:
+            del out[holder]
+        return free
 
     def _free(self, holding: _Holding) -> int:
         return 0 if holding.local and self._others else holding.capacity - len(holding.held)
@@ -383,20 +397,31 @@ class Lender(Generic[H]):
 
     # -- leases ------------------------------------------------------------
 
-    def _leases(self, before: float) -> list[tuple[float, int, H]]:
-        """Live copies lent before ``before``, the oldest first (at most every holder's capacity)."""
+    def _leases(self, before: Callable[[_Holding], float]) -> list[tuple[float, int, H]]:
+        """Live copies lent before ``before(holding)``, the oldest first (at most every holder's capacity)."""
         found = []
         for holder, holding in self._holders.items():
+            limit = before(holding)
             for item_id, started in holding.held.items():
                 item = self._items.get(item_id)
-                if started < before and item is not None and holder in item.copies:
+                if started < limit and item is not None and holder in item.copies:
                     found.append((started, item_id, holder))
         return sorted(found, key=lambda lease: lease[:2])
 
+    def _lease_limit(self, holding: _Holding) -> float:
+        """How long a copy may stay with a holder under ``timeout``.
+
+        A holder computes its items per worker one after another: an item may
+        wait that many timeouts before it is done, and the volunteer, which
+        times each item from its start, should be the one to act first.
+        """
+        assert self._timeout is not None
+        return self._timeout * -(-holding.capacity // holding.workers) + LEASE_GRACE
+
     def _expire(self, now: float) -> list[Failure]:
-        assert self._timeout is not None and self._lease_limit is not None
+        assert self._timeout is not None
         failures = []
-        for _, item_id, holder in self._leases(now - self._lease_limit):
+        for _, item_id, holder in self._leases(lambda holding: now - self._lease_limit(holding)):
             item = self._items.get(item_id)
             if item is None:
                 continue  # failed just now, through another copy
@@ -405,7 +430,8 @@ class Lender(Generic[H]):
             # a holder stuck on an item gets nothing more to be stuck behind.
             item.copies.discard(holder)
             self._counts["timed_out"] += 1
-            reason = f"it was unanswered {self._lease_limit:g} s after it was lent (--timeout {self._timeout:g} s)"
+            reason = (f"it was unanswered {self._lease_limit(holding):g} s after it was lent "
+                      f"(--timeout {self._timeout:g} s)")
             if (failure := self._lost(item_id, item, holding.name, reason)) is not None:
                 failures.append(failure)
         return failures
@@ -424,7 +450,7 @@ class Lender(Generic[H]):
         head = next(iter(self._values))  # ids are added in order: the oldest
         candidates = [head]
         if self._hungry and not self._fresh:
-            candidates += [item_id for _, item_id, _ in self._leases(limit) if item_id != head]
+            candidates += [item_id for _, item_id, _ in self._leases(lambda _: limit) if item_id != head]
         room = max(1, len(self._hungry))
         for item_id in candidates:
             item = self._items.get(item_id)
@@ -455,7 +481,7 @@ class Lender(Generic[H]):
         """Results from a session: the lines accepted (held by it, not done before), the items
         that failed for want of agreement, and the holders outvoted."""
         outcome: Outcome[H] = Outcome()
-        with self._cond:
+        with self._lock:
             holding = self._holders.get(holder)
             if holding is None:
                 return outcome
@@ -475,8 +501,6 @@ class Lender(Generic[H]):
                     self._vote(item_id, item, holder, holding.name, line, outcome)
             self._counts["done"] += len(outcome.accepted)
             self._recheck(holder)
-            if outcome.accepted or outcome.failures or self._again:
-                self._cond.notify_all()
         return outcome
 
     def _vote(self, item_id: int, item: _Item[H], holder: H, name: str, line: str, outcome: Outcome[H]) -> None:
@@ -510,7 +534,7 @@ class Lender(Generic[H]):
     def fail(self, holder: H, item_id: int, details: str) -> Failure | None:
         """The function failed on an item: try it again elsewhere, or (retries spent) fail it,
         after which nothing later is lent any more."""
-        with self._cond:
+        with self._lock:
             found = self._release(holder, item_id)
             if found is None:
                 return None
@@ -528,7 +552,7 @@ class Lender(Generic[H]):
 
     def lost(self, holder: H, item_id: int, reason: str) -> Failure | None:
         """A session lost one item's computation (a worker died): lend it again, or fail it."""
-        with self._cond:
+        with self._lock:
             found = self._release(holder, item_id)
             if found is None:
                 return None
@@ -541,7 +565,6 @@ class Lender(Generic[H]):
         if holding is None or holding.held.pop(item_id, None) is None:
             return None
         self._recheck(holder)
-        self._cond.notify_all()
         item = self._items.get(item_id)
         if item is None or holder not in item.copies:
             return None  # a stale copy: its holder answered at last
@@ -567,22 +590,22 @@ class Lender(Generic[H]):
 
     def held(self, holder: H) -> set[int]:
         """A copy of the ids a session holds (stale copies included)."""
-        with self._cond:
+        with self._lock:
             holding = self._holders.get(holder)
             return set(holding.held) if holding else set()
 
     def pending(self) -> int:
         """Items added and not yet done or failed."""
-        with self._cond:
+        with self._lock:
             return len(self._values)
 
     def counts(self) -> dict[str, int]:
         """Items lent (each time), lent again, done and failed so far, and the copies made for
         stragglers, taken back after the timeout, retried after an error, and outvoted."""
-        with self._cond:
+        with self._lock:
             return dict(self._counts)
 
     def held_counts(self) -> dict[H, int]:
         """How many items each session holds now."""
-        with self._cond:
+        with self._lock:
             return {holder: len(holding.held) for holder, holding in self._holders.items()}

@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from typing import Any, ContextManager, Hashable
+from typing import Any, Callable, ContextManager, Hashable
 from urllib.parse import urlsplit, urlunsplit
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -39,8 +39,9 @@ from pando.junction import Junction
 from pando.lender import Failure, Lender
 from pando.link import Duplex
 from pando.overlay import Overlay, Summary
+from pando.pace import FLUSH_SECONDS, START_PER_WORKER, Pace
 from pando.printable import printable
-from pando.session import Holder, Job, Session, SessionIds, settle
+from pando.session import Holder, Job, Session, SessionIds, dispatch, settle
 from pando.supervisor import Supervisor
 from pando.workers import Answer, ModuleBroken, Workers
 
@@ -52,6 +53,8 @@ NEXT_JOB_BACKOFF = 5.0
 MAX_ROWS_BYTES = 48 * 1024
 #: A subtree change reaches the parent within this many seconds.
 STATUS_DELAY = 0.2
+#: Longest the node waits for its results' thread when it stops.
+STOP_SECONDS = 2.0
 
 
 def with_path(url: str, path: str) -> str:
@@ -61,13 +64,43 @@ def with_path(url: str, path: str) -> str:
 
 
 class Upstream:
-    """The link to the parent, for whoever has something to send up; it changes when the node joins again."""
+    """The link to the parent, for whoever has something to send up; it changes when the node joins again.
 
-    def __init__(self) -> None:
+    Results go up from a thread of their own, at most one frame per
+    :data:`pando.pace.FLUSH_SECONDS` while the node still has items to answer
+    (:attr:`busy`): those that come meanwhile share it. One that comes after a
+    quiet spell, or the last the node owes, goes at once. The frame carries
+    :attr:`want` when that has something to say.
+    """
+
+    def __init__(self, pace: Pace) -> None:
+        self._pace = pace
         self._link: Duplex | None = None
+        self._cond = threading.Condition()
+        self._results: list[tuple[int, str]] = []
+        self._sent = 0.0  # time.monotonic() of the last result frame
+        self._stopping = False
+        #: What to ask the parent for now (see Pace.want); None: nothing to say.
+        self.want: Callable[[], int | None] = lambda: None
+        #: Whether more results are to come.
+        self.busy: Callable[[], bool] = lambda: False
+        self._thread = threading.Thread(target=self._flush, name="pando-upstream", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread.ident is not None:
+            self._thread.join(STOP_SECONDS)  # it may be stuck sending to a parent that stopped reading
 
     def attach(self, link: Duplex | None) -> None:
-        self._link = link
+        with self._cond:
+            self._link = link
+            self._results.clear()  # for the old parent's items: its lease is void
+        self._pace.reset()
 
     def send(self, frame: protocol.Frame) -> None:
         link = self._link
@@ -79,11 +112,31 @@ class Upstream:
             pass  # the reading side sees the end and joins again
 
     def deliver(self, results: list[tuple[int, str]]) -> None:
-        for group in protocol.pack(results):
-            self.send(protocol.Result(group))
+        with self._cond:
+            if not self._results:
+                self._cond.notify()
+            self._results.extend(results)
 
     def fail(self, failure: Failure) -> None:
         self.send(protocol.Error(id=failure.id, message="failed below", traceback=failure.details))
+
+    def _flush(self) -> None:
+        while True:
+            with self._cond:
+                while not self._results and not self._stopping:
+                    self._cond.wait()
+                while (not self._stopping and (wait := self._sent + FLUSH_SECONDS - time.monotonic()) > 0
+                       and self.busy()):
+                    self._cond.wait(wait)
+                if self._stopping:
+                    return
+                results, self._results = self._results, []
+                self._sent = time.monotonic()
+            want = self.want()
+            for group in protocol.pack(results):
+                self.send(protocol.Result(group, want))
+                want = None
+            self._pace.sent()
 
 
 class OwnWorkers:
@@ -97,8 +150,8 @@ class OwnWorkers:
     def __repr__(self) -> str:
         return "<this volunteer's workers>"
 
-    def lend(self, items: list[tuple[int, str]]) -> None:
-        self.workers.submit(items)
+    def lend(self, items: list[tuple[int, str]], direct: bool) -> None:
+        self.workers.submit(items)  # never waits long: each worker reads its pipe from a thread of its own
 
     def abort(self, reason: str) -> None:
         pass  # the node's own processes: Workers replaces one that dies
@@ -111,9 +164,11 @@ class OwnWorkers:
 
 
 class Tally:
-    """What the node's children tell it: their reports to pass up, their rows for global monitoring."""
+    """What the node's children tell it: their reports to pass up, their rows for global monitoring,
+    and how many results they send (to ``relayed``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, relayed: Callable[[int], None]) -> None:
+        self._relayed = relayed
         self._lock = threading.Lock()
         self._rows: dict[Hashable, dict[str, Any]] = {}
         self._below: dict[Hashable, list[dict[str, Any]]] = {}
@@ -130,8 +185,11 @@ class Tally:
 
     def accepted(self, key: Hashable, count: int) -> None:
         with self._lock:
-            if key in self._rows:
-                self._rows[key]["items"] += count
+            row = self._rows.get(key)
+            if row is None:
+                return  # the node's own workers
+            row["items"] += count
+        self._relayed(count)
 
     def disagreed(self, key: Hashable) -> None:
         pass  # a relay does not verify: the root does
@@ -189,7 +247,8 @@ class Node:
         # A relay answers joins over WebRTC: it needs aiortc, and the root's own helper never relays.
         self._relay = role == "volunteer" and importlib.util.find_spec("aiortc") is not None
         self._rtc: rtc.RtcLoop | None = None
-        self._upstream = Upstream()
+        self._pace = Pace(workers)
+        self._upstream = Upstream(self._pace)
         self._parent = ""  # the parent's node id, once known
         self._running: _Running | None = None
 
@@ -205,9 +264,11 @@ class Node:
     def run(self) -> int:
         """Work until the job is over; return the exit status."""
         with Supervisor(self.log) as supervisor:
+            self._upstream.start()
             try:
                 return self._run(supervisor)
             finally:
+                self._upstream.stop()
                 if self._running is not None:
                     self._running.stop()
                 if self._rtc is not None:
@@ -290,8 +351,10 @@ class Node:
         with self._connect() as link:
             hello = protocol.Hello(self._name, self._workers_count, self._key, self._role, node=self.id,
                                    relay=self._relay, raw=True)
+            asked = time.monotonic()
             link.send(protocol.encode(hello))
             frame = protocol.decode(link.recv(timeout=30), protocol.FROM_ROOT)
+            self._pace.round_trip(time.monotonic() - asked)
             if isinstance(frame, protocol.Bye):
                 return self._bye(frame)
             if not isinstance(frame, protocol.Module):
@@ -346,7 +409,9 @@ class Node:
                 return None
             frame = protocol.decode(message, protocol.FROM_ROOT)
             if isinstance(frame, protocol.Lend):
+                self._pace.lent()
                 running.lender.add(frame.items)
+                dispatch(running.lender)
             elif isinstance(frame, protocol.Join):
                 running.join(frame, self._upstream)
             elif isinstance(frame, protocol.Reset):
@@ -387,7 +452,8 @@ class _Running:
             self._discard_files()
             raise
         self._own = OwnWorkers(self._workers)
-        self._tally = Tally()
+        self._pace = node._pace
+        self._tally = Tally(self._pace.relayed)
         tree = module.tree
         degree = tree.degree if tree is not None and node._relay else 0
         self._overlay: Overlay[Session] = Overlay(degree, relay=degree > 0)
@@ -401,13 +467,20 @@ class _Running:
         self._junction = Junction(self._overlay, self._gateway, changed=self.changed)
         self._depth = tree.depth if tree is not None else 1
         self._tree = tree
+        # Under an adaptive parent, children hold what they ask for, and so do the own workers.
+        self._adaptive = module.adaptive
         self.job = Job(
-            module.filename, module.source, module.heartbeat_ms, module.batch_size, module.reporting_interval,
-            self.lender, node._upstream, self._tally, SessionIds(), node.log, Access(node._key), timeout=module.timeout,
-            junction=self._junction, tree=self._child_tree(), raw=module.raw, bundle=module.bundle,
-            native_only=module.native_only, run=module.run,
+            module.filename, module.source, module.heartbeat_ms, None if module.adaptive else module.batch_size,
+            module.reporting_interval, self.lender, node._upstream, self._tally, SessionIds(), node.log,
+            Access(node._key), timeout=module.timeout, junction=self._junction, tree=self._child_tree(),
+            raw=module.raw, bundle=module.bundle, native_only=module.native_only, run=module.run,
         )
-        self.lender.join(self._own, node._workers_count * module.batch_size, name="this volunteer's workers")
+        self._own_capacity = node._workers_count * (START_PER_WORKER if module.adaptive else module.batch_size)
+        self.lender.join(self._own, self._own_capacity, workers=node._workers_count, name="this volunteer's workers")
+        if module.adaptive:
+            node._upstream.want = self.want
+        node._upstream.busy = lambda: self.lender.pending() > 0
+        dispatch(self.lender, self._own)
         self._dispatcher = Dispatcher(self.lender, node._upstream, module.heartbeat_ms, None)
         self._dispatcher.start()
         if tree is not None:  # only a tree's parent takes status frames
@@ -431,6 +504,10 @@ class _Running:
 
     def summary(self) -> Summary:
         return self._overlay.summary(self._node._workers_count)
+
+    def want(self) -> int | None:
+        """What to ask the parent for: the own workers' share, and the children's."""
+        return self._pace.want(sum(child.capacity for child in self._overlay.children()))
 
     def changed(self) -> None:
         self._changed.set()
@@ -461,16 +538,20 @@ class _Running:
 
     # -- threads -----------------------------------------------------------
 
-    def _answers(self, answers: list[Answer]) -> None:
+    def _answers(self, answers: list[Answer], busy: float) -> None:
         """The own workers' answers (collector thread), settled like a child's frames."""
+        self._pace.computed(len(answers), busy)
+        if self._adaptive and (own := self._pace.own()) is not None and own != self._own_capacity:
+            self._own_capacity = own
+            self.lender.resize(self._own, own, self._node._workers_count)
         results = [(answer[1], answer[2]) for answer in answers if answer[0] == "ok"]
         if results:
-            settle(self.job, self._own, "this volunteer's workers", protocol.Result(results))
+            settle(self.job, self._own, protocol.Result(results))
         for answer in answers:
             if answer[0] == "error":
-                settle(self.job, self._own, "", protocol.Error(id=answer[1], message=answer[2], traceback=answer[3]))
+                settle(self.job, self._own, protocol.Error(id=answer[1], message=answer[2], traceback=answer[3]))
             elif answer[0] == "lost":
-                settle(self.job, self._own, "", protocol.Error(id=answer[1], message=answer[2], lost=True))
+                settle(self.job, self._own, protocol.Error(id=answer[1], message=answer[2], lost=True))
 
     def _report(self, figures: dict[str, Any]) -> None:
         """The own workers' figures for an interval, and the children's since the last report."""

@@ -140,6 +140,7 @@ class Module:
     filename: str
     source: str
     heartbeat_ms: int
+    #: Items per worker the session may hold; with ``adaptive``, those it starts with.
     batch_size: int
     reporting_interval: float = 3.0
     #: Seconds one item may run on a worker before the volunteer gives it up
@@ -155,6 +156,9 @@ class Module:
     native_only: tuple[str, ...] = ()
     #: The run's id: a volunteer that joins again and finds another run starts afresh ("": not said).
     run: str = ""
+    #: The session holds what the volunteer asks for (``want`` in its result frames), and a relay
+    #: lends its own children the same way.
+    adaptive: bool = False
     type = "module"
 
     def payload(self) -> dict[str, Any]:
@@ -178,6 +182,8 @@ class Module:
             out["bundle"] = self.bundle
         if self.native_only:
             out["native_only"] = list(self.native_only)
+        if self.adaptive:
+            out["adaptive"] = True
         return out
 
 
@@ -210,13 +216,17 @@ class Lend:
 
 @dataclass(frozen=True)
 class Result:
-    """Volunteer → root: finished items, as ``(id, output line)`` pairs."""
+    """Volunteer → root: finished items, as ``(id, output line)`` pairs; and, under an adaptive
+    module, how many items it would like to hold at once from now on (``want``)."""
 
     results: list[tuple[int, str]]
+    want: int | None = None
     type = "result"
 
     def payload(self) -> dict[str, Any]:
-        return {"results": self.results}
+        if self.want is None:
+            return {"results": self.results}
+        return {"results": self.results, "want": self.want}
 
 
 @dataclass(frozen=True)
@@ -385,12 +395,15 @@ FROM_VIEWER = ("watch",)
 
 _HEARTBEAT = Heartbeat()
 
+# Made once: json.dumps and json.loads with options build a new encoder or decoder on every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
 
 def encode(frame: Frame) -> str:
     """The JSON text of a frame."""
     body = frame.payload()
     body["type"] = frame.type
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(body)
 
 
 def decode(text: str | bytes, allowed: tuple[str, ...]) -> Frame:
@@ -402,7 +415,7 @@ def decode(text: str | bytes, allowed: tuple[str, ...]) -> Frame:
     if isinstance(text, bytes):
         raise ProtocolError("binary frame; the protocol uses text frames")
     try:
-        body = json.loads(text, parse_constant=_no_constant)
+        body = _DECODER.decode(text)
     except ValueError as exc:
         raise ProtocolError(f"not JSON: {exc}") from None
     except RecursionError:
@@ -421,6 +434,9 @@ def decode(text: str | bytes, allowed: tuple[str, ...]) -> Frame:
 def _no_constant(name: str) -> None:
     # NaN and Infinity are not JSON; Python's parser accepts them unless told not to.
     raise ValueError(f"{name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
 
 
 def _str(body: dict[str, Any], key: str, default: str | None = None) -> str:
@@ -510,6 +526,14 @@ def _node(body: dict[str, Any], key: str, optional: bool = False) -> str:
     return value
 
 
+def _bool(body: dict[str, Any], key: str) -> bool:
+    """An optional boolean, false when absent."""
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key!r} must be a boolean")
+    return value
+
+
 def _parse_error(body: dict[str, Any]) -> Error:
     item = body.get("id")
     if item is not None and (type(item) is not int or item < 0):
@@ -532,6 +556,7 @@ def _parse_module(body: dict[str, Any]) -> Module:
         bundle=_str(body, "bundle", ""),
         native_only=_native_only(body.get("native_only", [])),
         run=_run_id(body),
+        adaptive=_bool(body, "adaptive"),
     )
 
 
@@ -670,7 +695,8 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], Frame]] = {
     "watch": lambda body: Watch(_str(body, "key")),
     "module": _parse_module,
     "lend": lambda body: Lend(_pairs(body["items"], "items")),
-    "result": lambda body: Result(_pairs(body["results"], "results", one_line=True)),
+    "result": lambda body: Result(_pairs(body["results"], "results", one_line=True),
+                                  _int(body, "want", 1) if "want" in body else None),
     "error": _parse_error,
     "report": _parse_report,
     "heartbeat": lambda body: _HEARTBEAT,

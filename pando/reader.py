@@ -21,6 +21,7 @@ from pando.journal import Journal, digest
 from pando.lender import Lender
 from pando.protocol import MAX_ITEM_BYTES
 from pando.reorder import Reorder
+from pando.session import dispatch
 from pando.window import Window
 
 READ_SIZE = 1 << 16
@@ -130,7 +131,7 @@ def _decode(block: bytes, done: int, max_bytes: int, separator: bytes) -> Iterat
 
 
 class Reader:
-    """The reader thread: batches of item texts → ids → lender."""
+    """The reader thread: batches of item texts → ids → lender, and lent to whoever has room."""
 
     def __init__(
         self,
@@ -167,6 +168,7 @@ class Reader:
                 if journal is not None:  # before the lender has them: no result can come first
                     self._reorder.record(self.count, [digest(text) for text in batch])
                 self._lender.add(zip(range(self.count, self.count + len(batch)), batch))
+                dispatch(self._lender)
                 self.count += len(batch)
         except status.PandoError as exc:  # an input line that is not an item, or a journal gone bad
             self._stop_early(exc, f"{exc}; stopping after the {self.count} items before it")

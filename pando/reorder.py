@@ -5,9 +5,11 @@ thread writes every result whose predecessors are all written, gives the room
 back to the window, and stops at the end of the input, at the first failed
 item (after writing everything before it), or when stdout is closed.
 
-With a journal, the thread appends each group's new results to it and fsyncs
-it before it writes the same lines to stdout; results that come within
-:data:`pando.journal.GROUP_SECONDS` of the last fsync wait to share the next.
+Results that come within :data:`WRITE_SECONDS` of the last write wait to share
+the next. With a journal, the thread appends each group's new results to it
+and fsyncs it before it writes the same lines to stdout; results that come
+within :data:`pando.journal.GROUP_SECONDS` of the last fsync wait to share the
+next.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ from pando.window import Window
 
 #: Longest failure text shown (a traceback), in characters.
 MAX_DETAILS = 20_000
+#: Shortest time between two writes to stdout: results gather in between.
+WRITE_SECONDS = 0.002
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ class Reorder:
         self._waiting: dict[int, Union[str, Failure]] = {}
         self._waiting_bytes = 0  # the text of the results in _waiting
         self._total: int | None = None
+        self._written_at = 0.0  # time.monotonic() of the last write
         self.written = 0
         #: Set when the thread has stopped; :attr:`status` then says why.
         self.done = threading.Event()
@@ -136,6 +141,14 @@ class Reorder:
     def _step(self) -> bool:
         """Take every queued message, write what is ready; False when finished."""
         message = self._queue.get()
+        # Results that come soon after a write wait a moment for the next one, with the ones behind
+        # them: on a busy stream this thread wakes once per WRITE_SECONDS, not once per result frame.
+        due = self._written_at + WRITE_SECONDS
+        if self._journal is not None:
+            due = max(due, self._journal.next_sync())
+        wait = due - time.monotonic()
+        if wait > 0 and message is not None:
+            time.sleep(wait)
         while True:
             if message is None:
                 return False
@@ -151,14 +164,8 @@ class Reorder:
             try:
                 message = self._queue.get_nowait()
             except queue.Empty:
-                # With a journal, results that come soon after an fsync wait for the next group.
-                wait = 0.0 if self._journal is None else self._journal.next_sync() - time.monotonic()
-                if wait <= 0:
-                    break
-                try:
-                    message = self._queue.get(timeout=wait)
-                except queue.Empty:
-                    break
+                break
+        self._written_at = time.monotonic()
         first = self.written
         lines, failure = self._ready()
         if lines:

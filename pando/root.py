@@ -55,7 +55,8 @@ class Settings:
     join_key: str
     port: int = 5000
     bind: str = ""
-    batch_size: int = 1
+    #: Items a volunteer holds per worker; None: as many as it asks for (pando.pace).
+    batch_size: int | None = None
     heartbeat_ms: int = 30_000
     start_idle: bool = False
     seed: int | None = None
@@ -129,7 +130,6 @@ class Root:
             retries=settings.retries,
             verify=settings.verify,
             timeout=settings.timeout,
-            queued=settings.batch_size,
             # A straggler's lease lasts a few of its heartbeats at least: one
             # slow answer is no reason to compute an item twice.
             straggler_floor=settings.heartbeat_ms / 1000,

@@ -193,6 +193,9 @@ class ChannelLink:
     def limit(self, size: int) -> None:
         self._limit = size
 
+    def direct(self, handler: Callable[[str], bool]) -> None:
+        pass  # frames arrive on the asyncio loop, which must never wait on a session's work
+
     def __enter__(self) -> ChannelLink:
         return self
 

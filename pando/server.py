@@ -27,6 +27,7 @@ from websockets.sync.server import Server as WebSocketServer
 from websockets.sync.server import ServerConnection, serve
 
 from pando import access, assets, protocol, status
+from pando.link import DirectConnection
 
 #: websockets' own log; silent unless PANDO_DEBUG asks for it.
 LOG = logging.getLogger("pando.websockets")
@@ -70,7 +71,7 @@ def connection_cap() -> int:
 Pages = dict[str, Callable[[], assets.Answer]]
 
 
-class _Connection(ServerConnection):
+class _Connection(DirectConnection):
     """A connection that answers a plain GET itself, from the one cached copy of the file."""
 
     pages: Pages = {}  # set per server, by a subclass

@@ -1,9 +1,12 @@
 """One volunteer's session on the root: frames in, frames out, and its end.
 
 The server (or, for a data channel, the gateway) runs :meth:`Session.serve`
-in the connection's own thread, which reads frames; a second thread per session writes them, so a slow or stopped
-peer blocks nobody but itself. Whatever way a session ends, its items go back
-to the lender.
+in the connection's own thread, which reads frames and answers them itself: it
+settles results with the lender and sends the items that refill the session
+right away. Frames that other threads send it (items the reader or another
+session's end made available, joins, the bye) go through a second thread per
+session, so a slow or stopped peer blocks nobody but itself. Whatever way a
+session ends, its items go back to the lender.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from pando.access import Access, refuse
 from pando.lender import Failure, Lender
 from pando.link import Link
 from pando.overlay import Subtree, Summary
+from pando.pace import MAX_PER_WORKER, START_PER_WORKER
 from pando.printable import printable
 from pando.reorder import MAX_DETAILS
 
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
 
 _HEARTBEAT = protocol.encode(protocol.Heartbeat())
 LOG = logging.getLogger("pando.session")
+LEND_LOG = logging.getLogger("pando.lender")
 
 _NO_KEY = ("wrong or missing join key: open the URL the root printed, with its #key=...; "
            "for pando-volunteer, pass that URL as printed")
@@ -89,7 +94,8 @@ class Job:
     filename: str
     source: str
     heartbeat_ms: int
-    batch_size: int
+    #: Items a session holds per worker; None: what its volunteer asks for (see pando.pace).
+    batch_size: int | None
     reporting_interval: float
     lender: Lender[Holder]
     sink: Sink
@@ -120,7 +126,8 @@ class Holder(Protocol):
 
     def __hash__(self) -> int: ...
 
-    def lend(self, items: list[tuple[int, str]]) -> None: ...
+    def lend(self, items: list[tuple[int, str]], direct: bool) -> None:
+        """Items the lender assigned it; ``direct``: called from the holder's own thread, which may send them at once."""
 
     def abort(self, reason: str) -> None: ...
 
@@ -129,8 +136,23 @@ class Holder(Protocol):
     def wait_finished(self, timeout: float) -> None: ...
 
 
-def settle(job: Job, holder: Holder, label: str, frame: protocol.Result | protocol.Error) -> None:
-    """Results and item errors from ``holder``, through the lender to the sink."""
+def dispatch(lender: Lender[Holder], caller: Holder | None = None) -> None:
+    """Lend every assignment the lender can make now; called by whoever changed it, from its own
+    thread (``caller``'s, if that is a holder's)."""
+    for holder, items in lender.assign():
+        if LEND_LOG.isEnabledFor(logging.DEBUG):
+            LEND_LOG.debug("lent %d item(s) to %s: ids %s", len(items), holder, [i for i, _ in items])
+        holder.lend(items, holder is caller)
+
+
+def settle(job: Job, holder: Holder, frame: protocol.Result | protocol.Error) -> None:
+    """Results and item errors from ``holder`` (in its own thread), through the lender to the sink;
+    then what they made room for."""
+    _settle(job, holder, frame)
+    dispatch(job.lender, holder)
+
+
+def _settle(job: Job, holder: Holder, frame: protocol.Result | protocol.Error) -> None:
     if isinstance(frame, protocol.Result):
         outcome = job.lender.complete(holder, frame.results)
         if outcome.accepted:
@@ -175,6 +197,9 @@ class Session:
         self._sender = threading.Thread(target=self._send_loop, name="pando-session-sender", daemon=True)
         self.id = ""
         self.label = "a volunteer"
+        self._workers = 1  # its workers (its subtree's, for a relay)
+        #: Items it may hold at once.
+        self.capacity = 1
         #: time.monotonic() of the last frame received; read by the dispatcher's sweep.
         self.last_seen = time.monotonic()
 
@@ -183,10 +208,15 @@ class Session:
 
     # -- called by other threads -----------------------------------------
 
-    def lend(self, items: list[tuple[int, str]]) -> None:
-        """Queue ``lend`` frames for items the lender assigned to this session."""
+    def lend(self, items: list[tuple[int, str]], direct: bool) -> None:
+        """Send ``lend`` frames for items the lender assigned to this session: at once from its own
+        thread (a refill), else through its sender."""
         for group in protocol.pack(items):
-            self._outbox.put(protocol.encode(protocol.Lend(group)))
+            text = protocol.encode(protocol.Lend(group))
+            if direct:
+                self._send(text)
+            else:
+                self._outbox.put(text)
 
     def join(self, join: protocol.Join) -> None:
         """Pass a joiner's offer down to this (relay) volunteer."""
@@ -226,12 +256,16 @@ class Session:
         self._sender.start()
         local = hello.role == "local"
         job.monitor.joined(self, self.id, hello.name, hello.workers, local)
-        job.lender.join(self, hello.workers * job.batch_size, name=self.label, local=local)
+        self._workers = hello.workers
+        self.capacity = hello.workers * (job.batch_size or START_PER_WORKER)
+        job.lender.join(self, self.capacity, workers=hello.workers, name=self.label, local=local)
         if self._child and job.junction is not None:
             job.junction.joined(self, Subtree(hello.node, hello.relay, hello.workers))
         LOG.debug("%s joined with %d worker(s)", self.label, hello.workers)
         closing: _Close | None = None
         try:
+            dispatch(job.lender, self)
+            self._connection.direct(self._hot)
             for message in self._connection:
                 self.last_seen = time.monotonic()
                 closing = self._handle(protocol.decode(message, protocol.FROM_VOLUNTEER))
@@ -248,6 +282,7 @@ class Session:
             held = len(job.lender.held(self))
             for failure in job.lender.leave(self, blame_items=closing is None and not self._relay):
                 job.sink.fail(failure)
+            dispatch(job.lender)  # what it held, to the others
             job.monitor.left(self)
             job.ids.free(self.id)
             if self._child and job.junction is not None:
@@ -280,7 +315,7 @@ class Session:
             self._connection.send(protocol.encode(protocol.Bye("done")))
             self._connection.close(1000, "the job is over")
             return None
-        self._connection.limit(protocol.frame_limit(frame.workers * job.batch_size))
+        self._connection.limit(protocol.frame_limit(frame.workers * (job.batch_size or MAX_PER_WORKER)))
         self.id = job.ids.new(frame.node if self._child else "")
         if frame.role == "local":
             self.label = f"the root's own helper {self.id}"
@@ -289,9 +324,9 @@ class Session:
             frame = protocol.Hello(name, frame.workers, "", frame.role, frame.protocol, frame.node, frame.relay, frame.raw)
             self.label = f"volunteer {self.id}" + (f" ({name})" if name else "")
         module = protocol.Module(
-            self.id, job.filename, job.source, job.heartbeat_ms, job.batch_size, job.reporting_interval,
-            timeout=job.timeout, tree=job.tree if self._child else None, raw=job.raw, bundle=job.bundle,
-            native_only=job.native_only, run=job.run,
+            self.id, job.filename, job.source, job.heartbeat_ms, job.batch_size or START_PER_WORKER,
+            job.reporting_interval, timeout=job.timeout, tree=job.tree if self._child else None,
+            adaptive=job.batch_size is None, raw=job.raw, bundle=job.bundle, native_only=job.native_only, run=job.run,
         )
         self._connection.send(protocol.encode(module))
         return frame
@@ -301,13 +336,34 @@ class Session:
         LOG.debug("refused a peer: %s", message)
         refuse(self._connection, message)
 
+    def _resize(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._job.lender.resize(self, capacity, self._workers)
+
+    def _hot(self, text: str) -> bool:
+        """Results and heartbeats, in the link's reading thread; False for any other frame (or a bad
+        one), which the session's thread reads as usual."""
+        try:
+            frame = protocol.decode(text, protocol.FROM_VOLUNTEER)
+        except protocol.ProtocolError:
+            return False
+        if not isinstance(frame, (protocol.Result, protocol.Heartbeat)):
+            return False
+        self.last_seen = time.monotonic()
+        self._handle(frame)
+        return True
+
     def _handle(self, frame: protocol.Frame) -> _Close | None:
         job = self._job
         if isinstance(frame, protocol.Result) or (isinstance(frame, protocol.Error) and frame.id is not None):
-            settle(job, self, self.label, frame)
+            if isinstance(frame, protocol.Result) and frame.want is not None and job.batch_size is None:
+                self._resize(min(frame.want, self._workers * MAX_PER_WORKER))
+            settle(job, self, frame)
         elif isinstance(frame, protocol.Status) and self._child and job.junction is not None:
             self._relay = frame.nodes > 1
-            job.lender.resize(self, max(1, frame.workers) * job.batch_size)
+            self._workers = max(1, frame.workers)
+            self._resize(self.capacity if job.batch_size is None else self._workers * job.batch_size)
+            dispatch(job.lender, self)
             job.monitor.subtree(self, frame)
             job.junction.status(self, Summary(frame.nodes, frame.workers, frame.free, frame.depth, frame.nearest))
         elif isinstance(frame, protocol.Answer) and self._child and job.junction is not None:
@@ -315,7 +371,7 @@ class Session:
         elif isinstance(frame, protocol.Report):
             job.monitor.reported(self, frame)
         elif isinstance(frame, protocol.Heartbeat):
-            self._outbox.put(_HEARTBEAT)
+            self._send(_HEARTBEAT)
         elif isinstance(frame, protocol.Error):
             details = f"\n{printable(frame.traceback, MAX_DETAILS, multiline=True)}" if frame.traceback else ""
             job.log(f"pando: {self.label} cannot run the module: {printable(frame.message, 2000)}{details}")
@@ -328,6 +384,13 @@ class Session:
         """Wait up to ``timeout`` seconds for the bye to be sent."""
         if self._sender.is_alive():
             self._sender.join(timeout)
+
+    def _send(self, text: str) -> None:
+        """Send from the session's own thread; a closed link is the reading side's to see."""
+        try:
+            self._connection.send(text)
+        except (ConnectionClosed, OSError):
+            pass
 
     def _send_loop(self) -> None:
         while (outgoing := self._outbox.get()) is not None:

@@ -1,8 +1,12 @@
 """A native volunteer's worker processes, and the thread that collects their answers.
 
 Each worker loads the user's module once, then computes the items it is sent,
-in order. It streams answers back, grouped for at most :data:`FLUSH_SECONDS`
-so that fast functions pay little per item and slow ones answer promptly.
+in order; a thread of its own reads them from the pipe as they come, so the
+volunteer never waits to hand it more. It streams answers back, grouped for at
+most :data:`FLUSH_SECONDS` and sent at once when it has nothing left to
+compute: fast functions pay little per item and slow ones answer promptly.
+Each group says how long its items took (wall time), from which the volunteer
+sizes what it asks for (:mod:`pando.pace`).
 
 A worker publishes the id of the item it is computing, and when it started it,
 in shared memory: when it dies, that item is reported *lost* (the root lends
@@ -18,6 +22,7 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import os
+import queue
 import signal
 import sys
 import threading
@@ -29,17 +34,16 @@ from typing import Any, Callable, Iterable
 
 from pando import bundle, items, reporting
 from pando.module import Answer, ModuleError, Overrun, PandoFunction, answer, call, load, overrun_message
-
-FLUSH_SECONDS = 0.05
+from pando.pace import FLUSH_SECONDS
 # Past an item's deadline, the collector wakes this much later: the item has surely overrun by then.
 _OVERRUN_SLACK = 0.01
 _IDLE = -1  # the shared "current item" of a worker between items
 _PR_SET_PDEATHSIG = 1  # Linux prctl: a signal for this process when its parent dies
 _PARENT_POLL_SECONDS = 0.5
 
-# Messages from a worker: ("ready",), ("broken", text), or (answers, stats):
+# Messages from a worker: ("ready",), ("broken", text), or (answers, stats, busy):
 # answers is a list of pando.module answers, stats what pando.reporting.take()
-# made of the work behind them.
+# made of the work behind them, busy the seconds they took.
 
 
 class ModuleBroken(Exception):
@@ -102,47 +106,62 @@ def _worker_main(conn: Connection, source: str, filename: str, files: str | None
     conn.send(("ready",))
     outbox = _Outbox(conn)
     threading.Thread(target=outbox.send_every, args=(FLUSH_SECONDS,), daemon=True).start()
-    while True:
-        try:
-            batch = conn.recv()
-        except (EOFError, OSError):
-            return  # the volunteer is gone
+    batches: queue.SimpleQueue[list[tuple[int, str]] | None] = queue.SimpleQueue()
+    threading.Thread(target=_receive, args=(conn, batches), daemon=True).start()
+    while (batch := batches.get()) is not None:
+        last = batch[-1][0]
         for item_id, text in batch:
             # The start first: a collector that reads this id then reads this item's start.
-            started.value = time.monotonic()
+            started.value = begun = time.monotonic()
             current.value = item_id
-            cpu_before = time.process_time()
-            answer = compute(fn, item_id, text, raw=raw)
+            result = compute(fn, item_id, text, raw=raw)
             current.value = _IDLE
-            outbox.add(answer, time.process_time() - cpu_before)
-        outbox.send()
+            outbox.add(result, time.monotonic() - begun, idle=item_id == last and batches.empty())
+
+
+def _receive(conn: Connection, batches: queue.SimpleQueue[list[tuple[int, str]] | None]) -> None:
+    """A worker's reading thread: batches of items as they come; None when the pipe ends.
+
+    Whatever ends this thread ends the worker too (None ends its loop): a crash
+    here shows as a dead worker, whose items the volunteer gives a fresh one.
+    """
+    try:
+        while True:
+            batches.put(conn.recv())
+    except (EOFError, OSError):
+        pass  # the volunteer is gone
+    finally:
+        batches.put(None)
 
 
 class _Outbox:
-    """A worker's answers not sent yet. They go in groups: at the end of each batch, after an
-    item once FLUSH_SECONDS have passed, and every FLUSH_SECONDS from a thread of their own,
-    so that an answer never waits behind an item that hangs."""
+    """A worker's answers not sent yet. They go in groups: when the worker has nothing left to
+    compute, after an item once FLUSH_SECONDS have passed, and every FLUSH_SECONDS from a thread of
+    their own, so that an answer never waits behind an item that hangs. Each group carries the
+    process's CPU time since the one before, and the wall time its items took."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._lock = threading.Lock()
         self._answers: list[Answer] = []
-        self._cpu_time = 0.0
+        self._busy = 0.0
         self._sent = time.monotonic()
+        self._cpu = time.process_time()  # at the last group sent
 
-    def add(self, answer: Answer, cpu_time: float) -> None:
+    def add(self, answer: Answer, busy: float, idle: bool) -> None:
         with self._lock:
             self._answers.append(answer)
-            self._cpu_time += cpu_time
-            due = time.monotonic() - self._sent >= FLUSH_SECONDS
+            self._busy += busy
+            due = idle or time.monotonic() - self._sent >= FLUSH_SECONDS
         if due:
             self.send()
 
     def send(self) -> None:
         with self._lock:
             if self._answers:
-                self._conn.send((self._answers, reporting.take(len(self._answers), self._cpu_time)))
-                self._answers, self._cpu_time = [], 0.0
+                cpu, self._cpu = self._cpu, time.process_time()
+                self._conn.send((self._answers, reporting.take(len(self._answers), self._cpu - cpu), self._busy))
+                self._answers, self._busy = [], 0.0
             self._sent = time.monotonic()
 
     def send_every(self, seconds: float) -> None:
@@ -167,8 +186,9 @@ def _death(process: multiprocessing.process.BaseProcess) -> str:
 class Workers:
     """N worker processes fed by :meth:`submit`; answers go to ``on_answers``.
 
-    ``on_answers(answers)`` gets lists of ("ok", id, line) / ("error", id,
-    message, details) / ("lost", id, message); ``on_report(report)`` every
+    ``on_answers(answers, busy)`` gets lists of ("ok", id, line) / ("error", id,
+    message, details) / ("lost", id, message), and the seconds the workers
+    spent on the computed ones; ``on_report(report)`` every
     ``report_seconds`` with the workers' summed figures for that interval
     (see :mod:`pando.reporting`). Both run in the collector thread. With a
     ``timeout`` (seconds), a worker whose current item runs longer is killed
@@ -182,7 +202,7 @@ class Workers:
         count: int,
         source: str,
         filename: str,
-        on_answers: Callable[[list[Answer]], None],
+        on_answers: Callable[[list[Answer], float], None],
         on_report: Callable[[dict[str, Any]], None],
         report_seconds: float,
         timeout: float | None = None,
@@ -198,6 +218,7 @@ class Workers:
         self._on_report = on_report
         self._report_seconds = report_seconds
         self._figures = dict.fromkeys(reporting.FIELDS, 0.0)
+        self._busy = 0.0  # seconds the answers read since the last on_answers took
         self._context = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()  # guards the workers' queues
         self._closing = False
@@ -301,7 +322,8 @@ class Workers:
             for worker in dead:
                 answers.extend(self._replace(worker))
             if answers:
-                self._on_answers(answers)
+                busy, self._busy = self._busy, 0.0
+                self._on_answers(answers, busy)
 
     def _next_overrun(self, workers: Iterable[_Worker]) -> float:
         """The time.monotonic() by which an item may next run too long (infinity without a timeout).
@@ -337,9 +359,10 @@ class Workers:
         """Take everything a worker sent; False if it is gone."""
         try:
             while worker.conn.poll():
-                got, figures = worker.conn.recv()
+                got, figures, busy = worker.conn.recv()
                 self._done(worker, got)
                 answers.extend(got)
+                self._busy += busy
                 for name in reporting.FIELDS:
                     self._figures[name] += figures[name]
         except (EOFError, OSError):

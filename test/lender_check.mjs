@@ -12,13 +12,13 @@ function call(lender, [op, ...args]) {
     case 'add': return lender.add(args[0]) ?? null;
     case 'join':
       try {
-        lender.join(args[0], args[1], args[2] === null ? undefined : { name: args[2] });
+        lender.join(args[0], args[1], { ...(args[2] === null ? {} : { name: args[2] }), workers: args[3] ?? null });
         return null;
       } catch {
         return 'error';
       }
     case 'leave': return lender.leave(args[0], { blameItems: args[1] });
-    case 'resize': return lender.resize(args[0], args[1]) ?? null;
+    case 'resize': return lender.resize(args[0], args[1], args[2] ?? null) ?? null;
     case 'clear': return lender.clear() ?? null;
     case 'assign': return lender.assign();
     case 'complete': return lender.complete(args[0], args[1]);

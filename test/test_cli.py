@@ -220,6 +220,13 @@ def test_config_supplies_defaults_and_the_command_line_wins(procs: Processes) ->
         assert free.wait() == 0 and free.out == b"9\n"
 
 
+def test_batch_size_auto_from_the_config_or_the_command_line(procs: Processes) -> None:
+    write_config(procs, json.dumps({"batch-size": "auto"}))
+    assert procs.run([PANDO, FAST, "--local", "2"]).stdout == b"4\n"  # the config is read and accepted
+    root = procs.pando(FAST, "--batch-size", "auto", "1", "2", "3")  # its own helper computes
+    assert root.wait() == 0 and root.out == b"1\n4\n9\n", root.err
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -227,6 +234,7 @@ def test_config_supplies_defaults_and_the_command_line_wins(procs: Processes) ->
         ("[1, 2]", "must hold a JSON object"),
         ('{"port": "5000"}', "'port' must be a JSON integer"),
         ('{"start-idle": 1}', "'start-idle' must be a JSON boolean"),
+        ('{"batch-size": "big"}', "'batch-size' must be a JSON integer or \"auto\""),
         ('{"colour": "blue"}', "unknown option 'colour'"),
     ],
 )
@@ -278,6 +286,7 @@ def test_unreadable_module(procs: Processes) -> None:
     "args, message",
     [
         (["--batch-size", "0"], "--batch-size must be between"),
+        (["--batch-size", "fast"], "--batch-size must be an integer or auto"),
         (["--port", "http"], "--port must be an integer"),
         (["--stdin", "1"], "give the items in one way"),
         (["--frobnicate"], "Usage:"),

@@ -139,12 +139,13 @@ def test_the_journal_is_never_behind_stdout(procs: Processes, mode: str) -> None
 def test_failed_items_are_not_journaled(procs: Processes) -> None:
     run = Run(procs)
     values = [str(n) for n in range(1, 21)]
-    failing = run.start(values, "--workers", "1", FAIL_AT="13")  # one item at a time: nothing past 13 computed
+    # One item at a time (one worker, batch 1): nothing past 13 computed.
+    failing = run.start(values, "--workers", "1", "--batch-size", "1", FAIL_AT="13")
     assert failing.wait() == 1
     assert "item 13 (value '13') failed" in failing.err
     assert [entry.result for entry in journal.read(str(run.journal))] == expected(values[:12]).decode().splitlines()
     # Once the function is fixed, the run resumes where it failed.
-    fixed = run.start(values, "--resume", "--workers", "1")
+    fixed = run.start(values, "--resume", "--workers", "1", "--batch-size", "1")
     assert fixed.wait() == 0, fixed.err
     assert fixed.out == expected(values)
     assert run.computed() == values  # 1 to 12 the first time (13 failed before it counted), the rest now

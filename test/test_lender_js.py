@@ -40,6 +40,7 @@ texts = st.text(alphabet=st.characters(codec="utf-8"), max_size=4)  # JSON both 
 # Details and names with ':\n' in them: Python's failure text cuts at the first one.
 labels = st.text(alphabet="ab :\n", max_size=6)
 names = st.none() | st.sampled_from(["", "volunteer 7 (kim)", "a:\nb"]) | labels
+workers = st.none() | st.integers(0, 3)  # a holder's workers: its capacity unless given
 # How often each kind of call comes up.
 KINDS = [kind for kind, weight in (("add", 3), ("relend", 2), ("join", 2), ("leave", 1), ("resize", 2), ("clear", 1),
                                    ("assign", 6), ("complete", 6), ("fail", 2), ("lost", 3)) for _ in range(weight)]
@@ -79,13 +80,13 @@ def play(lender: Lender[int], call: Call) -> Any:
         lender.add(args[0])
     elif op == "join":
         try:
-            lender.join(args[0], args[1], **({} if args[2] is None else {"name": args[2]}))
+            lender.join(args[0], args[1], workers=args[3] if len(args) > 3 else None, **({} if args[2] is None else {"name": args[2]}))
         except ValueError:
             return "error"
     elif op == "leave":
         return [dataclasses.asdict(failure) for failure in lender.leave(args[0], blame_items=args[1])]
     elif op == "resize":
-        lender.resize(args[0], args[1])
+        lender.resize(args[0], args[1], args[2] if len(args) > 2 else None)
     elif op == "clear":
         lender.clear()
     elif op == "assign":
@@ -130,11 +131,12 @@ def draw_call(data: st.DataObject, lender: Lender[int], added: dict[int, str], n
     if kind == "join":
         absent = [holder for holder in everyone if holder not in joined]
         return ["join", data.draw(st.sampled_from(absent * 3 + everyone)), data.draw(st.integers(0, 4)),
-                data.draw(names)]
+                data.draw(names), data.draw(workers)]
     if kind == "leave":
         return ["leave", data.draw(st.sampled_from(busy * 8 + joined + everyone)), data.draw(st.booleans())]
     if kind == "resize":
-        return ["resize", data.draw(st.sampled_from(joined * 3 + everyone)), data.draw(st.integers(0, 4))]
+        return ["resize", data.draw(st.sampled_from(joined * 3 + everyone)), data.draw(st.integers(0, 4)),
+                data.draw(workers)]
     if kind in ("clear", "assign"):
         return [kind]
     holder = data.draw(st.sampled_from(busy * 4 + everyone))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from conftest import EXAMPLES, KEY, Processes, lines, squares
 from pando import protocol
+from pando.pace import MAX_PER_WORKER, START_PER_WORKER
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,8 +32,10 @@ FRAMES = [
     protocol.Module("ab12", "square.py", "import helper\n", 30000, 8, bundle="UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA==",
                     native_only=("greenlet (compiled extension modules)",)),
     protocol.Module("ab12", "square.py", "", 30000, 8, run="0123456789abcdef"),
+    protocol.Module("ab12", "square.py", "", 30000, 2, adaptive=True),
     protocol.Lend([(0, "1"), (7, "ünïcode"), (12, "")]),
     protocol.Result([(3, "9"), (1, "{\"a\":1}")]),
+    protocol.Result([(3, "9")], want=120),
     protocol.Error("boom", id=4, traceback="Traceback ...\nValueError: boom"),
     protocol.Error("worker died", id=5, lost=True),
     protocol.Error("cannot import numpy"),
@@ -41,7 +45,7 @@ FRAMES = [
 ]
 
 
-@pytest.mark.parametrize("frame", FRAMES, ids=lambda frame: frame.type)
+@pytest.mark.parametrize("frame", FRAMES, ids=lambda frame: f"{frame.type}-{FRAMES.index(frame)}")
 def test_frames_round_trip(frame: protocol.Frame) -> None:
     text = protocol.encode(frame)
     assert json.loads(text)["type"] == frame.type
@@ -62,6 +66,8 @@ def test_frames_round_trip(frame: protocol.Frame) -> None:
         '{"type": "result", "results": [[0, "two\\nlines"]]}',
         '{"type": "result", "results": [[0, "1", 2]]}',
         '{"type": "result", "results": {"0": "1"}}',
+        '{"type": "result", "results": [], "want": 0}',
+        '{"type": "result", "results": [], "want": "more"}',
         '{"type": "hello", "protocol": 2, "workers": 0}',
         '{"type": "hello", "protocol": 2, "workers": true}',
         '{"type": "hello", "protocol": 2, "workers": 1, "role": "king"}',
@@ -143,6 +149,7 @@ def closed_code(ws: ClientConnection) -> int | None:
 
 BAD_FRAMES: list[str | bytes] = [
     "not json at all",
+    '{"type": "result", "results": [], "want": -5}',
     '{"type": "result", "results": [[0, "1"]',
     b"\x00\x01binary",
     '{"type": "result", "results": [[0, "two\\nlines"]]}',
@@ -178,7 +185,8 @@ def test_oversize_frame_closes_the_session(procs: Processes) -> None:
 
 
 def test_results_for_items_not_held_are_dropped(procs: Processes) -> None:
-    root = procs.pando(FAST, "--stdin", "--start-idle", stdin=lines(*range(50)))
+    # One item held by the fake (batch 1): every other claim is for an item it does not hold.
+    root = procs.pando(FAST, "--stdin", "--start-idle", "--batch-size", "1", stdin=lines(*range(50)))
     with join(root.port) as ws:
         frames_until(ws, "lend")
         # Claims for items someone else will be lent: never written.
@@ -272,13 +280,64 @@ def test_a_volunteer_that_cannot_load_the_module_is_reported(procs: Processes) -
     assert root.wait() == 0 and root.out == b"1\n4\n"
 
 
+def test_a_volunteer_holds_what_it_asks_for(procs: Processes) -> None:
+    """Under --batch-size auto a session starts with START_PER_WORKER items per worker, then holds
+    what its result frames ask for (``want``), at most MAX_PER_WORKER per worker."""
+    root = procs.pando(FAST, "--stdin", "--start-idle", stdin=lines(*range(20_000)))
+    with join(root.port) as ws:
+        module = frames_until(ws, "module")
+        assert module["adaptive"] is True and module["batch_size"] == START_PER_WORKER
+        first = frames_until(ws, "lend")["items"]
+        assert len(first) == START_PER_WORKER
+        ws.send(json.dumps({"type": "result", "results": first, "want": 40}))
+        second = frames_until(ws, "lend")["items"]
+        assert len(second) == 40
+        ws.send(json.dumps({"type": "result", "results": second[:1], "want": 10**6}))
+        assert len(frames_until(ws, "lend")["items"]) == MAX_PER_WORKER - 39
+
+
 def test_silent_volunteer_is_dropped_and_its_items_lent_again(procs: Processes) -> None:
     root = procs.pando(FAST, "--stdin", "--start-idle", "--heartbeat", "500", stdin=lines(*range(20)))
     with join(root.port, workers=4) as ws:
         lent = frames_until(ws, "lend")
-        assert len(lent["items"]) == 4
+        assert len(lent["items"]) == 4 * START_PER_WORKER  # what a session starts with, --batch-size auto
         procs.volunteer(root.port, "--workers", "1")
         # The fake keeps its socket open and answers pings, but sends no frame at all.
         root.wait_for_stderr(r"dropping volunteer \w+ \(fake\): nothing heard for", timeout=5)
         assert root.wait() == 0, root.err
         assert root.out == squares(range(20))
+
+
+def test_a_bug_in_a_direct_handler_is_raised_in_the_sessions_thread() -> None:
+    """Frames handled in the socket's reading thread (pando.link.DirectConnection): an exception there
+    ends the link, and iterating over it raises that exception where the session runs, for the
+    supervisor to see; frames the handler declines come out of iteration as usual."""
+    from websockets.sync.server import serve
+
+    from pando.link import DirectConnection, WebSocketLink
+
+    seen: list[object] = []
+
+    def handler(connection: Any) -> None:
+        link = WebSocketLink(connection)
+        link.direct(lambda text: text == "hot" or (text == "bug" and 1 / 0 > 0))
+        link.send("ready")
+        try:
+            for message in link:
+                seen.append(message)
+        except ZeroDivisionError as exc:
+            seen.append(exc)
+
+    with serve(handler, "127.0.0.1", 0, create_connection=DirectConnection) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        with connect(f"ws://127.0.0.1:{server.socket.getsockname()[1]}", proxy=None) as ws:
+            assert ws.recv(timeout=10) == "ready"
+            with pytest.raises(ConnectionClosed):  # the server may close before the last frame goes
+                for text in ("cold", "hot", "bug", "after"):
+                    ws.send(text)
+                ws.recv(timeout=10)
+        deadline = time.monotonic() + 10
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server.shutdown()
+    assert seen[0] == "cold" and isinstance(seen[1], ZeroDivisionError) and len(seen) == 2, seen

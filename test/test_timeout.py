@@ -224,7 +224,7 @@ def test_workers_kill_a_worker_that_overruns_and_report_its_item_lost(
     got: list[Any] = []
     done = threading.Event()
 
-    def on_answers(answers: list[Any]) -> None:
+    def on_answers(answers: list[Any], busy: float) -> None:
         got.extend(answers)
         if len(got) == 6:
             done.set()

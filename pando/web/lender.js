@@ -13,12 +13,15 @@
 // The rules kept:
 // - a holder holds at most its capacity (at least 1); resizing below what it
 //   holds takes nothing back, it just gets nothing more for a while;
+// - with fewer items than room, every holder first gets one item per idle
+//   worker, and only then items to queue;
 // - items lent again go before new ones, the oldest (smallest id) first; new
 //   ones go in the order they came;
 // - holders are served in the order they got room;
 // - a result counts only from a holder with a live copy of the item;
 // - an item whose holders were lost maxLosses times fails instead of going out
-//   again;
+//   again; a holder that leaves costs a loss only to the items it could have
+//   been computing (its first items, one per worker, in the order it got them);
 // - a copy whose item was done elsewhere stays counted against its holder until
 //   that holder answers for it (at a relay this happens only when the parent
 //   lends an id it still holds again).
@@ -56,18 +59,20 @@ export class Lender {
     }
   }
 
-  /** A holder starts holding items, at most `capacity` at a time. */
-  join(holder, capacity, { name = '' } = {}) {
+  /** A holder starts holding items, at most `capacity` at a time, computed by `workers` (default: capacity). */
+  join(holder, capacity, { name = '', workers = null } = {}) {
     if (this._holders.has(holder)) {
       throw new Error(`${String(holder)} has already joined`); // would silently drop what it holds
     }
-    this._holders.set(holder, { name: name || String(holder), capacity: Math.max(1, capacity), held: new Set() });
+    const room = Math.max(1, capacity);
+    this._holders.set(holder, { name: name || String(holder), capacity: room, workers: Math.max(1, workers || room), held: new Set() });
     this._recheck(holder);
   }
 
   /**
    * A holder is gone: lend its items again; return those that ran out of
-   * holders. blameItems false (it broke the protocol, say) lends them again
+   * holders. The loss counts against the items it could have been computing;
+   * blameItems false (it broke the protocol, say) lends them all again
    * without counting a loss.
    */
   leave(holder, { blameItems = true } = {}) {
@@ -76,11 +81,13 @@ export class Lender {
     this._holders.delete(holder);
     this._hungry.delete(holder);
     const failures = [];
+    // Items computed in the order they came: only the first, one per worker, can have been running.
+    const running = new Set(blameItems ? [...holding.held].slice(0, holding.workers) : []);
     for (const id of [...holding.held].sort((a, b) => a - b)) {
       const item = this._items.get(id);
       if (item === undefined || !item.copies.has(holder)) continue; // a stale copy: nothing to give back
       item.copies.delete(holder);
-      if (!blameItems) {
+      if (!running.has(id)) {
         this._wantAgain(id, item);
       } else {
         const failure = this._lose(id, item, holding.name, 'its volunteer disconnected');
@@ -90,11 +97,12 @@ export class Lender {
     return failures;
   }
 
-  /** A holder may now hold `capacity` items (its subtree changed); nothing is taken back. */
-  resize(holder, capacity) {
+  /** A holder may now hold `capacity` items (its subtree changed, it asked), with `workers` if given; nothing is taken back. */
+  resize(holder, capacity, workers = null) {
     const holding = this._holders.get(holder);
     if (holding === undefined) return;
     holding.capacity = Math.max(1, capacity);
+    if (workers !== null) holding.workers = Math.max(1, workers);
     this._recheck(holder);
   }
 
@@ -111,36 +119,67 @@ export class Lender {
     }
   }
 
-  /** Fill every holder's free room: [[holder, [[id, text], ...]], ...], holders that got nothing left out. */
+  /**
+   * Fill every holder's free room: [[holder, [[id, text], ...]], ...], holders that got nothing left out.
+   * With fewer items than room, every holder first gets one per idle worker, then items to queue.
+   */
   assign() {
-    const out = [];
-    for (const holder of [...this._hungry.keys()]) {
-      if (this._again.length === 0 && this._freshStart === this._fresh.length) break;
-      const holding = this._holders.get(holder);
-      // Counted down per item lent, not recomputed: an id the parent lent twice
-      // may go to a holder that already has it, and Python counts it all the same.
-      let free = holding.capacity - holding.held.size;
-      const items = [];
-      while (free > 0) {
-        const id = this._next();
-        if (id === undefined) break;
-        let item = this._items.get(id);
-        if (item === undefined) {
-          item = { copies: new Set(), losses: 0, queued: false };
-          this._items.set(id, item);
+    const out = new Map();
+    if (this._nothingLeft()) return [];
+    const hungry = [...this._hungry.keys()];
+    const supply = this._again.length + this._fresh.length - this._freshStart;
+    let room = 0;
+    for (const holder of hungry) room += this._free(this._holders.get(holder));
+    if (supply < room) {
+      for (const holder of hungry) {
+        const holding = this._holders.get(holder);
+        const idle = Math.min(this._free(holding), holding.workers - holding.held.size);
+        if (idle > 0) {
+          this._fill(holder, holding, idle, out);
+          if (this._nothingLeft()) break;
         }
-        item.copies.add(holder);
-        holding.held.add(id);
-        items.push([id, this._values.get(id)]);
-        free -= 1;
       }
-      if (items.length > 0) {
-        out.push([holder, items]);
-        this._counts.lent += items.length;
-      }
-      if (free === 0) this._hungry.delete(holder);
     }
-    return out;
+    for (const holder of hungry) {
+      if (this._nothingLeft()) break;
+      const holding = this._holders.get(holder);
+      if (this._fill(holder, holding, this._free(holding), out) === 0) this._hungry.delete(holder);
+    }
+    return [...out];
+  }
+
+  _nothingLeft() {
+    return this._again.length === 0 && this._freshStart === this._fresh.length;
+  }
+
+  /**
+   * Lend `holder` up to `free` items into `out`; the room left. Counted down per item lent, not
+   * recomputed: an id the parent lent twice may go to a holder that already has it, and counts all the same.
+   */
+  _fill(holder, holding, free, out) {
+    let items = out.get(holder);
+    if (items === undefined) {
+      items = [];
+      out.set(holder, items);
+    }
+    const before = items.length;
+    let left = free;
+    while (left > 0) {
+      const id = this._next();
+      if (id === undefined) break;
+      let item = this._items.get(id);
+      if (item === undefined) {
+        item = { copies: new Set(), losses: 0, queued: false };
+        this._items.set(id, item);
+      }
+      item.copies.add(holder);
+      holding.held.add(id);
+      items.push([id, this._values.get(id)]);
+      left -= 1;
+    }
+    this._counts.lent += items.length - before;
+    if (items.length === 0) out.delete(holder);
+    return left;
   }
 
   /** Results from a holder: the [[id, line], ...] accepted (held live by it, not done before). */
@@ -196,10 +235,14 @@ export class Lender {
 
   // -- the rules --------------------------------------------------------
 
+  _free(holding) {
+    return holding.capacity - holding.held.size;
+  }
+
   /** Keep _hungry true to a holder's room after its load or capacity changed. */
   _recheck(holder) {
     const holding = this._holders.get(holder);
-    if (holding.capacity - holding.held.size > 0) {
+    if (this._free(holding) > 0) {
       if (!this._hungry.has(holder)) this._hungry.set(holder, true);
     } else {
       this._hungry.delete(holder);

@@ -1,8 +1,8 @@
 // The page's Python workers: a pool of Web Workers (worker.mjs), each a
 // Pyodide interpreter running the user's module, fed from a queue of items the
 // root lent. The volunteer (volunteer.js) hears of everything through the
-// `events` it gives the pool: onReady, onAnswer, onAnswered, onReport, onLost,
-// onWorkerDied, onBroken, onFailed, onUnserved.
+// `events` it gives the pool: onReady, onAnswer, onAnswered (with how many and
+// how long they took), onReport, onLost, onWorkerDied, onBroken, onFailed, onUnserved.
 
 import * as protocol from './protocol.js';
 
@@ -98,7 +98,7 @@ export class Pool {
     this.interval = interval; // seconds between the workers' reports
     this.timeout = timeout; // seconds an item may run on a worker (the run's --timeout), or null
     this.queue = []; // entries not yet given to a worker
-    this.perWorker = 1;
+    this.perWorker = 1; // items a worker holds at most; null: an even share of what the page holds
     this.slots = [];
     this.closed = false;
     this.staggerOver = false;
@@ -221,13 +221,19 @@ export class Pool {
   dispatch() {
     if (this.closed) return;
     const ready = this.slots.filter((slot) => slot.state === 'ready');
+    if (!ready.length) return;
+    let limit = this.perWorker;
+    if (limit === null) {
+      const held = ready.reduce((sum, slot) => sum + slot.held.length, 0);
+      limit = Math.max(1, Math.ceil((this.queue.length + held) / ready.length));
+    }
     while (this.queue.length) {
       let best = null;
       for (const slot of ready) {
-        if (slot.held.length < this.perWorker && (!best || slot.held.length < best.held.length)) best = slot;
+        if (slot.held.length < limit && (!best || slot.held.length < best.held.length)) best = slot;
       }
       if (!best) return;
-      best.give(this.queue.splice(0, this.perWorker - best.held.length));
+      best.give(this.queue.splice(0, limit - best.held.length));
     }
   }
 
@@ -246,9 +252,11 @@ export class Pool {
       }
       this.events.onAnswer(entry, answer);
     }
-    if (answers.length) slot.since = performance.now(); // the next item began at the latest now
+    const now = performance.now();
+    const seconds = (now - slot.since) / 1000; // the answered items' time, as far as the page can tell
+    if (answers.length) slot.since = now; // the next item began at the latest now
     this.dispatch();
-    this.events.onAnswered();
+    this.events.onAnswered(answers.length, seconds);
   }
 
   broken(slot, message) {

@@ -125,8 +125,9 @@ export function hello(name, workers, key, { role = 'volunteer', node = '', relay
   return frame('hello', body);
 }
 
-export function result(results) {
-  return frame('result', { results });
+/** Finished items; `want`: under an adaptive module, how many items to hold at once from now on. */
+export function result(results, want = null) {
+  return frame('result', want === null ? { results } : { results, want });
 }
 
 /** An item failed (id given), was lost (lost: true), or the volunteer cannot work (no id). */
@@ -180,10 +181,11 @@ export function answer(to, sdp, message = '') {
  * bootstrapTimeout, monitoring). */
 export function module({
   id, filename, source, heartbeat: beat, batchSize, reportingInterval, timeout = null, tree = null, raw = false,
-  bundle = '', nativeOnly = [], run = '',
+  bundle = '', nativeOnly = [], run = '', adaptive = false,
 }) {
   const body = { id, filename, source, heartbeat: beat, batch_size: batchSize, reporting_interval: reportingInterval };
   if (timeout !== null) body.timeout = timeout;
+  if (adaptive) body.adaptive = true;
   if (raw) body.raw = true;
   if (bundle) body.bundle = bundle;
   if (nativeOnly.length) body.native_only = nativeOnly;
@@ -451,6 +453,7 @@ const PARSERS = {
     bundle: str(body, 'bundle', ''), // the module's files (base64 zip, pando/bundle.py); '' for none
     nativeOnly: nativeOnly(body), // packages a browser cannot have, each with why: browsers refuse the module
     run: body.run === undefined || body.run === '' ? '' : matching(body, 'run', RUN_ID, 'a run id (16 hex digits)'),
+    adaptive: bool(body, 'adaptive'), // hold what we ask for (`want`), and lend children the same way
   }),
   lend: (body) => ({ type: 'lend', items: pairs(body, 'items') }),
   heartbeat: () => ({ type: 'heartbeat' }),
@@ -466,7 +469,7 @@ const PARSERS = {
   reset: () => ({ type: 'reset' }),
   // From a child:
   hello: parseHello,
-  result: (body) => ({ type: 'result', results: pairs(body, 'results', true) }),
+  result: (body) => ({ type: 'result', results: pairs(body, 'results', true), want: 'want' in body ? int(body, 'want', 1) : null }),
   error: parseError,
   report: (body) => ({
     type: 'report',
@@ -531,4 +534,115 @@ export function runOutcome(status) {
   if (!outcome || typeof outcome !== 'object' || !Number.isInteger(outcome.status) || outcome.status < 0) return null;
   const failure = typeof outcome.failure === 'string' ? outcome.failure.slice(0, MAX_FAILURE) : '';
   return { status: outcome.status, failure };
+}
+
+// -- adaptive batching: what a volunteer asks to hold (the rules of pando/pace.py) ------------------
+
+/** Longest an answer waits for others to share its message (a worker's) or its frame (the page's), in seconds. */
+export const FLUSH_SECONDS = 0.005;
+/** Items a session holds per worker before its volunteer has said what it wants. */
+export const START_PER_WORKER = 2;
+/** Most items per worker a volunteer may ask to hold. */
+export const MAX_PER_WORKER = 10_000;
+const GAIN = 2; // the wait to cover, as a multiple of the measured one
+const REFILLS = 16; // refill waits kept; their median is the estimate
+const SMOOTHING = 0.2; // how much of each new measure of an item's time goes into the estimate
+const RATE_WINDOW = 0.25; // shortest window (s) over which the children's rate is measured
+const CHANGE = 0.125; // a want is sent up again only once it changed by more than this fraction
+
+/** Items a worker should hold: the one it computes, and those it computes while a refill comes. */
+export function perWorker(refill, item) {
+  return Math.min(MAX_PER_WORKER, 1 + Math.ceil((GAIN * (refill + 2 * FLUSH_SECONDS)) / Math.max(item, 1e-9)));
+}
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+/**
+ * One volunteer's measures and what it asks its parent for: enough items to keep every worker busy
+ * while a refill comes (from a result frame sent to the lend frame that answers it); a relay adds what
+ * its children asked for, and what they use up while its own refill comes. Times in seconds.
+ */
+export class Pace {
+  constructor(workers, clock = () => performance.now() / 1000) {
+    this.workers = workers;
+    this.clock = clock;
+    this.refills = [];
+    this.sentAt = null; // a result frame whose refill has not come yet
+    this.item = null; // seconds an item takes on one of the page's workers
+    this.relayedCount = 0; // the children's results since the window began
+    this.window = clock();
+    this.rate = 0; // the children's results per second
+    this.told = null; // the last want sent up
+  }
+
+  /** A measure of the link: the hello → module round trip, before any refill was seen. */
+  roundTrip(seconds) {
+    this.addRefill(seconds);
+  }
+
+  addRefill(seconds) {
+    this.refills.push(seconds);
+    if (this.refills.length > REFILLS) this.refills.shift();
+  }
+
+  /** A result frame went up; the next lend frame is its refill. */
+  sent() {
+    if (this.sentAt === null) this.sentAt = this.clock();
+  }
+
+  /** A lend frame came. */
+  lent() {
+    if (this.sentAt === null) return;
+    this.addRefill(this.clock() - this.sentAt);
+    this.sentAt = null;
+  }
+
+  /** The page's workers computed `count` items in `seconds` of their time. */
+  computed(count, seconds) {
+    if (count <= 0) return;
+    const sample = seconds / count;
+    this.item = this.item === null ? sample : this.item + SMOOTHING * (sample - this.item);
+  }
+
+  /** Children answered `count` items. */
+  relayed(count) {
+    this.relayedCount += count;
+  }
+
+  /** What the page's own workers should hold; null before any of their items was timed. */
+  own() {
+    if (this.item === null || !this.refills.length) return null;
+    return this.workers * perWorker(median(this.refills), this.item);
+  }
+
+  /**
+   * What to ask the parent for, `children` items being asked for by the children; null while there is
+   * nothing to say (no item timed, or no change worth a word since the last time).
+   */
+  want(children) {
+    const now = this.clock();
+    if (now - this.window >= RATE_WINDOW) {
+      this.rate = (this.rate + this.relayedCount / (now - this.window)) / 2;
+      this.relayedCount = 0;
+      this.window = now;
+    }
+    const own = this.own();
+    if (own === null && !children) return null;
+    const refill = this.refills.length ? median(this.refills) : 0;
+    const buffer = Math.ceil(GAIN * this.rate * (refill + 2 * FLUSH_SECONDS));
+    const want = (own === null ? this.workers * START_PER_WORKER : own) + children + buffer;
+    if (this.told !== null && Math.abs(want - this.told) <= CHANGE * this.told) return null;
+    this.told = want;
+    return want;
+  }
+
+  /** A new parent: what it was told, and a refill under way, no longer count. */
+  reset() {
+    this.told = null;
+    this.sentAt = null;
+  }
 }

@@ -62,6 +62,11 @@ function sameKey(given, key) {
 }
 
 /** The largest frame a child holding `capacity` items can need: its results, escaped (pando/protocol.py's frame_limit). */
+/** Items per worker a holder starts with: the batch size, or under an adaptive module what a session starts with. */
+function startPerWorker(module) {
+  return module.adaptive ? protocol.START_PER_WORKER : module.batchSize;
+}
+
 function frameLimit(capacity) {
   return Math.min(protocol.MAX_FRAME_BYTES, protocol.MAX_GREETING_BYTES + capacity * (6 * protocol.MAX_ITEM_BYTES + 64));
 }
@@ -173,6 +178,8 @@ class Child {
     this.label = 'a child';
     this.name = '';
     this.workers = 1;
+    this.subtreeWorkers = 1; // what it is lent for
+    this.capacity = 1; // items it may hold at once
     this.joined = false; // its hello was accepted
     this.subtree = false; // it has children: its end says nothing about any one item
     this.items = 0; // results of it accepted here
@@ -230,7 +237,7 @@ class Child {
     this.workers = frame.workers;
     this.label = `child ${this.id}${frame.name ? ` (${frame.name})` : ''}`;
     this.joined = true;
-    this.link.maxBytes = frameLimit(frame.workers * module.batchSize);
+    this.link.maxBytes = frameLimit(frame.workers * (module.adaptive ? protocol.MAX_PER_WORKER : module.batchSize));
     this.send(protocol.module({ ...module, id: this.id, tree: node.childTree() }));
     this.link.watch(1.5 * module.heartbeat); // a child silent this long is dropped
     node.childJoined(this, frame);
@@ -289,11 +296,14 @@ const OWN = Object.freeze({ label: "this page's workers" });
  *   host.deliver(results)  accepted [id, line] pairs to send up (grouped)
  *   host.fail(text)        an error frame to send up
  *   host.log(text, bad)    a line in the page's log
- * `module` is the parsed module frame (with its `tree`), `workers` the page's own.
+ * `module` is the parsed module frame (with its `tree`), `workers` the page's own, `pace` the page's
+ * measures (protocol.Pace): under an adaptive module, children hold what they ask for, and so do
+ * the page's own workers.
  */
 export class TreeNode {
-  constructor(host, { id, key, workers, relay, module, clock }) {
+  constructor(host, { id, key, workers, relay, module, clock, pace }) {
     this.host = host;
+    this.pace = pace;
     this.id = id;
     this.key = key;
     this.workers = workers;
@@ -303,7 +313,8 @@ export class TreeNode {
     this.parent = module.tree.node; // the parent's node id: avoided when joining again
     this.relay = relay && typeof RTCPeerConnection !== 'undefined';
     this.lender = new Lender({ maxLosses: MAX_LOSSES });
-    this.lender.join(OWN, module.batchSize * workers, { name: OWN.label });
+    this.ownCapacity = startPerWorker(module) * workers;
+    this.lender.join(OWN, this.ownCapacity, { name: OWN.label, workers });
     this.overlay = new Overlay(module.tree.degree, this.relay);
     this.children = new Set(); // every open child session, joined or not yet
     this.answering = new Set(); // peer connections of joins taken here, not yet open
@@ -332,7 +343,8 @@ export class TreeNode {
     this.workers = workers;
     this.depth = module.tree.depth;
     this.parent = module.tree.node;
-    this.lender.resize(OWN, module.batchSize * this.workers);
+    if (!module.adaptive) this.ownCapacity = module.batchSize * this.workers;
+    this.lender.resize(OWN, this.ownCapacity, this.workers);
     this.every(module.reportingInterval);
     this.changed();
     this.dispatch();
@@ -520,8 +532,26 @@ export class TreeNode {
     }
   }
 
+  /** The page's workers were timed again: under an adaptive module, they hold what covers a refill. */
+  ownPaced() {
+    const own = this.module.adaptive ? this.pace.own() : null;
+    if (own === null || own === this.ownCapacity) return;
+    this.ownCapacity = own;
+    this.lender.resize(OWN, own, this.workers);
+    this.dispatch();
+  }
+
+  /** What to ask the parent for (protocol.Pace.want): the own workers' share, and the children's. */
+  want() {
+    let children = 0;
+    for (const child of this.children) if (child.joined) children += child.capacity;
+    return this.pace.want(children);
+  }
+
   childJoined(child, hello) {
-    this.lender.join(child, hello.workers * this.module.batchSize, { name: child.label });
+    child.subtreeWorkers = hello.workers; // its subtree's, from its next status on
+    child.capacity = hello.workers * startPerWorker(this.module);
+    this.lender.join(child, child.capacity, { name: child.label, workers: hello.workers });
     this.overlay.add(child, { node: child.id, relay: hello.relay, workers: hello.workers }, true);
     this.log(`${child.label} joined with ${hello.workers} worker(s)`);
     this.changed();
@@ -530,12 +560,17 @@ export class TreeNode {
 
   /** A frame from a child that said hello. */
   fromChild(child, frame) {
-    const { batchSize } = this.module;
+    const { batchSize, adaptive } = this.module;
     switch (frame.type) {
       case 'result': {
+        if (adaptive && frame.want !== null) {
+          child.capacity = Math.min(frame.want, child.subtreeWorkers * protocol.MAX_PER_WORKER);
+          this.lender.resize(child, child.capacity, child.subtreeWorkers);
+        }
         const accepted = this.lender.complete(child, frame.results);
         if (accepted.length) {
           child.items += accepted.length;
+          this.pace.relayed(accepted.length);
           this.host.deliver(accepted);
         }
         this.dispatch();
@@ -564,7 +599,9 @@ export class TreeNode {
         child.subtree = frame.nodes > 1;
         child.rows = frame.devices || [];
         child.more = frame.more;
-        this.lender.resize(child, Math.max(1, frame.workers) * batchSize);
+        child.subtreeWorkers = Math.max(1, frame.workers);
+        if (!adaptive) child.capacity = child.subtreeWorkers * batchSize;
+        this.lender.resize(child, child.capacity, child.subtreeWorkers);
         this.overlay.update(child, frame);
         this.changed();
         this.dispatch();

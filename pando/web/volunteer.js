@@ -20,7 +20,7 @@ const MAX_WORKERS = 64;
 const FIRST_BACKOFF_MS = 500;
 const MAX_BACKOFF_MS = 10_000;
 const NEXT_JOB_BACKOFF_MS = 5_000; // longest pause between two looks for the next run
-const FLUSH_MS = 5; // gather answers this long before sending one frame
+const FLUSH_MS = protocol.FLUSH_SECONDS * 1000; // gather answers this long before sending one frame
 const RATE_WINDOW_MS = 5_000;
 const REPORT_GRACE_MS = 250; // after a report boundary, wait this long for the workers' reports
 const OVERRUN_CHECK_MS = 1000; // with a timeout, workers are checked at least this often, and 4 times per timeout
@@ -94,8 +94,10 @@ class Volunteer {
     this.waiting = UNREACHABLE; // what the page says while it waits to retry
     this.looking = false; // after a job: looking for the next run at this address
     this.nextBackoff = FIRST_BACKOFF_MS;
-    this.session = null; // {id, heartbeat, batchSize} of the current connection
+    this.session = null; // {id, heartbeat, batchSize, adaptive} of the current connection
     this.run = ''; // the run of the module the pool was started for
+    this.pace = new protocol.Pace(this.workers); // what to ask the root for, when batching adapts
+    this.helloAt = 0; // performance.now() when the hello went, for the first measure of the link
     this.pool = null;
     this.outResults = [];
     this.outErrors = [];
@@ -185,6 +187,7 @@ class Volunteer {
     if (!this.looking) this.log(`connected over ${link.transport}`); // else its module says a run was found
     // Over a data channel the page can take children of its own (a relay of the tree).
     const relay = link.transport === 'WebRTC';
+    this.helloAt = performance.now();
     this.send(protocol.hello(this.name, this.workers, this.key, { node: this.node, relay }));
   }
 
@@ -403,6 +406,7 @@ class Volunteer {
         this.joined(frame);
         break;
       case 'lend':
+        this.pace.lent();
         if (!this.session) {
           this.log('the root lent items before sending the module; reconnecting', true);
           this.drop(1008, 'lend before module');
@@ -456,8 +460,11 @@ class Volunteer {
       id: frame.id,
       heartbeat: frame.heartbeat,
       batchSize: frame.batchSize,
+      adaptive: frame.adaptive,
       reportingInterval: frame.reportingInterval,
     };
+    this.pace.reset();
+    this.pace.roundTrip((performance.now() - this.helloAt) / 1000);
     this.startBeating(frame.heartbeat);
     this.link.watch(2 * frame.heartbeat); // a silent root is gone (a data channel may not notice)
     this.ui.module(frame.filename);
@@ -479,7 +486,7 @@ class Volunteer {
       this.log(`starting ${this.workers} Python worker(s)…`);
     }
     this.watchOverruns(frame.timeout);
-    this.pool.perWorker = frame.batchSize;
+    this.pool.perWorker = frame.adaptive ? null : frame.batchSize; // adaptive: an even share of what the page holds
     // Reports start afresh on a new session; the first covers the time since the module was ready.
     this.sums = emptyReport();
     this.reportSince = this.pool.readyCount ? performance.now() : null;
@@ -504,7 +511,7 @@ class Volunteer {
     }
     this.tree = new TreeNode(this.treeHost(), {
       id: this.node, key: this.key, workers: this.workers, relay: this.link && this.link.transport === 'WebRTC',
-      module: frame, clock: this.clock,
+      module: frame, clock: this.clock, pace: this.pace,
     });
     this.log(`a node of the tree at depth ${frame.tree.depth}${this.tree.relay ? `, taking up to ${frame.tree.degree} child(ren)` : ''}`);
   }
@@ -581,7 +588,11 @@ class Volunteer {
       },
       onAnswer: (entry, answer) => this.answer(entry, answer),
       onReport: (report) => this.addReport(report),
-      onAnswered: () => this.afterWork(),
+      onAnswered: (count, seconds) => {
+        this.pace.computed(count, seconds);
+        if (this.tree) this.tree.ownPaced();
+        this.afterWork();
+      },
       onLost: (entry, message) => {
         if (entry.gen !== this.gen || !this.session) return;
         this.errors++;
@@ -674,7 +685,15 @@ class Volunteer {
     const errors = this.outErrors;
     this.outResults = [];
     this.outErrors = [];
-    if (results.length) for (const group of protocol.pack(results)) this.send(protocol.result(group));
+    if (results.length) {
+      let want = null;
+      if (this.session && this.session.adaptive) want = this.tree ? this.tree.want() : this.pace.want(0);
+      for (const group of protocol.pack(results)) {
+        this.send(protocol.result(group, want));
+        want = null;
+      }
+      this.pace.sent();
+    }
     for (const text of errors) this.send(text);
   }
 

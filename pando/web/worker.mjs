@@ -33,7 +33,7 @@
 const HELPERS = ['__init__.py', 'module.py', 'items.py', 'reporting.py', 'bundle.py'];
 const PYODIDE = './node_modules/pyodide/pyodide.mjs';
 const LIB = '/home/pyodide/.pando-lib';
-const FLUSH_SECONDS = 0.05; // answers are gathered this long before they are posted (without a timeout)
+const FLUSH_SECONDS = 0.005; // answers are gathered this long before they are posted (without a timeout): pace.py's
 
 // Runs once in the interpreter after the helpers are in place. Items go in and
 // answers come out as JSON text: cheaper than proxying many small objects.

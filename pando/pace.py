@@ -1,0 +1,128 @@
+"""How many items a volunteer asks to hold at once when batching adapts (``--batch-size auto``).
+
+A volunteer knows what its parent cannot: how long its items take on its
+workers, and how long a refill takes to come back (from a result frame it
+sends to the lend frame that answers it). It asks for enough items to keep
+every worker busy across that wait with room to spare, and says so in its
+result frames (``want``); the parent lends it that many at most. Cheap items
+then travel by the hundred per frame, slow ones one or two per worker, and
+a volunteer whose items slow down soon asks for fewer.
+
+A relay asks for its own workers' share, what its children asked for, and
+what its children use up while its own refill comes.
+
+Results wait at most :data:`FLUSH_SECONDS` at a worker and as long again at the
+volunteer to share a frame: the grouping that makes cheap items cheap.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+#: Longest an answer waits for others to share its message (a worker's) or its frame (a volunteer's).
+FLUSH_SECONDS = 0.005
+#: Items a session holds per worker before its volunteer has said what it wants.
+START_PER_WORKER = 2
+#: Most items per worker a volunteer may ask to hold.
+MAX_PER_WORKER = 10_000
+#: The wait to cover, as a multiple of the measured one: jitter, and frames that come late.
+GAIN = 2.0
+#: Refill waits kept; their median is the estimate.
+_REFILLS = 16
+#: How much of each new measure of an item's time goes into the estimate.
+_SMOOTHING = 0.2
+#: Shortest window over which the children's rate is measured.
+_RATE_WINDOW = 0.25
+#: A want sent up again only once it changed by more than this fraction.
+_CHANGE = 0.125
+
+
+def per_worker(refill: float, item: float) -> int:
+    """Items a worker should hold: the one it computes, and those it computes while a refill comes."""
+    return min(MAX_PER_WORKER, 1 + math.ceil(GAIN * (refill + 2 * FLUSH_SECONDS) / max(item, 1e-9)))
+
+
+class Pace:
+    """One volunteer's measures and what it asks for; thread-safe."""
+
+    def __init__(self, workers: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._workers = workers
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._refills: deque[float] = deque(maxlen=_REFILLS)
+        self._sent_at: float | None = None  # a result frame whose refill has not come yet
+        self._item: float | None = None  # seconds an item takes on one of its workers
+        self._relayed = 0  # the children's results since the window began
+        self._window = clock()
+        self._rate = 0.0  # the children's results per second
+        self._told: int | None = None  # the last want sent up
+
+    def round_trip(self, seconds: float) -> None:
+        """A measure of the link: the hello → module round trip, before any refill was seen."""
+        with self._lock:
+            self._refills.append(seconds)
+
+    def sent(self) -> None:
+        """A result frame went up; the next lend frame is its refill."""
+        with self._lock:
+            if self._sent_at is None:
+                self._sent_at = self._clock()
+
+    def lent(self) -> None:
+        """A lend frame came."""
+        with self._lock:
+            if self._sent_at is not None:
+                self._refills.append(self._clock() - self._sent_at)
+                self._sent_at = None
+
+    def computed(self, count: int, seconds: float) -> None:
+        """The own workers computed ``count`` items in ``seconds`` of their time."""
+        if count <= 0:
+            return
+        with self._lock:
+            sample = seconds / count
+            self._item = sample if self._item is None else self._item + _SMOOTHING * (sample - self._item)
+
+    def relayed(self, count: int) -> None:
+        """Children answered ``count`` items."""
+        with self._lock:
+            self._relayed += count
+
+    def own(self) -> int | None:
+        """What the own workers should hold; None before any of their items was timed."""
+        with self._lock:
+            return self._own()
+
+    def _own(self) -> int | None:
+        if self._item is None or not self._refills:
+            return None
+        return self._workers * per_worker(statistics.median(self._refills), self._item)
+
+    def want(self, children: int) -> int | None:
+        """What to ask the parent for, with ``children`` items asked for by the children; None while
+        there is nothing to say (no item timed, or no change worth a word since the last time)."""
+        with self._lock:
+            now = self._clock()
+            if now - self._window >= _RATE_WINDOW:
+                self._rate = (self._rate + self._relayed / (now - self._window)) / 2
+                self._relayed, self._window = 0, now
+            own = self._own()
+            if own is None and not children:
+                return None
+            refill = statistics.median(self._refills) if self._refills else 0.0
+            buffer = math.ceil(GAIN * self._rate * (refill + 2 * FLUSH_SECONDS))
+            want = (own or self._workers * START_PER_WORKER) + children + buffer
+            if self._told is not None and abs(want - self._told) <= _CHANGE * self._told:
+                return None
+            self._told = want
+            return want
+
+    def reset(self) -> None:
+        """A new parent: what it was told, and a refill under way, no longer count."""
+        with self._lock:
+            self._told = None
+            self._sent_at = None
