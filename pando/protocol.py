@@ -526,14 +526,6 @@ def _node(body: dict[str, Any], key: str, optional: bool = False) -> str:
     return value
 
 
-def _bool(body: dict[str, Any], key: str) -> bool:
-    """An optional boolean, false when absent."""
-    value = body.get(key, False)
-    if not isinstance(value, bool):
-        raise ValueError(f"{key!r} must be a boolean")
-    return value
-
-
 def _parse_error(body: dict[str, Any]) -> Error:
     item = body.get("id")
     if item is not None and (type(item) is not int or item < 0):
