@@ -63,7 +63,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "tree": {"real": {"runs": [[60, 1.0, 4], [60, 0.1, 4]], "reps": 1, "heartbeat_ms": 2000, "batch": 1,
                           "steady_s": 8, "join_timeout_s": 60, "heal_limit_hb": 8, "nodes_per_process": 150,
                           "head_start_s": 0.1, "calibration_rounds": 5, "timeout_s": 600},
-                 "sim": {"sizes": [1000, 10000], "tasks": [1.0, 0.1], "batches": [1], "degree": 10,
+                 "sim": {"sizes": [1000, 10000], "tasks": [1.0, 0.1], "batches": [1, 2], "degree": 10,
                          "heartbeat_ms": 2000, "nets": {"LAN": 0.0005, "Internet": 0.02},
                          "flow_seconds": {"1.0": 10.0, "0.1": 2.0}, "flow_skip": [["Internet", 10000]],
                          "balanced_sizes": [1000], "defaults": TREE_SIM_DEFAULTS}},

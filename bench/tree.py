@@ -71,6 +71,7 @@ from common import (BENCH, KEY, PANDO, PYTHON, LineClock, Procs, cpu_seconds, fm
                     stderr_collector, summary, table, wait_rusage)
 import scaling
 import tree_sim
+from pando.pace import FLUSH_SECONDS
 import webrtc
 
 ADDR = webrtc.ADDR
@@ -655,13 +656,14 @@ def simulate(p: dict[str, Any], real: dict[str, Any] | None) -> dict[str, Any]:
                     seconds = p["flow_seconds"][str(task)]
                     run["flows"].append(tree_sim.flow(crowd.parents(), task, batch, c, seconds,
                                                       warmup=3 * task + 1.0,
-                                                      heartbeat=p["heartbeat_ms"] / 1000))
+                                                      heartbeat=p["heartbeat_ms"] / 1000, flush=FLUSH_SECONDS))
             if n in p.get("balanced_sizes", []):  # the same, on the tree a level-by-level fill would make
                 balanced = tree_sim.balanced(n, p["degree"])
                 for task in p["tasks"]:
                     seconds = p["flow_seconds"][str(task)]
                     run["flows"].append({**tree_sim.flow(balanced, task, 1, c, seconds, warmup=3 * task + 1.0,
-                                                         heartbeat=p["heartbeat_ms"] / 1000), "balanced": True})
+                                                         heartbeat=p["heartbeat_ms"] / 1000, flush=FLUSH_SECONDS),
+                                         "balanced": True})
             run["reattach"] = crowd.kill(min(p["tasks"]))
             run["wall_s"] = time.monotonic() - t
             out["runs"].append(run)
@@ -674,7 +676,7 @@ def simulate(p: dict[str, Any], real: dict[str, Any] | None) -> dict[str, Any]:
         crowd = tree_sim.Crowd(n, degree, c, seed=p.get("seed", 1), heartbeat=p["heartbeat_ms"] / 1000)
         join = crowd.run_join()
         flow = tree_sim.flow(crowd.parents(), task, 1, c, 10.0, warmup=3 * task + 1.0,
-                             heartbeat=p["heartbeat_ms"] / 1000)
+                             heartbeat=p["heartbeat_ms"] / 1000, flush=FLUSH_SECONDS)
         checks.append({"n": n, "task_s": task, "degree": degree, "join": join, "flow": flow,
                        "reattach": crowd.kill(task)})
     out["checks"] = checks

@@ -400,8 +400,11 @@ OWN = -1  # a node's own worker, as a holder of its lender
 
 
 def flow(parents: dict[int, int], task: float, batch: int, costs: Costs, seconds: float, warmup: float,
-         heartbeat: float = 30.0) -> dict[str, Any]:
+         heartbeat: float = 30.0, flush: float = 0.0) -> dict[str, Any]:
     """The tree ``parents`` (node → parent; 0 is the root) computing ``task``-second items with batch ``batch``.
+
+    ``flush``: a node sends results up at most one frame per ``flush`` seconds, those
+    that come meanwhile sharing it (pando/pace.py's FLUSH_SECONDS); 0: a frame per batch accepted.
 
     Steady efficiency = results accepted at the root between ``warmup`` and
     ``warmup + seconds`` ÷ (that time × N / task).
@@ -447,6 +450,8 @@ def flow(parents: dict[int, int], task: float, batch: int, costs: Costs, seconds
     out: list[float] = []
     frame = costs.frame_cpu
     hop = costs.hop
+    outbox: dict[int, list[tuple[int, str]]] = {i: [] for i in order if i}
+    last_sent = {i: -math.inf for i in order if i}
 
     def dispatch(i: int) -> None:
         for holder, items in lenders[i].assign():
@@ -484,9 +489,16 @@ def flow(parents: dict[int, int], task: float, batch: int, costs: Costs, seconds
             if i == 0:
                 out.extend([clock.now] * len(outcome.accepted))
             else:
-                leave = cpus[i].take(clock.now, frame)
-                clock.at(leave + hop, arrive_result, parents[i], i, outcome.accepted)
+                if not outbox[i]:
+                    clock.at(max(clock.now, last_sent[i] + flush), send_up, i)
+                outbox[i].extend(outcome.accepted)
         dispatch(i)
+
+    def send_up(i: int) -> None:
+        results, outbox[i] = outbox[i], []
+        last_sent[i] = clock.now
+        leave = cpus[i].take(clock.now, frame)
+        clock.at(leave + hop, arrive_result, parents[i], i, results)
 
     def arrive_result(i: int, child: int, results: list[tuple[int, str]]) -> None:
         done = cpus[i].take(clock.now, frame)
@@ -506,7 +518,7 @@ def flow(parents: dict[int, int], task: float, batch: int, costs: Costs, seconds
         """Share of the run the CPU was busy (work queued past the end not counted)."""
         return (cpu.used - max(0.0, cpu.busy_until - horizon)) / horizon
     return {
-        "n": n, "task_s": task, "batch": batch, "seconds": seconds, "warmup_s": warmup,
+        "n": n, "task_s": task, "batch": batch, "flush_s": flush, "seconds": seconds, "warmup_s": warmup,
         "items_per_s": len(window) / seconds, "ideal_items_per_s": ideal,
         "efficiency_steady": len(window) / seconds / ideal,
         "root_cpu_share": busy(cpus[0]),
