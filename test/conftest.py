@@ -24,6 +24,11 @@ VOLUNTEER = str(BIN / "pando-volunteer")
 EXAMPLES = REPO / "examples"
 _URL = re.compile(r"Serving volunteer code at http://localhost:(\d+)/#key=([\w-]+);")
 
+# A shell starting pytest in the background (`make test &`, some CI runners) hands it SIGINT
+# ignored, and every process it starts would inherit that: the Ctrl-C tests would test nothing.
+# A handler here becomes the default disposition in the children (exec resets handlers).
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 #: The join key of every test's user (saved in its HOME before pando runs).
 KEY = "test-key-0123456789abcdef"
 
