@@ -1,10 +1,13 @@
 // The page's Python workers: a pool of Web Workers (worker.mjs), each a
 // Pyodide interpreter running the user's module, fed from a queue of items the
-// root lent. The volunteer (volunteer.js) hears of everything through the
-// `events` it gives the pool: onReady, onAnswer, onAnswered, onReport, onLost,
-// onWorkerDied, onBroken, onFailed, onUnserved.
+// root lent. The pool starts its workers before it knows the module (Python
+// takes seconds to start, the module comes with the session), and gives it to
+// them once it comes. The volunteer (volunteer.js) hears of everything through
+// the `events` it gives the pool: onReady, onAnswer, onAnswered, onReport,
+// onLost, onWorkerDied, onBroken, onFailed, onUnserved.
 
 import * as protocol from './protocol.js';
+import { readSnapshot, saveSnapshot } from './snapshot.js';
 
 const WORKER_RESTARTS = 3; // replacements per worker slot before it is given up
 const RESTART_DELAY_MS = 500; // times the number of failed starts so far
@@ -18,16 +21,20 @@ class Slot {
   constructor(pool, restarts = 0) {
     this.pool = pool;
     this.restarts = restarts;
-    this.state = 'pending'; // pending → loading → ready → dead
+    this.state = 'pending'; // pending → booting → booted (Python is up) → ready (the module is loaded) → dead
     this.held = []; // entries given to the worker and not answered, in order
     this.since = 0; // performance.now() when held[0] began, as far as the page can tell (never earlier)
     this.worker = null;
     this.notBefore = 0; // performance.now() before which it must not start
+    this.bootSent = null; // the promise that the worker was told to boot
+    this.moduleSent = false;
+    this.restored = false; // whether its Python came from a snapshot
   }
 
-  start() {
+  /** Start the worker; the one asked to `makeSnapshot` makes one if it starts without. */
+  start(makeSnapshot) {
     if (this.state !== 'pending') return;
-    this.state = 'loading';
+    this.state = 'booting';
     this.worker = new Worker(new URL('./worker.mjs', import.meta.url), { type: 'module', name: 'pando-worker' });
     this.worker.onmessage = (event) => this.message(event.data);
     this.worker.onerror = (event) => {
@@ -36,18 +43,37 @@ class Slot {
       this.pool.died(this, `its Web Worker crashed: ${event.message || 'the worker script failed'}${where}`);
     };
     this.worker.onmessageerror = () => this.pool.died(this, 'its Web Worker sent a message that cannot be read');
-    this.worker.postMessage({
-      type: 'load',
-      filename: this.pool.filename,
-      source: this.pool.source,
-      interval: this.pool.interval,
-      timeout: this.pool.timeout,
+    // The worker downloads Pyodide meanwhile.
+    this.bootSent = this.pool.snapshotRead.then(() => {
+      if (this.state !== 'dead') this.worker.postMessage({ type: 'boot', snapshot: this.pool.snapshot, makeSnapshot });
+    });
+    this.sendModule();
+  }
+
+  /** Give the worker the pool's module, if there is one and it does not have it yet. */
+  sendModule() {
+    const pool = this.pool;
+    if (this.moduleSent || !this.bootSent || pool.filename === null) return;
+    this.moduleSent = true;
+    this.bootSent.then(() => {
+      if (this.state === 'dead') return;
+      this.worker.postMessage({
+        type: 'load', filename: pool.filename, source: pool.source, interval: pool.interval, timeout: pool.timeout,
+      });
     });
   }
 
   message(message) {
     if (this.state === 'dead') return;
     switch (message.type) {
+      case 'snapshot':
+        this.pool.snapshotMade(message.snapshot);
+        break;
+      case 'booted':
+        this.state = 'booted';
+        this.restored = message.restored;
+        this.pool.booted();
+        break;
       case 'ready':
         this.state = 'ready';
         this.steps = message.steps; // timings of the load, in ms
@@ -87,19 +113,24 @@ class Slot {
   }
 }
 
-/** N workers running one module, fed from a queue of lent items. */
+/** N workers running one module (given once known), fed from a queue of lent items. */
 export class Pool {
-  constructor(filename, source, size, events, interval = protocol.DEFAULT_REPORTING_INTERVAL, timeout = null) {
-    this.filename = filename;
-    this.source = source;
+  constructor(size, events) {
+    this.filename = null; // the module, once the root has sent it
+    this.source = null;
     this.events = events;
-    this.interval = interval; // seconds between the workers' reports
-    this.timeout = timeout; // seconds an item may run on a worker (the run's --timeout), or null
+    this.interval = protocol.DEFAULT_REPORTING_INTERVAL; // seconds between the workers' reports
+    this.timeout = null; // seconds an item may run on a worker (the run's --timeout), or null
     this.queue = []; // entries not yet given to a worker
     this.perWorker = 1;
     this.slots = [];
     this.closed = false;
     this.staggerOver = false;
+    this.snapshot = null; // {key, blob}: the one kept by an earlier tab, or the one a worker made
+    this.snapshotRead = readSnapshot().then((kept) => {
+      this.snapshot ??= kept;
+    });
+    this.snapshotAsked = false; // one worker, the first to start, makes a snapshot if it starts without
     this.resize(size);
     // Should the first worker take very long, the others do not wait for ever.
     setTimeout(() => {
@@ -108,8 +139,19 @@ export class Pool {
     }, STAGGER_LIMIT_MS);
   }
 
-  sameModule(filename, source) {
-    return !this.closed && this.filename === filename && this.source === source;
+  /** Whether the workers can run this module: they have none yet, or this one. */
+  accepts(filename, source) {
+    return !this.closed && (this.filename === null || (this.filename === filename && this.source === source));
+  }
+
+  /** The module to run (once accepted), and the session's reporting interval and item timeout. */
+  run(filename, source, interval, timeout) {
+    this.setInterval(interval);
+    this.setItemTimeout(timeout);
+    if (this.filename !== null) return;
+    this.filename = filename;
+    this.source = source;
+    for (const slot of this.slots) slot.sendModule();
   }
 
   resize(size) {
@@ -125,8 +167,8 @@ export class Pool {
   /**
    * Start workers that wait. With more workers than spare cores, starting them
    * all at once makes each take as long as all of them: the first result comes
-   * sooner if one starts alone and the others follow once it is ready (it also
-   * warms the browser's caches for them).
+   * sooner if one starts alone and the others follow once its Python is up (it
+   * also warms the browser's caches for them, and makes the snapshot they start from).
    */
   startSlots() {
     if (this.closed) return;
@@ -134,13 +176,29 @@ export class Pool {
     const pending = this.slots.filter((slot) => slot.state === 'pending' && !(slot.notBefore > now));
     if (!pending.length) return;
     const spareCores = (navigator.hardwareConcurrency || 1) - 1; // one for the page
-    const anyReady = this.slots.some((slot) => slot.state === 'ready');
-    const loading = this.slots.filter((slot) => slot.state === 'loading').length;
-    if (anyReady || this.staggerOver || this.slots.length <= spareCores) {
-      for (const slot of pending) slot.start();
-    } else if (!loading) {
-      pending[0].start();
+    const anyUp = this.slots.some((slot) => slot.state === 'booted' || slot.state === 'ready');
+    const booting = this.slots.some((slot) => slot.state === 'booting');
+    if (anyUp || this.staggerOver || this.slots.length <= spareCores) {
+      for (const slot of pending) this.startSlot(slot);
+    } else if (!booting) {
+      this.startSlot(pending[0]);
     }
+  }
+
+  startSlot(slot) {
+    slot.start(!this.snapshotAsked);
+    this.snapshotAsked = true;
+  }
+
+  /** A worker's snapshot: the workers started from now on restore it, and so will later tabs. */
+  snapshotMade(snapshot) {
+    this.snapshot = snapshot;
+    saveSnapshot(snapshot);
+  }
+
+  /** A worker's Python is up: the others may start. */
+  booted() {
+    this.startSlots();
   }
 
   /** Workers report every `seconds` from now on. */
@@ -196,7 +254,7 @@ export class Pool {
   }
 
   get loadingCount() {
-    return this.slots.filter((slot) => slot.state === 'loading' || slot.state === 'pending').length;
+    return this.slots.filter((slot) => ['pending', 'booting', 'booted'].includes(slot.state)).length;
   }
 
   get busy() {
@@ -227,7 +285,6 @@ export class Pool {
   }
 
   ready(slot, ms) {
-    this.startSlots();
     this.events.onReady(slot, ms);
     this.dispatch();
   }

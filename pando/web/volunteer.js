@@ -91,7 +91,8 @@ class Volunteer {
     this.joining = null; // an AbortController while a link is being opened
     this.waiting = UNREACHABLE; // what the page says while it waits to retry
     this.session = null; // {id, heartbeat, batchSize} of the current connection
-    this.pool = null;
+    this.pool = null; // the Python workers, started with the first attempt to join
+    this.failure = null; // [message, heading, summary]: Python cannot start here, to tell the root once it listens
     this.outResults = [];
     this.outErrors = [];
     this.flushTimer = null;
@@ -123,6 +124,12 @@ class Volunteer {
       this.ui.problem(protocol.NO_KEY);
       this.log('this address has no join key (#key=…); not connecting', true);
       return;
+    }
+    this.failure = null;
+    if (!this.pool) {
+      // Python starts while the page joins: the module it needs comes with the session.
+      this.pool = new Pool(this.workers, this.poolEvents());
+      this.log(`starting ${this.workers} Python worker(s)…`);
     }
     this.connect();
   }
@@ -416,19 +423,18 @@ class Volunteer {
     this.link.watch(2 * frame.heartbeat); // a silent root is gone (a data channel may not notice)
     this.ui.module(frame.filename);
     this.log(`joined as volunteer ${frame.id}; module ${frame.filename}`);
-    if (this.pool && this.pool.sameModule(frame.filename, frame.source)) {
-      this.pool.forget(this.gen);
-      this.pool.resize(this.workers);
-      this.pool.setInterval(frame.reportingInterval);
-      this.pool.setItemTimeout(frame.timeout);
-    } else {
-      if (this.pool) this.pool.close();
-      this.pool = new Pool(
-        frame.filename, frame.source, this.workers, this.poolEvents(), frame.reportingInterval, frame.timeout,
-      );
-      this.loadStarted = performance.now();
-      this.log(`starting ${this.workers} Python worker(s)…`);
+    if (this.failure) {
+      this.broken(...this.failure);
+      return;
     }
+    if (!this.pool || !this.pool.accepts(frame.filename, frame.source)) {
+      if (this.pool) this.pool.close(); // another job: fresh interpreters for its module
+      this.pool = new Pool(this.workers, this.poolEvents());
+      this.log(`starting ${this.workers} Python worker(s) for this module…`);
+    }
+    this.pool.forget(this.gen);
+    this.pool.resize(this.workers);
+    this.pool.run(frame.filename, frame.source, frame.reportingInterval, frame.timeout);
     this.watchOverruns(frame.timeout);
     this.pool.perWorker = frame.batchSize;
     // Reports start afresh on a new session; the first covers the time since the module was ready.
@@ -521,8 +527,8 @@ class Volunteer {
       onReady: (slot, ms) => {
         if (this.reportSince === null) this.reportSince = performance.now();
         this.ui.workersReady(this.pool ? this.pool.readyCount : 0);
-        const total = Math.round(performance.now() - (this.loadStarted || performance.now()));
-        this.log(`a Python worker is ready (${(ms / 1000).toFixed(1)} s in the worker, ${(total / 1000).toFixed(1)} s since the module arrived)`);
+        const how = slot.restored ? ', restored from a snapshot' : '';
+        this.log(`a Python worker is ready (${(ms / 1000).toFixed(1)} s since it started${how})`);
         this.afterWork();
       },
       onAnswer: (entry, answer) => this.answer(entry, answer),
@@ -590,6 +596,14 @@ class Volunteer {
 
   broken(message, heading = 'This device cannot run the module', summary = 'The module cannot run in this browser.') {
     if (ENDED.has(this.state)) return;
+    if (!this.session) {
+      // Python failed before the session began: the page says so now, and the root once it listens.
+      this.failure = [message, heading, summary];
+      if (this.pool) this.pool.close();
+      this.pool = null;
+      this.ui.problem(summary, message);
+      return;
+    }
     this.flush();
     this.send(protocol.error({ message }));
     this.end('broken', heading);
