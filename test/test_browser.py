@@ -210,7 +210,7 @@ def test_a_warm_tab_restores_its_workers_from_the_snapshot_and_computes(tmp_path
     wait_ready(first, 1)
     # The first worker of a browser without a snapshot starts afresh and makes one.
     assert first.evaluate("pando.pool.slots.map((slot) => slot.restored)") == [False]
-    wait_until(lambda: first.evaluate("pando.pool.snapshot !== null"), 30, "the snapshot")
+    wait_until(lambda: first.evaluate("pando.pool.snapshotKept"), 30, "the page to keep the snapshot")
     first.close()
 
     warm = tabs.open(root.page_url("warm", 2))  # the same browser profile: the snapshot is kept there

@@ -67,7 +67,7 @@ class Slot {
     if (this.state === 'dead') return;
     switch (message.type) {
       case 'snapshot':
-        this.pool.snapshotMade(message.snapshot);
+        this.pool.snapshotMade({ key: message.key, blob: new Blob([message.bytes]) });
         break;
       case 'booted':
         this.state = 'booted';
@@ -127,8 +127,11 @@ export class Pool {
     this.closed = false;
     this.staggerOver = false;
     this.snapshot = null; // {key, blob}: the one kept by an earlier tab, or the one a worker made
+    this.snapshotKept = false; // whether this.snapshot is in storage, for later tabs
     this.snapshotRead = readSnapshot().then((kept) => {
-      this.snapshot ??= kept;
+      if (this.snapshot || !kept) return;
+      this.snapshot = kept;
+      this.snapshotKept = true;
     });
     this.snapshotAsked = false; // one worker, the first to start, makes a snapshot if it starts without
     this.resize(size);
@@ -191,9 +194,11 @@ export class Pool {
   }
 
   /** A worker's snapshot: the workers started from now on restore it, and so will later tabs. */
-  snapshotMade(snapshot) {
+  async snapshotMade(snapshot) {
     this.snapshot = snapshot;
-    saveSnapshot(snapshot);
+    this.snapshotKept = false;
+    const kept = await saveSnapshot(snapshot);
+    if (this.snapshot === snapshot) this.snapshotKept = kept;
   }
 
   /** A worker's Python is up: the others may start. */

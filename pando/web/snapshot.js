@@ -37,11 +37,19 @@ export async function readSnapshot() {
   }
 }
 
-/** Keep a snapshot for later tabs (in place of any older one). */
+/**
+ * Keep a snapshot for later tabs, in place of any older one; whether it was
+ * kept. Closing the tab before then keeps nothing.
+ */
 export async function saveSnapshot(snapshot) {
   try {
-    await done((await objects('readwrite')).put(snapshot, KEY));
+    const { transaction } = (await objects('readwrite')).put(snapshot, KEY);
+    await new Promise((resolve, reject) => {
+      transaction.oncomplete = resolve;
+      transaction.onabort = () => reject(transaction.error);
+    });
+    return true;
   } catch {
-    // kept nothing: later tabs start without it
+    return false;
   }
 }

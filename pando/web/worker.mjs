@@ -13,7 +13,7 @@
 //   {type: 'interval', interval}               report every `interval` seconds from now on
 //   {type: 'timeout', timeout}                 the run's --timeout (seconds, or null) from now on
 // Messages to the page:
-//   {type: 'snapshot', snapshot}               {key, blob}: Python's memory just after its start
+//   {type: 'snapshot', key, bytes}             Python's memory just after its start, and what it fits
 //   {type: 'booted', restored}                 Python and the helpers are up (from a snapshot or not)
 //   {type: 'ready', ms, steps}                 the module is loaded (steps: timings in ms)
 //   {type: 'broken', message}                  the module cannot run here (its fault)
@@ -175,6 +175,8 @@ const steps = {}; // milliseconds since this worker started, for the page's log
 
 // Downloads start with the worker, while the page still looks for a snapshot.
 const pyodideModule = import(PYODIDE);
+// loadPyodide imports Pyodide's runtime only once pyodide.mjs has run: asked now, it comes meanwhile.
+import(new URL('pyodide.asm.mjs', INDEX_URL).href).catch(() => {}); // loadPyodide reports a failure
 const helperTexts = Promise.all(
   HELPERS.map(async (name) => {
     const url = new URL(`./py/pando/${name}`, import.meta.url);
@@ -288,7 +290,8 @@ async function boot(snapshot, makeSnapshot) {
     if (!restored) {
       await pyodide.runPythonAsync(BOOT);
       if (makeSnapshot) {
-        post({ type: 'snapshot', snapshot: { key, blob: new Blob([pyodide.makeMemorySnapshot()]) } });
+        const bytes = pyodide.makeMemorySnapshot();
+        self.postMessage({ type: 'snapshot', key, bytes }, [bytes.buffer]); // moved, not copied
         step('snapshot');
       }
     }
