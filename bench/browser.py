@@ -114,7 +114,7 @@ PAGE_STATUS = """() => {
     const ready = pando.pool ? pando.pool.slots.filter((s) => s.state === 'ready') : [];
     return {state: pando.state, computed: pando.computed, ready: ready.length,
             ready_ms: ready.map((s) => s.readyAt), steps: ready.map((s) => s.steps),
-            restored: ready.map((s) => s.restored)};
+            restored: ready.map((s) => Boolean(s.restored))};
 }"""
 
 
