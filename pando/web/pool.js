@@ -72,7 +72,7 @@ class Slot {
       case 'booted':
         this.state = 'booted';
         this.restored = message.restored;
-        this.pool.booted();
+        this.pool.startSlots(); // the others may start now
         break;
       case 'ready':
         this.state = 'ready';
@@ -199,11 +199,6 @@ export class Pool {
     this.snapshotKept = false;
     const kept = await saveSnapshot(snapshot);
     if (this.snapshot === snapshot) this.snapshotKept = kept;
-  }
-
-  /** A worker's Python is up: the others may start. */
-  booted() {
-    this.startSlots();
   }
 
   /** Workers report every `seconds` from now on. */
