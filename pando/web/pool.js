@@ -128,12 +128,13 @@ export class Pool {
     this.staggerOver = false;
     this.snapshot = null; // {key, blob}: the one kept by an earlier tab, or the one a worker made
     this.snapshotKept = false; // whether this.snapshot is in storage, for later tabs
-    this.snapshotRead = readSnapshot().then((kept) => {
+    this.snapshotAsked = false; // one worker, the first to start, makes a snapshot if it starts without
+    // The workers are created first: opening IndexedDB may hold the page a moment.
+    this.snapshotRead = Promise.resolve().then(readSnapshot).then((kept) => {
       if (this.snapshot || !kept) return;
       this.snapshot = kept;
       this.snapshotKept = true;
     });
-    this.snapshotAsked = false; // one worker, the first to start, makes a snapshot if it starts without
     this.resize(size);
     // Should the first worker take very long, the others do not wait for ever.
     setTimeout(() => {

@@ -8,6 +8,9 @@
 const DATABASE = 'pando';
 const STORE = 'snapshots';
 const KEY = 'python';
+// Set in localStorage once a snapshot is kept: a browser that never kept one
+// (a first visit) does not set up IndexedDB while its first worker starts.
+const KEPT = 'pando.snapshot';
 
 let database = null; // the promise of the open database, once asked
 
@@ -30,6 +33,7 @@ async function objects(mode) {
 /** The snapshot kept by an earlier tab of this origin, or null. */
 export async function readSnapshot() {
   try {
+    if (!localStorage.getItem(KEPT)) return null;
     const kept = await done((await objects('readonly')).get(KEY));
     return kept && typeof kept.key === 'string' && kept.blob instanceof Blob ? kept : null;
   } catch {
@@ -48,6 +52,7 @@ export async function saveSnapshot(snapshot) {
       transaction.oncomplete = resolve;
       transaction.onabort = () => reject(transaction.error);
     });
+    localStorage.setItem(KEPT, '1');
     return true;
   } catch {
     return false;
