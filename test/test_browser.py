@@ -187,7 +187,7 @@ def test_python_starts_before_the_module_arrives(tmp_path, tabs, start_root):
     wait_until(lambda: page.evaluate("pando.pool.slots.every((slot) => slot.state === 'booted')"), READY_SECONDS,
                "the workers' Python to start")
     assert gate.held, "the root sent nothing"
-    assert page.evaluate("pando.session === null && pando.pool.filename === null")
+    assert page.evaluate("pando.session === null && pando.pool.module === null")
     log = page.inner_text("#log")
     assert "starting 2 Python worker(s)" in log and "joined as volunteer" not in log, log
 
