@@ -6,17 +6,24 @@ root with one Pyodide worker (``#key=K;device=NAME;workers=1;``, K the join key 
 
 * **First result**: one small item (a range of a few integers) is written to
   the root, then a tab opens the page; time = ``page.goto`` called → the root
-  prints the result. Three tabs per repetition, on one root, one port (the
-  HTTP cache is per origin) and one browser profile:
+  prints the result. Five tabs per repetition, on one root, one port (the
+  HTTP cache and the page's Python snapshot are per origin):
 
   - *cold*: a fresh profile in a freshly started browser: nothing cached;
   - *warm, tab reopened*: the cold tab closed, a new one opened in the same
-    browser: Pyodide's files revalidate (``If-None-Match`` → 304);
+    browser: Pyodide's files revalidate (``If-None-Match`` → 304) and the
+    worker restores the snapshot the cold tab made;
   - *warm, browser restarted*: the browser closed and started again on the
-    same profile (disk cache), like a volunteer coming back the next day.
+    same profile (disk cache), like a volunteer coming back the next day;
+  - *cold, 4 workers* and *warm, 4 workers*: the same with ``workers=4`` on
+    another fresh profile, and then a tab reopened there; also timed: all
+    four workers ready (the page's clock, from its navigation).
 
-  What went over the wire (requests, how many revalidated with a body-less
-  304, bytes) and the page's own figures (worker ready, its load steps) are
+  A tab is closed once its workers are ready and its page has kept its
+  Python snapshot (a tab that computes for more than a moment does; closing
+  it sooner keeps nothing). What went over the wire (requests, how many
+  revalidated with a body-less 304, bytes) and the page's own figures
+  (workers ready, their load steps, whether they restored a snapshot) are
   recorded.
 * **Throughput**: collatz ranges (examples/collatz_ranges.py) computed by one
   Pyodide worker (its tab ready before the first item), by ``pando --local``
@@ -58,9 +65,13 @@ MODULE = EXAMPLES / "collatz.py"
 PYODIDE = REPO / "pando" / "web" / "node_modules" / "pyodide"
 PORTS = (19800, 19899)
 READY_TIMEOUT = 120  # a Pyodide worker starts in 2.5–6 s here; much more on a loaded machine
-PHASES = ["cold", "warm_tab", "warm_restart"]
+SNAPSHOT_TIMEOUT = 10  # a page keeps its Python snapshot (31 MiB) in well under a second
+PHASES = ["cold", "warm_tab", "warm_restart", "cold_4", "warm_4"]
 PHASE_NAMES = {"cold": "cold (fresh profile)", "warm_tab": "warm, tab reopened",
-               "warm_restart": "warm, browser restarted"}
+               "warm_restart": "warm, browser restarted", "cold_4": "cold, 4 workers (fresh profile)",
+               "warm_4": "warm, 4 workers, tab reopened"}
+#: What each phase does to the browser before its tab opens: start it on a fresh profile, restart it, or nothing.
+PHASE_BROWSER = {"cold": "fresh", "warm_tab": None, "warm_restart": "restart", "cold_4": "fresh", "warm_4": None}
 
 
 _next_port = [PORTS[0] + os.getpid() % (PORTS[1] - PORTS[0] + 1)]
@@ -99,20 +110,19 @@ def page_url(port: int, key: str, device: str, workers: int = 1) -> str:
     return f"http://127.0.0.1:{port}/#key={key};device={quote(device, safe='')};workers={workers};"
 
 
-PAGE_STATUS = """() => ({
-    state: pando.state,
-    computed: pando.computed,
-    ready: pando.pool ? pando.pool.readyCount : 0,
-    ready_ms: pando.pool ? pando.pool.slots.filter((s) => s.readyAt).map((s) => s.readyAt) : [],
-    steps: pando.pool ? pando.pool.slots.filter((s) => s.steps).map((s) => s.steps) : [],
-})"""
+PAGE_STATUS = """() => {
+    const ready = pando.pool ? pando.pool.slots.filter((s) => s.state === 'ready') : [];
+    return {state: pando.state, computed: pando.computed, ready: ready.length,
+            ready_ms: ready.map((s) => s.readyAt), steps: ready.map((s) => s.steps),
+            restored: ready.map((s) => Boolean(s.restored))};
+}"""
 
 
 def page_status(page: Any) -> dict[str, Any]:
     try:
         return page.evaluate(PAGE_STATUS)
     except Exception:  # the page is still loading its script
-        return {"state": None, "computed": 0, "ready": 0, "ready_ms": [], "steps": []}
+        return {"state": None, "computed": 0, "ready": 0, "ready_ms": [], "steps": [], "restored": []}
 
 
 class Browser:
@@ -164,12 +174,21 @@ def _responses_summary(requests: list[Any]) -> dict[str, Any]:
                                   if f["path"].endswith("pyodide.asm.wasm")), None)}
 
 
+def _wait_quietly(predicate: Any, timeout: float) -> bool:
+    """Whether ``predicate`` came true within ``timeout`` seconds."""
+    try:
+        wait_for(predicate, timeout, "", 0.05)
+    except RuntimeError:
+        return False
+    return True
+
+
 def first_result_rep(playwright: Any, rep: int, item: bytes, scratch: Path,
                      page_errors: list[str]) -> list[dict[str, Any]]:
-    """One repetition: cold, warm (tab reopened), warm (browser restarted) on one root and one profile."""
+    """One repetition: every phase of PHASES, in order, on one root."""
     procs = Procs()
-    browser = Browser(playwright, scratch / f"profile-{rep}", page_errors)
-    shutil.rmtree(browser.profile, ignore_errors=True)
+    browser: Browser | None = None
+    profiles = 0
     out = []
     try:
         port = free_port()
@@ -178,21 +197,33 @@ def first_result_rep(playwright: Any, rep: int, item: bytes, scratch: Path,
         wait_port(port)
         key = join_key(errors)
         clock = LineClock(root.stdout, keep=True)
-        browser.start()
         for phase in PHASES:
-            if phase == "warm_restart":
+            workers = 4 if phase.endswith("_4") else 1
+            if PHASE_BROWSER[phase] == "fresh":
+                if browser is not None:
+                    browser.close()
+                    shutil.rmtree(browser.profile, ignore_errors=True)
+                profiles += 1
+                browser = Browser(playwright, scratch / f"profile-{rep}-{profiles}", page_errors)
+                shutil.rmtree(browser.profile, ignore_errors=True)
+                browser.start()
+            elif PHASE_BROWSER[phase] == "restart":
+                assert browser is not None
                 browser.close()
                 browser.start()
+            assert browser is not None
             before = clock.count
             browser.responses.clear()
             root.stdin.write(item)
             root.stdin.flush()
             start = time.monotonic()
-            page = browser.open(page_url(port, key, f"first-{phase}"))
+            page = browser.open(page_url(port, key, f"first-{phase}", workers))
             loaded = time.monotonic() - start  # page.goto returns at the load event
             try:
                 wait_for(lambda: clock.count > before or root.poll() is not None, READY_TIMEOUT,
                          f"the first result of a {phase} tab")
+                wait_for(lambda: page_status(page)["ready"] >= workers, READY_TIMEOUT,
+                         f"{workers} workers of a {phase} tab", 0.05)
             except RuntimeError:
                 raise RuntimeError(f"no result from a {phase} tab; root stderr: {''.join(errors[-5:])}") from None
             if clock.count <= before:
@@ -200,23 +231,30 @@ def first_result_rep(playwright: Any, rep: int, item: bytes, scratch: Path,
             seconds = (clock.last or time.monotonic()) - start
             status = page_status(page)
             responses = _responses_summary(browser.responses)
+            # A tab that computes for more than a moment keeps the Python snapshot it made for later tabs.
+            kept = _wait_quietly(lambda: page.evaluate("pando.pool.snapshotKept"), SNAPSHOT_TIMEOUT)
             page.close()
-            result = {"phase": phase, "rep": rep, "seconds": seconds, "load_event_s": loaded,
+            first = min(range(workers), key=lambda i: status["ready_ms"][i])
+            result = {"phase": phase, "rep": rep, "workers": workers, "seconds": seconds, "load_event_s": loaded,
                       "loadavg_1m": os.getloadavg()[0],
-                      "worker_ready_ms": status["ready_ms"][0] if status["ready_ms"] else None,
-                      "worker_steps_ms": status["steps"][0] if status["steps"] else None,
+                      "worker_ready_ms": status["ready_ms"][first],
+                      "workers_ready_ms": max(status["ready_ms"]),
+                      "worker_steps_ms": status["steps"][first],
+                      "restored": status["restored"], "snapshot_kept": kept,
                       "responses": responses}
             out.append(result)
             r = result["responses"]
             log(f"browser first result rep {rep} {phase}: {seconds:.2f} s (worker ready at "
-                f"{fmt(result['worker_ready_ms'] and float(result['worker_ready_ms']))} ms; {r['requests']} requests, "
-                f"{r['revalidated']} revalidated, "
+                f"{fmt(float(result['worker_ready_ms']))} ms, all {workers} at "
+                f"{fmt(float(result['workers_ready_ms']))} ms, restored {sum(result['restored'])}; "
+                f"{r['requests']} requests, {r['revalidated']} revalidated, "
                 f"{fmt(r['bytes'] / 2**20, 2)} MiB transferred)")
         return out
     finally:
-        browser.close()
+        if browser is not None:
+            browser.close()
+            shutil.rmtree(browser.profile, ignore_errors=True)
         procs.cleanup()
-        shutil.rmtree(browser.profile, ignore_errors=True)
 
 
 def throughput_one(kind: str, data: bytes, count: int, browser: Browser | None) -> dict[str, Any]:
@@ -352,6 +390,9 @@ def _summarise(out: dict[str, Any]) -> dict[str, Any]:
             s[phase] = {"seconds": summary(r["seconds"] for r in runs),
                         "worker_ready_s": summary(r["worker_ready_ms"] / 1000 for r in runs
                                                   if r["worker_ready_ms"] is not None),
+                        "workers_ready_s": summary(r["workers_ready_ms"] / 1000 for r in runs),
+                        "restored": summary(sum(r["restored"]) for r in runs),
+                        "workers": runs[0]["workers"],
                         "pyodide_load_s": summary(r["worker_steps_ms"]["pyodide"] / 1000 for r in runs
                                                   if (r["worker_steps_ms"] or {}).get("pyodide") is not None),
                         "revalidated": summary(r["responses"]["revalidated"] for r in runs),
@@ -415,12 +456,14 @@ def markdown(result: dict[str, Any]) -> str:
         if phase in s:
             st = s[phase]
             rows.append([PHASE_NAMES[phase], _spread(st["seconds"], 2), _spread(st["pyodide_load_s"], 2),
-                         _size(st["mib"]["median"]),
+                         _spread(st["workers_ready_s"], 2),
+                         f"{_spread(st['restored'], 0)} of {st['workers']}", _size(st["mib"]["median"]),
                          f"{_spread(st['revalidated'], 0)} of {_spread(st['requests'], 0)}"])
     if rows:
         parts += ["", f"First result: one item (a range of {f['range']} integers) waiting; `page.goto` → the root "
-                      "prints the result.", "",
-                  table(["tab", "first result s", "of which loadPyodide in the worker s", "transferred (median)",
+                      "prints the result. All workers ready: on the page's clock, from its navigation.", "",
+                  table(["tab", "first result s", "of which loadPyodide in the first worker s",
+                         "all workers ready s", "workers restored from a snapshot", "transferred (median)",
                          "requests revalidated (304)"], rows)]
     th = s.get("throughput")
     if th:

@@ -3,7 +3,10 @@
 
 Only files under ``pando/web/`` (and the named helper files) are ever served.
 Answers carry an ETag and ``Cache-Control: no-cache``, so a returning tab
-revalidates with one small request instead of downloading Pyodide again.
+revalidates with one small request instead of downloading Pyodide again. The
+wasm goes as ``application/wasm``, which streaming compilation requires; the
+code Chromium compiles from it stays cached across those revalidations (a 304
+keeps the cached response, whose time the compiled code is matched against).
 Each file is read once per run and then served from that one copy, however
 many clients ask for it at once.
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES, Processes, lines
+from pando import assets
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -41,6 +42,19 @@ def test_etag_revalidation_answers_304(port: int) -> None:
     status, headers, _ = get(port, "/volunteer.js")
     assert status == 200 and headers["cache-control"] == "no-cache"
     status, _, body = get(port, "/volunteer.js", {"If-None-Match": headers["etag"]})
+    assert status == 304 and body == b""
+
+
+def test_pyodide_wasm_is_served_for_streaming_compilation_and_revalidates(port: int) -> None:
+    if assets.missing_pyodide():
+        pytest.skip("Pyodide is not installed in pando/web/node_modules (make install)")
+    path = "/node_modules/pyodide/pyodide.asm.wasm"
+    status, headers, body = get(port, path)
+    # WebAssembly.instantiateStreaming accepts nothing but application/wasm.
+    assert status == 200 and headers["content-type"] == "application/wasm" and body[:4] == b"\0asm"
+    assert headers["cache-control"] == "no-cache"
+    # A body-less 304 keeps the browser's cached copy, and with it the code compiled from it.
+    status, _, body = get(port, path, {"If-None-Match": headers["etag"]})
     assert status == 304 and body == b""
 
 

@@ -8,6 +8,7 @@ key, one with a wrong key and one served from another origin never do.
 """
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -19,7 +20,7 @@ from conftest import COUNTER
 
 skip_without_browser("BROWSER TESTS")
 
-from playwright.sync_api import Page, WebSocket  # noqa: E402
+from playwright.sync_api import Page, WebSocket, WebSocketRoute  # noqa: E402
 
 # Pyodide starts in 2.5-6 s per tab here; a run of a few thousand items takes seconds.
 READY_SECONDS = 90
@@ -141,6 +142,94 @@ def test_closed_and_reloaded_tabs_lose_and_duplicate_nothing(tmp_path, tabs, sta
     assert root.output == expected  # every item once, in order
     wait_done(staying)
     wait_done(reloading)  # the reloaded tab joined again
+
+
+class Gate:
+    """Holds what the root sends a page until opened (Playwright's WebSocket routing); the page's frames pass."""
+
+    def __init__(self) -> None:
+        self.opened = False
+        self.held: list[str | bytes] = []
+        self.page_side: WebSocketRoute | None = None
+
+    def route(self, ws: WebSocketRoute) -> None:
+        self.page_side = ws
+        ws.connect_to_server().on_message(self.from_root)
+
+    def from_root(self, frame: str | bytes) -> None:
+        if self.opened:
+            assert self.page_side is not None
+            self.page_side.send(frame)
+        else:
+            self.held.append(frame)
+
+    def open(self) -> None:
+        assert self.page_side is not None
+        self.opened = True
+        for frame in self.held:
+            self.page_side.send(frame)
+        self.held.clear()
+
+
+@pytest.mark.timeout(180)
+def test_python_starts_before_the_module_arrives(tmp_path, tabs, start_root):
+    module = write_module(tmp_path, "slow.py", SLOW_SQUARE)
+    items = [str(n) for n in range(40)]
+    expected = local_output(module, items, tmp_path)
+    root = start_root(module, "--heartbeat", "120000")  # the root hears no heartbeat while the module is held
+    root.feed(items)
+
+    gate = Gate()
+    page = tabs.open()
+    page.route_web_socket("**/volunteer", gate.route)
+    page.goto(root.page_url("early", 2))
+    # The workers' Python is up while the module frame is still held back.
+    wait_until(lambda: page.evaluate("pando.pool.slots.every((slot) => slot.state === 'booted')"), READY_SECONDS,
+               "the workers' Python to start")
+    assert gate.held, "the root sent nothing"
+    assert page.evaluate("pando.session === null && pando.pool.module === null")
+    log = page.inner_text("#log")
+    assert "starting 2 Python worker(s)" in log and "joined as volunteer" not in log, log
+
+    gate.open()
+    # Playwright relays the root's frames while it waits on the page, not while the test waits on the root.
+    page.wait_for_function("() => pando.state === 'done'", timeout=60_000)
+    assert root.wait(10) == 0, root.stderr.text
+    assert root.output == expected
+
+
+DRAW = """
+    import random
+    import pando
+
+    @pando.function
+    def draw(x):
+        return [x * x, random.random()]
+"""
+
+
+@pytest.mark.timeout(240)
+def test_a_warm_tab_restores_its_workers_from_the_snapshot_and_computes(tmp_path, tabs, start_root):
+    root = start_root(write_module(tmp_path, "draw.py", DRAW))
+    first = tabs.open(root.page_url("first", 1))
+    wait_ready(first, 1)
+    # The first worker of a browser without a snapshot starts afresh and makes one.
+    assert first.evaluate("pando.pool.slots.map((slot) => slot.restored)") == [False]
+    wait_until(lambda: first.evaluate("pando.pool.snapshotKept"), 30, "the page to keep the snapshot")
+    first.close()
+
+    warm = tabs.open(root.page_url("warm", 2))  # the same browser profile: the snapshot is kept there
+    wait_ready(warm, 2)
+    assert warm.evaluate("pando.pool.slots.map((slot) => slot.restored)") == [True, True]
+    assert "restored from a snapshot" in warm.inner_text("#log")
+    root.feed([str(n) for n in range(60)])
+    assert root.wait(60) == 0, root.stderr.text
+    results = [json.loads(line) for line in root.output.splitlines()]
+    assert [square for square, _ in results] == [n * n for n in range(60)]
+    # Each restored interpreter draws its own random numbers, not the snapshot's.
+    assert len({draw for _, draw in results}) == 60
+    assert warm.evaluate("pando.computed") == 60
+    wait_done(warm)
 
 
 @pytest.mark.timeout(180)

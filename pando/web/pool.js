@@ -1,10 +1,14 @@
 // The page's Python workers: a pool of Web Workers (worker.mjs), each a
 // Pyodide interpreter running the user's module, fed from a queue of items the
-// root lent. The volunteer (volunteer.js) hears of everything through the
-// `events` it gives the pool: onReady, onAnswer, onAnswered (with how many and
-// how long they took), onReport, onLost, onWorkerDied, onBroken, onFailed, onUnserved.
+// root lent. The pool starts its workers before it knows the module (Python
+// takes seconds to start, the module comes with the session), and gives it to
+// them once it comes. The volunteer (volunteer.js) hears of everything through
+// the `events` it gives the pool: onReady, onAnswer, onAnswered (with how many
+// and how long they took), onReport, onLost, onWorkerDied, onBroken, onFailed,
+// onUnserved.
 
 import * as protocol from './protocol.js';
+import { readSnapshot, saveSnapshot } from './snapshot.js';
 
 const WORKER_RESTARTS = 3; // replacements per worker slot before it is given up
 const RESTART_DELAY_MS = 500; // times the number of failed starts so far
@@ -18,16 +22,20 @@ class Slot {
   constructor(pool, restarts = 0) {
     this.pool = pool;
     this.restarts = restarts;
-    this.state = 'pending'; // pending → loading → ready → dead
+    this.state = 'pending'; // pending → booting → booted (Python is up) → ready (the module is loaded) → dead
     this.held = []; // entries given to the worker and not answered, in order
     this.since = 0; // performance.now() when held[0] began, as far as the page can tell (never earlier)
     this.worker = null;
     this.notBefore = 0; // performance.now() before which it must not start
+    this.bootSent = null; // the promise that the worker was told to boot
+    this.moduleSent = false;
+    this.restored = false; // whether its Python came from a snapshot
   }
 
-  start() {
+  /** Start the worker; the one asked to `makeSnapshot` makes one if it starts without. */
+  start(makeSnapshot) {
     if (this.state !== 'pending') return;
-    this.state = 'loading';
+    this.state = 'booting';
     this.worker = new Worker(new URL('./worker.mjs', import.meta.url), { type: 'module', name: 'pando-worker' });
     this.worker.onmessage = (event) => this.message(event.data);
     this.worker.onerror = (event) => {
@@ -36,21 +44,37 @@ class Slot {
       this.pool.died(this, `its Web Worker crashed: ${event.message || 'the worker script failed'}${where}`);
     };
     this.worker.onmessageerror = () => this.pool.died(this, 'its Web Worker sent a message that cannot be read');
-    const { filename, source, bundle, raw } = this.pool.module;
-    this.worker.postMessage({
-      type: 'load',
-      filename,
-      source,
-      bundle,
-      raw,
-      interval: this.pool.interval,
-      timeout: this.pool.timeout,
+    // The worker downloads Pyodide meanwhile.
+    this.bootSent = this.pool.snapshotRead.then(() => {
+      if (this.state !== 'dead') this.worker.postMessage({ type: 'boot', snapshot: this.pool.snapshot, makeSnapshot });
+    });
+    this.sendModule();
+  }
+
+  /** Give the worker the pool's module, if there is one and it does not have it yet. */
+  sendModule() {
+    const pool = this.pool;
+    if (this.moduleSent || !this.bootSent || pool.module === null) return;
+    this.moduleSent = true;
+    this.bootSent.then(() => {
+      if (this.state === 'dead') return;
+      this.worker.postMessage({
+        type: 'load', ...pool.module, interval: pool.interval, timeout: pool.timeout,
+      });
     });
   }
 
   message(message) {
     if (this.state === 'dead') return;
     switch (message.type) {
+      case 'snapshot':
+        this.pool.snapshotMade({ key: message.key, blob: new Blob([message.bytes]) });
+        break;
+      case 'booted':
+        this.state = 'booted';
+        this.restored = message.restored;
+        this.pool.startSlots(); // the others may start now
+        break;
       case 'ready':
         this.state = 'ready';
         this.steps = message.steps; // timings of the load, in ms
@@ -90,18 +114,27 @@ class Slot {
   }
 }
 
-/** N workers running one module (`module`: filename, source, bundle and raw, as the module frame has them), fed from a queue of lent items. */
+/** N workers running one module (given once known), fed from a queue of lent items. */
 export class Pool {
-  constructor(module, size, events, interval = protocol.DEFAULT_REPORTING_INTERVAL, timeout = null) {
-    this.module = module;
+  constructor(size, events) {
+    this.module = null; // {filename, source, bundle, raw, run}, once the root has sent it
     this.events = events;
-    this.interval = interval; // seconds between the workers' reports
-    this.timeout = timeout; // seconds an item may run on a worker (the run's --timeout), or null
+    this.interval = protocol.DEFAULT_REPORTING_INTERVAL; // seconds between the workers' reports
+    this.timeout = null; // seconds an item may run on a worker (the run's --timeout), or null
     this.queue = []; // entries not yet given to a worker
     this.perWorker = 1; // items a worker holds at most; null: an even share of what the page holds
     this.slots = [];
     this.closed = false;
     this.staggerOver = false;
+    this.snapshot = null; // {key, blob}: the one kept by an earlier tab, or the one a worker made
+    this.snapshotKept = false; // whether this.snapshot is in storage, for later tabs
+    this.snapshotAsked = false; // one worker, the first to start, makes a snapshot if it starts without
+    // The workers are created first: opening IndexedDB may hold the page a moment.
+    this.snapshotRead = Promise.resolve().then(readSnapshot).then((kept) => {
+      if (this.snapshot || !kept) return;
+      this.snapshot = kept;
+      this.snapshotKept = true;
+    });
     this.resize(size);
     // Should the first worker take very long, the others do not wait for ever.
     setTimeout(() => {
@@ -110,11 +143,20 @@ export class Pool {
     }, STAGGER_LIMIT_MS);
   }
 
-  /** Whether a module frame brings the module these workers run (the same job). */
-  sameModule({ filename, source, bundle, raw }) {
+  /** Whether the workers can run this module: they have none yet, or this one. */
+  accepts(module) {
     const mine = this.module;
-    return !this.closed && mine.filename === filename && mine.source === source && mine.bundle === bundle
-      && mine.raw === raw;
+    return !this.closed && (mine === null || ['filename', 'source', 'bundle', 'raw', 'run'].every(
+      (key) => mine[key] === module[key]));
+  }
+
+  /** The module to run (once accepted), and the session's reporting interval and item timeout. */
+  run(module, interval, timeout) {
+    this.setInterval(interval);
+    this.setItemTimeout(timeout);
+    if (this.module !== null) return;
+    this.module = module;
+    for (const slot of this.slots) slot.sendModule();
   }
 
   resize(size) {
@@ -130,8 +172,8 @@ export class Pool {
   /**
    * Start workers that wait. With more workers than spare cores, starting them
    * all at once makes each take as long as all of them: the first result comes
-   * sooner if one starts alone and the others follow once it is ready (it also
-   * warms the browser's caches for them).
+   * sooner if one starts alone and the others follow once its Python is up (it
+   * also warms the browser's caches for them, and makes the snapshot they start from).
    */
   startSlots() {
     if (this.closed) return;
@@ -139,13 +181,26 @@ export class Pool {
     const pending = this.slots.filter((slot) => slot.state === 'pending' && !(slot.notBefore > now));
     if (!pending.length) return;
     const spareCores = (navigator.hardwareConcurrency || 1) - 1; // one for the page
-    const anyReady = this.slots.some((slot) => slot.state === 'ready');
-    const loading = this.slots.filter((slot) => slot.state === 'loading').length;
-    if (anyReady || this.staggerOver || this.slots.length <= spareCores) {
-      for (const slot of pending) slot.start();
-    } else if (!loading) {
-      pending[0].start();
+    const anyUp = this.slots.some((slot) => slot.state === 'booted' || slot.state === 'ready');
+    const booting = this.slots.some((slot) => slot.state === 'booting');
+    if (anyUp || this.staggerOver || this.slots.length <= spareCores) {
+      for (const slot of pending) this.startSlot(slot);
+    } else if (!booting) {
+      this.startSlot(pending[0]);
     }
+  }
+
+  startSlot(slot) {
+    slot.start(!this.snapshotAsked);
+    this.snapshotAsked = true;
+  }
+
+  /** A worker's snapshot: the workers started from now on restore it, and so will later tabs. */
+  async snapshotMade(snapshot) {
+    this.snapshot = snapshot;
+    this.snapshotKept = false;
+    const kept = await saveSnapshot(snapshot);
+    if (this.snapshot === snapshot) this.snapshotKept = kept;
   }
 
   /** Workers report every `seconds` from now on. */
@@ -201,7 +256,7 @@ export class Pool {
   }
 
   get loadingCount() {
-    return this.slots.filter((slot) => slot.state === 'loading' || slot.state === 'pending').length;
+    return this.slots.filter((slot) => ['pending', 'booting', 'booted'].includes(slot.state)).length;
   }
 
   get busy() {
@@ -238,7 +293,6 @@ export class Pool {
   }
 
   ready(slot, ms) {
-    this.startSlots();
     this.events.onReady(slot, ms);
     this.dispatch();
   }

@@ -95,10 +95,10 @@ class Volunteer {
     this.looking = false; // after a job: looking for the next run at this address
     this.nextBackoff = FIRST_BACKOFF_MS;
     this.session = null; // {id, heartbeat, batchSize, adaptive} of the current connection
-    this.run = ''; // the run of the module the pool was started for
     this.pace = new protocol.Pace(this.workers); // what to ask the root for, when batching adapts
     this.helloAt = 0; // performance.now() when the hello went, for the first measure of the link
-    this.pool = null;
+    this.pool = null; // the Python workers, started with the first attempt to join
+    this.failure = null; // [message, heading, summary]: Python cannot start here, to tell the root once it listens
     this.outResults = [];
     this.outErrors = [];
     this.flushTimer = null;
@@ -130,6 +130,12 @@ class Volunteer {
       this.ui.problem(protocol.NO_KEY);
       this.log('this address has no join key (#key=…); not connecting', true);
       return;
+    }
+    this.failure = null;
+    if (!this.pool) {
+      // Python starts while the page joins: the module it needs comes with the session.
+      this.pool = new Pool(this.workers, this.poolEvents());
+      this.log(`starting ${this.workers} Python worker(s)…`);
     }
     this.connect();
   }
@@ -445,17 +451,6 @@ class Volunteer {
       this.looking = false;
       this.setState('connecting'); // out of 'done': the next job begins
     }
-    if (frame.nativeOnly.length) {
-      // Starting Python would only fail: say why at once, here and to the root, and take nothing of this job.
-      this.ui.module(frame.filename);
-      this.broken(
-        `${frame.filename} needs ${frame.nativeOnly.join('; ')}, which a browser cannot have; ` +
-          'native volunteers (pando-volunteer) compute it',
-        'This browser cannot run the module',
-        'The module needs packages that browsers cannot have.',
-      );
-      return;
-    }
     this.session = {
       id: frame.id,
       heartbeat: frame.heartbeat,
@@ -469,22 +464,31 @@ class Volunteer {
     this.link.watch(2 * frame.heartbeat); // a silent root is gone (a data channel may not notice)
     this.ui.module(frame.filename);
     this.log(`joined as volunteer ${frame.id}; module ${frame.filename}`);
-    // The same run's module after a reconnection: its workers go on; another run's starts afresh.
-    if (this.pool && this.pool.sameModule(frame) && frame.run === this.run) {
-      this.pool.forget(this.gen);
-      this.pool.resize(this.workers);
-      this.pool.setInterval(frame.reportingInterval);
-      this.pool.setItemTimeout(frame.timeout);
-    } else {
-      if (this.pool) this.pool.close();
-      const { filename, source, bundle, raw } = frame;
-      this.pool = new Pool(
-        { filename, source, bundle, raw }, this.workers, this.poolEvents(), frame.reportingInterval, frame.timeout,
+    if (frame.nativeOnly.length) {
+      // Starting Python would only fail: say why at once, here and to the root, and take nothing of this job.
+      this.broken(
+        `${frame.filename} needs ${frame.nativeOnly.join('; ')}, which a browser cannot have; ` +
+          'native volunteers (pando-volunteer) compute it',
+        'This browser cannot run the module',
+        'The module needs packages that browsers cannot have.',
       );
-      this.run = frame.run;
-      this.loadStarted = performance.now();
-      this.log(`starting ${this.workers} Python worker(s)…`);
+      return;
     }
+    if (this.failure) {
+      this.broken(...this.failure);
+      return;
+    }
+    // The same run's module after a reconnection: its workers go on; another run's starts afresh.
+    const { filename, source, bundle, raw, run } = frame;
+    const module = { filename, source, bundle, raw, run };
+    if (!this.pool || !this.pool.accepts(module)) {
+      if (this.pool) this.pool.close();
+      this.pool = new Pool(this.workers, this.poolEvents());
+      this.log(`starting ${this.workers} Python worker(s) for this module…`);
+    }
+    this.pool.forget(this.gen);
+    this.pool.resize(this.workers);
+    this.pool.run(module, frame.reportingInterval, frame.timeout);
     this.watchOverruns(frame.timeout);
     this.pool.perWorker = frame.adaptive ? null : frame.batchSize; // adaptive: an even share of what the page holds
     // Reports start afresh on a new session; the first covers the time since the module was ready.
@@ -582,8 +586,8 @@ class Volunteer {
       onReady: (slot, ms) => {
         if (this.reportSince === null) this.reportSince = performance.now();
         this.ui.workersReady(this.pool ? this.pool.readyCount : 0);
-        const total = Math.round(performance.now() - (this.loadStarted || performance.now()));
-        this.log(`a Python worker is ready (${(ms / 1000).toFixed(1)} s in the worker, ${(total / 1000).toFixed(1)} s since the module arrived)`);
+        const how = slot.restored ? ', restored from a snapshot' : '';
+        this.log(`a Python worker is ready (${(ms / 1000).toFixed(1)} s since it started${how})`);
         this.afterWork();
       },
       onAnswer: (entry, answer) => this.answer(entry, answer),
@@ -655,6 +659,14 @@ class Volunteer {
 
   broken(message, heading = 'This device cannot run the module', summary = 'The module cannot run in this browser.') {
     if (ENDED.has(this.state)) return;
+    if (!this.session) {
+      // Python failed before the session began: the page says so now, and the root once it listens.
+      this.failure = [message, heading, summary];
+      if (this.pool) this.pool.close();
+      this.pool = null;
+      this.ui.problem(summary, message);
+      return;
+    }
     this.flush();
     this.send(protocol.error({ message }));
     this.end('broken', heading);

@@ -1,16 +1,22 @@
 // One Pando worker: a Pyodide interpreter running the user's module.
 //
 // The page starts several of these (module workers: Pyodide refuses classic
-// ones). Messages from the page:
-//   {type: 'load', filename, source, bundle, interval, timeout, raw}
-//                                              load Pyodide, the pando helpers and the module
-//                                              (with the files of its bundle: base64, or '');
-//                                              report every `interval` seconds; with `raw`, the
-//                                              function gets each item's text as it is
+// ones), as soon as it starts joining: Python starts while the root's module
+// is still on its way. Messages from the page:
+//   {type: 'boot', snapshot, makeSnapshot}     start Python and the pando helpers: from `snapshot`
+//                                              ({key, blob} or null) if it fits, else afresh, then
+//                                              post a snapshot if `makeSnapshot`
+//   {type: 'load', filename, source, bundle, raw, interval, timeout}
+//                                              load the module (once Python is up), with the files
+//                                              of its bundle (base64, or ''); report every
+//                                              `interval` seconds; with `raw`, the function gets
+//                                              each item's text as it is
 //   {type: 'items', items: [[id, text], ...]}  compute these, in order
 //   {type: 'interval', interval}               report every `interval` seconds from now on
 //   {type: 'timeout', timeout}                 the run's --timeout (seconds, or null) from now on
 // Messages to the page:
+//   {type: 'snapshot', key, bytes}             Python's memory just after its start, and what it fits
+//   {type: 'booted', restored}                 Python and the helpers are up (from a snapshot or not)
 //   {type: 'ready', ms, steps}                 the module is loaded (steps: timings in ms)
 //   {type: 'broken', message}                  the module cannot run here (its fault)
 //   {type: 'failed', message}                  Pyodide could not start (not the module's fault)
@@ -19,6 +25,10 @@
 //   {type: 'fatal', message}                   the interpreter died; this worker is unusable
 //   {type: 'report', report}                   JSON text of {items, cpu_time, data_transfer_time, units}
 //                                              for the interval that just ended (pando.reporting.take)
+// A snapshot (Pyodide's memory snapshot, taken before any module code runs)
+// spares the slowest part of a start: Python importing its own modules, which
+// Pyodide ships as source. It fits only the same Pyodide, helpers and BOOT
+// code: its key says which.
 // Reports fall on multiples of the interval of the shared clock (Date.now()),
 // so the page, which sums its workers' reports, can send one just after each
 // boundary. A worker that is busy reports from its item loop, one that is
@@ -32,6 +42,7 @@
 
 const HELPERS = ['__init__.py', 'module.py', 'items.py', 'reporting.py', 'bundle.py'];
 const PYODIDE = './node_modules/pyodide/pyodide.mjs';
+const INDEX_URL = new URL('./node_modules/pyodide/', import.meta.url).href;
 const LIB = '/home/pyodide/.pando-lib';
 const FLUSH_SECONDS = 0.005; // answers are gathered this long before they are posted (without a timeout): pace.py's
 
@@ -151,15 +162,42 @@ async def _run(batch, post, flush_seconds=_FLUSH_SECONDS):
     return json.dumps(answers, ensure_ascii=False)
 `;
 
+// Runs in an interpreter restored from a snapshot, instead of BOOT: every
+// restored interpreter would otherwise draw the same random numbers.
+const RESTORED = `
+import sys
+if "random" in sys.modules:
+    sys.modules["random"].seed()
+`;
+
 let pyodide = null;
 let run = null; // the Python _run coroutine function
-let loading = null; // the promise of the load, while it runs
+let booting = null; // the promise of Python's start (true once up), from the page's 'boot'
+let loading = null; // the promise of the module's load, while it runs
+let label = 'pando'; // printed before the lines Python writes: the module's file name once known
 const queue = []; // [id, text] pairs not yet computed
 let working = false;
 let interval = 3; // seconds between reports
 let flushSeconds = FLUSH_SECONDS; // 0 with a timeout: each answer at once
 let reportDue = null; // the Python _report_due function, once the module is loaded
 let reportTimer = null;
+const started = performance.now();
+const steps = {}; // milliseconds since this worker started, for the page's log
+
+// Downloads start with the worker, while the page still looks for a snapshot.
+const pyodideModule = import(PYODIDE);
+// loadPyodide imports Pyodide's runtime only once pyodide.mjs has run: asked now, it comes meanwhile.
+import(new URL('pyodide.asm.mjs', INDEX_URL).href).catch(() => {}); // loadPyodide reports a failure
+const helperTexts = Promise.all(
+  HELPERS.map(async (name) => {
+    const url = new URL(`./py/pando/${name}`, import.meta.url);
+    const answer = await fetch(url);
+    if (!answer.ok) throw new Error(`cannot fetch ${url.pathname}: HTTP ${answer.status}`);
+    return [name, await answer.text()];
+  }),
+);
+pyodideModule.catch(() => {}); // reported once awaited, in boot()
+helperTexts.catch(() => {});
 
 function describe(err) {
   if (err && typeof err === 'object') {
@@ -172,6 +210,10 @@ function describe(err) {
 
 function post(message) {
   self.postMessage(message);
+}
+
+function step(name) {
+  steps[name] = Math.round(performance.now() - started);
 }
 
 /** Report when the next boundary passes (the item loop reports itself while busy). */
@@ -223,42 +265,61 @@ async function unserved() {
     'its pando was installed without it, and said at start-up what to run there';
 }
 
-async function load(filename, source, bundle, raw) {
-  const started = performance.now();
-  const steps = {}; // milliseconds since the load began, for the page's log
-  let helpers;
+/** Python restored from a snapshot, or null (said on the console) if the snapshot does not fit this browser. */
+async function restore(loadPyodide, options, blob) {
   try {
-    const base = new URL('./node_modules/pyodide/', import.meta.url).href;
-    // Fetched while Pyodide starts.
-    helpers = Promise.all(
-      HELPERS.map(async (name) => {
-        const url = new URL(`./py/pando/${name}`, import.meta.url);
-        const answer = await fetch(url);
-        if (!answer.ok) throw new Error(`cannot fetch ${url.pathname}: HTTP ${answer.status}`);
-        return [name, await answer.text()];
-      }),
-    );
-    helpers.catch(() => {}); // reported below, once awaited
-    const { loadPyodide } = await import(PYODIDE);
-    steps.imported = performance.now() - started;
-    pyodide = await loadPyodide({
-      indexURL: base,
-      stdout: (line) => console.log(`[${filename}] ${line}`),
-      stderr: (line) => console.warn(`[${filename}] ${line}`),
-    });
-    steps.pyodide = performance.now() - started;
+    const restored = await loadPyodide({ ...options, _loadSnapshot: blob.arrayBuffer() });
+    restored.runPython(RESTORED);
+    return restored;
+  } catch (err) {
+    console.warn(`pando worker: cannot restore Python from its snapshot, starting afresh: ${describe(err)}`);
+    return null;
+  }
+}
+
+/** Start Python and the helpers; true once they are up, false if they cannot start (said to the page). */
+async function boot(snapshot, makeSnapshot) {
+  let restored = false;
+  try {
+    const texts = await helperTexts;
+    const { loadPyodide, version } = await pyodideModule;
+    step('imported');
+    const key = JSON.stringify([version, BOOT, texts]);
+    const options = {
+      indexURL: INDEX_URL,
+      stdout: (line) => console.log(`[${label}] ${line}`),
+      stderr: (line) => console.warn(`[${label}] ${line}`),
+    };
+    if (snapshot && snapshot.key === key) pyodide = await restore(loadPyodide, options, snapshot.blob);
+    restored = pyodide !== null;
+    // A snapshot is taken before any other code runs: the snapshot option must say so from the start.
+    if (!restored) pyodide = await loadPyodide({ ...options, _makeSnapshot: makeSnapshot });
+    step('pyodide');
+    // Restored helpers are imported already; their files are for tracebacks.
     pyodide.FS.mkdirTree(`${LIB}/pando`);
-    for (const [name, text] of await helpers) {
-      pyodide.FS.writeFile(`${LIB}/pando/${name}`, text);
+    for (const [name, text] of texts) pyodide.FS.writeFile(`${LIB}/pando/${name}`, text);
+    if (!restored) {
+      await pyodide.runPythonAsync(BOOT);
+      if (makeSnapshot) {
+        const bytes = pyodide.makeMemorySnapshot();
+        self.postMessage({ type: 'snapshot', key, bytes }, [bytes.buffer]); // moved, not copied
+        step('snapshot');
+      }
     }
-    await pyodide.runPythonAsync(BOOT);
-    steps.helpers = performance.now() - started;
+    step('helpers');
   } catch (err) {
     const missing = await unserved();
     if (missing) post({ type: 'unserved', message: missing });
     else post({ type: 'failed', message: `Pyodide could not start: ${describe(err)}` });
-    return;
+    return false;
   }
+  post({ type: 'booted', restored });
+  return true;
+}
+
+async function load(filename, source, bundle, raw) {
+  if (!(await booting)) return;
+  label = filename;
   try {
     const loadModule = pyodide.globals.get('_load');
     const problem = loadModule(filename, source, bundle || '', raw);
@@ -275,8 +336,7 @@ async function load(filename, source, bundle, raw) {
     post({ type: 'broken', message: `${filename}: cannot load: ${describe(err)}` });
     return;
   }
-  steps.module = performance.now() - started;
-  for (const key of Object.keys(steps)) steps[key] = Math.round(steps[key]);
+  step('module');
   post({ type: 'ready', ms: steps.module, steps });
   work();
 }
@@ -302,7 +362,9 @@ async function work() {
 self.onmessage = (event) => {
   const message = event.data;
   try {
-    if (message.type === 'load') {
+    if (message.type === 'boot') {
+      if (!booting) booting = boot(message.snapshot, message.makeSnapshot);
+    } else if (message.type === 'load') {
       if (typeof message.interval === 'number' && message.interval > 0) interval = message.interval;
       applyTimeout(message.timeout);
       if (!loading) loading = load(message.filename, message.source, message.bundle, message.raw === true);
