@@ -1,5 +1,5 @@
 """Churn: volunteers are killed, frozen and added while a stream flows; the output stays exact,
-with a pinned batch size and with the defaults (adaptive batching)."""
+with the defaults (adaptive batching)."""
 from __future__ import annotations
 
 import os
@@ -30,15 +30,14 @@ def square(x):
 """
 
 
-@pytest.mark.parametrize("batch", [["--batch-size", "4"], []], ids=["batch-4", "defaults"])
-def test_kills_freezes_and_joins_lose_and_duplicate_nothing(procs: Processes, batch: list[str]) -> None:
+def test_kills_freezes_and_joins_lose_and_duplicate_nothing(procs: Processes) -> None:
     path = procs.tmp / "slow_square.py"
     path.write_text(SLOW_SQUARE)
     expected = procs.run([procs.pando_path, str(path), "--local", "--stdin"], input=lines(*range(ITEMS)))
     assert expected.returncode == 0 and len(expected.stdout.splitlines()) == ITEMS
 
     root = procs.pando(
-        str(path), "--stdin", "--start-idle", *batch, "--heartbeat", "1000",
+        str(path), "--stdin", "--start-idle", "--heartbeat", "1000",
         stdin=lines(*range(ITEMS)),
     )
     port = root.port
