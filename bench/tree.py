@@ -61,7 +61,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -88,44 +87,12 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     """The workload: real runs under ``unshare -n`` in a child process, then the simulations here."""
     real: dict[str, Any] | None = None
     if params.get("real"):
-        real = _namespaced(params) if not webrtc.in_namespace() else run_inside(params)
+        real = (webrtc.namespaced("tree", BENCH / "tree.py", params, params["real"].get("timeout_s", 1800))
+                if not webrtc.in_namespace() else run_inside(params))
     out: dict[str, Any] = {"params": params, "real": real}
     if params.get("sim"):
         out["sim"] = simulate(params["sim"], real)
     return out
-
-
-def _namespaced(params: dict[str, Any]) -> dict[str, Any]:
-    for tool in ("unshare", "ip"):
-        if not any((Path(d) / tool).exists() for d in os.environ.get("PATH", "").split(":") + ["/usr/sbin", "/sbin"]):
-            log(f"tree: real runs SKIPPED — `{tool}` is missing")
-            return {"skipped": f"`{tool}` is missing"}
-    procs = Procs()
-    out_path = procs.tmp / "tree.json"
-    env = procs.env(**{webrtc.NETNS_ENV: "1"})
-    env["PATH"] = env.get("PATH", "") + ":/usr/sbin:/sbin"
-    log("tree: real runs inside a private network namespace (unshare -n, 127.0.0.2 on lo)")
-    child = procs.popen(["unshare", "-n", "sh", "-c", webrtc.NETNS_SCRIPT, "sh", PYTHON, str(BENCH / "tree.py"),
-                         "--inside", json.dumps(params), str(out_path)], env=env, stdin=subprocess.DEVNULL)
-    try:
-        code = child.wait(params["real"].get("timeout_s", 1800))
-    except BaseException:
-        try:
-            os.killpg(child.pid, signal.SIGTERM)  # it kills what it started on the way out
-            child.wait(30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-        raise
-    finally:
-        try:
-            result = json.loads(out_path.read_text()) if out_path.exists() else None
-        except ValueError:
-            result = None
-        procs.cleanup()
-    if result is None:
-        log(f"tree: real runs FAILED — the namespaced run exited with {code} and no results")
-        return {"error": f"the run under unshare exited with {code} and wrote no results"}
-    return result
 
 
 free_port = webrtc.PortRange(*PORTS, ADDR).free
@@ -880,20 +847,5 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(text)
 
 
-def main() -> None:
-    if len(sys.argv) >= 4 and sys.argv[1] == "--inside":
-        params, out_path = json.loads(sys.argv[2]), Path(sys.argv[3])
-        if not webrtc.in_namespace():
-            sys.exit("tree.py --inside: not in the namespace this workload makes (127.0.0.2 on lo)")
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-        out_path.write_text(json.dumps(run_inside(params), default=str))
-        return
-    import run as runner
-
-    size = sys.argv[1] if len(sys.argv) > 1 else "quick"
-    sys.argv = [sys.argv[0], size, "--only", "tree"]
-    runner.main()
-
-
 if __name__ == "__main__":
-    main()
+    webrtc.script_main("tree", run_inside)

@@ -44,7 +44,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from common import (BENCH, BIN, EXAMPLES, KEY, PYTHON, RESULTS, LineClock, Procs, Volunteer, cpu_seconds, fmt, log,
                     percentile, ratio, stderr_collector, summary, table, wait_rusage, wait_volunteers)
@@ -84,24 +84,31 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     """The workload; outside the namespace, under ``unshare -n`` in a child process."""
     if in_namespace():
         return run_inside(params)
+    result = namespaced("webrtc", BENCH / "webrtc.py", params, params.get("timeout_s", 1200))
+    return result if "skipped" not in result and "error" not in result else {"params": params, **result}
+
+
+def namespaced(name: str, script: Path, params: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """``script --inside PARAMS OUT`` run again in a private network namespace (127.0.0.2 on lo): its
+    results, or ``{"skipped": why}`` / ``{"error": why}``."""
     for tool in ("unshare", "ip"):
         if not any((Path(d) / tool).exists() for d in os.environ.get("PATH", "").split(":") + ["/usr/sbin", "/sbin"]):
-            log(f"webrtc: SKIPPED — `{tool}` is missing")
-            return {"params": params, "skipped": f"`{tool}` is missing"}
+            log(f"{name}: SKIPPED — `{tool}` is missing")
+            return {"skipped": f"`{tool}` is missing"}
     procs = Procs()
-    out_path = procs.tmp / "webrtc.json"
+    out_path = procs.tmp / f"{name}.json"
     env = procs.env(**{NETNS_ENV: "1"})
     env["PATH"] = env.get("PATH", "") + ":/usr/sbin:/sbin"
-    log("webrtc: starting again inside a private network namespace (unshare -n, 127.0.0.2 on lo)")
-    child = procs.popen(["unshare", "-n", "sh", "-c", NETNS_SCRIPT, "sh", PYTHON, str(BENCH / "webrtc.py"),
+    log(f"{name}: starting again inside a private network namespace (unshare -n, 127.0.0.2 on lo)")
+    child = procs.popen(["unshare", "-n", "sh", "-c", NETNS_SCRIPT, "sh", PYTHON, str(script),
                          "--inside", json.dumps(params), str(out_path)], env=env, stdin=subprocess.DEVNULL)
     try:
-        code = child.wait(params.get("timeout_s", 1200))
+        code = child.wait(timeout)
     except BaseException:
         # SIGTERM first: the child kills its own processes (each in a session of its own) on the way out.
         try:
             os.killpg(child.pid, signal.SIGTERM)
-            child.wait(20)
+            child.wait(30)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
         raise
@@ -112,9 +119,9 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
             result = None
         procs.cleanup()
     if result is None:
-        log(f"webrtc: FAILED — the namespaced run exited with {code} and no results "
+        log(f"{name}: FAILED — the namespaced run exited with {code} and no results "
             "(unshare needs root or user namespaces)")
-        return {"params": params, "error": f"the run under unshare exited with {code} and wrote no results"}
+        return {"error": f"the run under unshare exited with {code} and wrote no results"}
     return result
 
 
@@ -575,22 +582,23 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(text)
 
 
-def main() -> None:
+def script_main(name: str, run_inside: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """A namespaced workload's script: ``--inside PARAMS OUT`` (see :func:`namespaced`) runs it here,
+    anything else runs the ``name`` workload through run.py (``quick`` unless a size is given)."""
     if len(sys.argv) >= 4 and sys.argv[1] == "--inside":
         params, out_path = json.loads(sys.argv[2]), Path(sys.argv[3])
         if not in_namespace():
-            sys.exit("webrtc.py --inside: not in the namespace this workload makes (127.0.0.2 on lo)")
+            sys.exit(f"{name}.py --inside: not in the namespace this workload makes (127.0.0.2 on lo)")
         # SIGTERM from the parent: leave through the finally blocks, which kill what this run started.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-        result = run_inside(params)
-        out_path.write_text(json.dumps(result, default=str))
+        out_path.write_text(json.dumps(run_inside(params), default=str))
         return
     import run as runner
 
     size = sys.argv[1] if len(sys.argv) > 1 else "quick"
-    sys.argv = [sys.argv[0], size, "--only", "webrtc"]
+    sys.argv = [sys.argv[0], size, "--only", name]
     runner.main()
 
 
 if __name__ == "__main__":
-    main()
+    script_main("webrtc", run_inside)
