@@ -40,8 +40,6 @@ MAX_CONNECTIONS = 4096
 FDS_PER_CONNECTION = 4
 #: Descriptors kept for everything else (the helper, worker pipes, files).
 FDS_RESERVED = 64
-#: A download that moves no byte for this long is dropped.
-STALL_SECONDS = 30.0
 #: Pause before the accept loop starts again after it died.
 RESTART_PAUSE = 0.5
 
@@ -74,7 +72,10 @@ Pages = dict[str, Callable[[], assets.Answer]]
 class _Connection(DirectConnection):
     """A connection that answers a plain GET itself, from the one cached copy of the file."""
 
-    pages: Pages = {}  # set per server, by a subclass
+    # Both set per server, by a subclass.
+    pages: Pages = {}
+    #: A download that moves no byte for this long is dropped: a heartbeat, as for a silent WebSocket.
+    stall_seconds = 30.0
 
     def handshake(
         self,
@@ -90,20 +91,20 @@ class _Connection(DirectConnection):
             answer = page() if page is not None else assets.answer(self.request)
             try:
                 for part in (answer.head(), answer.body):
-                    _send(self.socket, memoryview(part), self.server.socket_closed)
+                    _send(self.socket, memoryview(part), self.server.socket_closed, self.stall_seconds)
             except (OSError, TimeoutError):
                 pass  # the client left or stalled, or the run ended; the socket is closed either way
             return  # still CONNECTING: the server closes the connection now
         super().handshake(process_request, process_response, server_header, timeout)
 
 
-def _send(sock: socket.socket, data: memoryview, closed: threading.Event) -> None:
-    """Send all of ``data`` unless the reader stalls for STALL_SECONDS or the server closes."""
+def _send(sock: socket.socket, data: memoryview, closed: threading.Event, stall_seconds: float) -> None:
+    """Send all of ``data`` unless the reader stalls for ``stall_seconds`` or the server closes."""
     moved = time.monotonic()
     while data:
         if closed.is_set():
             raise TimeoutError("the server is closing")
-        if time.monotonic() - moved > STALL_SECONDS:
+        if time.monotonic() - moved > stall_seconds:
             raise TimeoutError("the client stopped reading")
         if not select.select([], [sock], [], 0.5)[1]:
             continue
@@ -132,8 +133,9 @@ class Server:
         pages: Pages | None = None,
     ) -> None:
         self._websockets = websockets
-        self._connection_type = type("Connection", (_Connection,), {"pages": pages or {}})
         self._heartbeat = heartbeat_ms / 1000
+        self._connection_type = type("Connection", (_Connection,),
+                                     {"pages": pages or {}, "stall_seconds": self._heartbeat})
         self._log = log
         self._cap = connection_cap()
         self._active = 0

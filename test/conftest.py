@@ -32,6 +32,11 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 #: The join key of every test's user (saved in its HOME before pando runs).
 KEY = "test-key-0123456789abcdef"
 
+#: Slow test modules take their delay per item from this variable when it is set: the reference
+#: runs (--local, one item after another) set it to 0, so that they cost no time.
+DELAY = "PANDO_TEST_DELAY"
+
+
 #: A module with state: each worker (process, or Pyodide Web Worker) counts the items it computed. A
 #: fresh worker per job counts from 1 again; state leaking from the last job would go on counting.
 COUNTER = """
@@ -116,7 +121,6 @@ class RootProcess:
 class Processes:
     """Starts processes for one test and kills whatever is left at its end."""
 
-    pando_path = PANDO
     #: Where the installed commands are (pando, pando-volunteer, pando-server).
     bin = BIN
 
@@ -181,6 +185,12 @@ class Processes:
             kwargs.setdefault("stdin", subprocess.DEVNULL)  # never the test runner's own stdin
         kwargs.setdefault("timeout", 60)
         return subprocess.run(args, capture_output=True, **kwargs)
+
+    def local(self, module: str, items: bytes) -> bytes:
+        """What ``pando MODULE --local`` prints for these items, with no delay per item: the reference."""
+        done = self.run([PANDO, module, "--stdin", "--local"], input=items, env=self.env(**{DELAY: "0"}))
+        assert done.returncode == 0, done.stderr
+        return done.stdout
 
     def cleanup(self) -> None:
         for popen in self._started:

@@ -10,18 +10,18 @@ import time
 
 import pytest
 
-from conftest import Processes, lines
+from conftest import DELAY, Processes, lines
 
 pytestmark = pytest.mark.timeout(240)
 
 ITEMS = 20_000
 
-SLOW_SQUARE = """
+SLOW_SQUARE = f"""
 import os
 import time
 import pando
 
-DELAY = float(os.environ.get("DELAY", "0"))
+DELAY = float(os.environ.get("{DELAY}", "0.0005"))
 
 @pando.function
 def square(x):
@@ -33,8 +33,8 @@ def square(x):
 def test_kills_freezes_and_joins_lose_and_duplicate_nothing(procs: Processes) -> None:
     path = procs.tmp / "slow_square.py"
     path.write_text(SLOW_SQUARE)
-    expected = procs.run([procs.pando_path, str(path), "--local", "--stdin"], input=lines(*range(ITEMS)))
-    assert expected.returncode == 0 and len(expected.stdout.splitlines()) == ITEMS
+    expected = procs.local(str(path), lines(*range(ITEMS)))
+    assert len(expected.splitlines()) == ITEMS
 
     root = procs.pando(
         str(path), "--stdin", "--start-idle", "--heartbeat", "1000",
@@ -44,7 +44,7 @@ def test_kills_freezes_and_joins_lose_and_duplicate_nothing(procs: Processes) ->
     rng = random.Random(20261125)
 
     def join() -> subprocess.Popen[bytes]:
-        return procs.volunteer(port, "--workers", "1", DELAY="0.0005")
+        return procs.volunteer(port, "--workers", "1")
 
     # Victims are volunteers up for a second at least: one killed while its worker is still
     # starting has its first item counted lost though it never ran it (the loss rule cannot
@@ -64,4 +64,4 @@ def test_kills_freezes_and_joins_lose_and_duplicate_nothing(procs: Processes) ->
         actions[action] += 1
     assert root.wait(180) == 0, root.err
     assert actions["kill"] >= 3 and actions["stop"] >= 3, f"too little churn happened before the end: {actions}"
-    assert root.out == expected.stdout
+    assert root.out == expected

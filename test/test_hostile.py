@@ -639,9 +639,9 @@ def test_stalled_downloads_share_one_copy_and_do_not_block_the_page(procs: Proce
 
 
 def test_a_download_that_stops_moving_is_dropped(procs: Processes) -> None:
-    from pando.server import STALL_SECONDS
-
-    root = start_root(procs, 10)
+    """A download that moves no byte for a heartbeat is dropped, as a silent WebSocket is."""
+    heartbeat = 5.0  # longer than stall_downloads takes to fill the sockets' buffers
+    root = start_root(procs, 10, "--heartbeat", str(int(heartbeat * 1000)))
     port = root.port
     pid = root.popen.pid
     base = open_fds(pid)
@@ -649,7 +649,7 @@ def test_a_download_that_stops_moving_is_dropped(procs: Processes) -> None:
         stall_downloads(stack, port, 2)
         assert open_fds(pid) > base
         started = time.monotonic()
-        while open_fds(pid) > base and time.monotonic() - started < STALL_SECONDS + 10:
+        while open_fds(pid) > base and time.monotonic() - started < heartbeat + 10:
             time.sleep(0.5)
         assert open_fds(pid) <= base, "the stalled downloads' sockets are closed"
     finish_honestly(procs, root, 10)

@@ -14,18 +14,19 @@ from typing import Any
 
 import pytest
 
-from conftest import KEY, PANDO, VOLUNTEER, Processes, RootProcess, lines
+from conftest import DELAY, KEY, PANDO, VOLUNTEER, Processes, RootProcess, lines
 from netns import Host, Hosts
 
 pytestmark = pytest.mark.timeout(240)
 
-SLOW = """
+SLOW = f"""
+import os
 import time
 import pando
 
 @pando.function
 def square(x):
-    time.sleep(0.05)
+    time.sleep(float(os.environ.get("{DELAY}", "0.05")))
     return x * x
 """
 
@@ -65,12 +66,6 @@ def wait_for_status(root: RootProcess, check: Any, timeout: float = 60, what: st
     raise AssertionError(f"no status showed {what}; the last: {statuses(root)[-1:]}\n{root.err[-3000:]}")
 
 
-def local(procs: Processes, module: str, items: bytes) -> bytes:
-    done = procs.run([PANDO, module, "--stdin", "--local"], input=items)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 def test_degree_2_seven_volunteers_an_interior_death(procs: Processes, hosts: Hosts) -> None:
     module = procs.tmp / "slow.py"
     module.write_text(SLOW)
@@ -105,7 +100,7 @@ def test_degree_2_seven_volunteers_an_interior_death(procs: Processes, hosts: Ho
         and all(d["parent"] != victim["id"] for d in s["devices"]), what="the orphans re-attached")
     assert {d["name"] for d in healed["devices"]} == {f"v{n}" for n in range(1, 8)} - {victim["name"]}
     assert root.wait(180) == 0, root.err[-3000:]
-    assert root.out == local(procs, str(module), items)
+    assert root.out == procs.local(str(module), items)
     for name in orphans:
         assert "joined again" in (procs.tmp / f"{name}.err").read_text()
     for name in grandchildren:  # below the orphans nobody reconnects
@@ -127,7 +122,7 @@ def test_without_global_monitoring_the_root_lists_its_children_with_subtree_tota
     assert [(d["parent"], d["depth"], d["nodes"], d["subtree_workers"]) for d in chain["devices"]] == [(None, 1, 3, 3)]
     assert chain["tree"]["depth"] == 1 and chain["volunteers"]["now"] == 3
     assert root.wait(120) == 0, root.err[-3000:]
-    assert root.out == local(procs, str(module), items)
+    assert root.out == procs.local(str(module), items)
 
 
 def test_a_relay_passes_the_module_files_down(procs: Processes, hosts: Hosts) -> None:
@@ -146,7 +141,7 @@ def test_a_relay_passes_the_module_files_down(procs: Processes, hosts: Hosts) ->
     chain = wait_for_status(root, lambda s: s["tree"]["nodes"] == 2, what="the second volunteer under the first")
     assert {(d["name"], d["depth"]) for d in chain["devices"]} == {("v1", 1), ("v2", 2)}
     assert root.wait(120) == 0, root.err[-3000:]
-    assert root.out == local(procs, str(module), items)
+    assert root.out == procs.local(str(module), items)
     assert "cannot run the module" not in (procs.tmp / "v2.err").read_text()
     assert any(d["name"] == "v2" and d["items"] > 0 for s in statuses(root) for d in s.get("devices", [])), \
         "the volunteer under the relay computed nothing"

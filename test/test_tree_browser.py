@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from browser_helpers import Root, clean_env, local_output, pando_command, skip_without_browser, volunteer_command, \
+from browser_helpers import Root, clean_env, local_output, skip_without_browser, slow_module, volunteer_command, \
     wait_until, write_module
 
 skip_without_browser("TREE BROWSER TESTS")
@@ -44,19 +44,8 @@ ROOT_PORT = 8000
 JOIN_KEY = "tree-browser-test-join-key-0123456789"
 READY_SECONDS = 90
 
-# Busy for a while without time.sleep (the same in CPython and Pyodide): the tree forms and
-# every node gets a share before the end.
-SLOW_SQUARE = """
-    import time
-    import pando
-
-    @pando.function
-    def slow_square(x):
-        until = time.monotonic() + 0.02
-        while time.monotonic() < until:
-            pass
-        return x * x
-"""
+# Slow enough that the tree forms and every node gets a share before the end.
+SLOW_SQUARE = slow_module(0.02)
 
 
 #: The tabs of the running test, for diagnosis.
@@ -108,10 +97,10 @@ def tree_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Calla
     started: list[Root] = []
     monkeypatch.setenv("PANDO_DEBUG", "monitoring")  # the root's, through clean_env
 
-    def start(host: Host, module: Path, *options: str) -> Root:
+    def start(host: Host, module: Path, *options: str, heartbeat: str = "3000") -> Root:
         (tmp_path / host.name).mkdir(exist_ok=True)
         root = Root(module, tmp_path / host.name, "--bind", host.address, "--join-key", JOIN_KEY, "--degree", "1",
-                    "--global-monitoring", "--reporting-interval", "0.5", "--heartbeat", "3000", *options,
+                    "--global-monitoring", "--reporting-interval", "0.5", "--heartbeat", heartbeat, *options,
                     port=ROOT_PORT, prefix=host.command([]), address=host.address)
         started.append(root)
         return root
@@ -245,7 +234,9 @@ def test_a_tab_relays_for_native_volunteers_that_join_under_it(tmp_path: Path, h
 def test_a_tab_refuses_a_child_without_the_join_key(tmp_path: Path, hosts: Hosts, tree_root, chromium_in) -> None:
     """The rendezvous never sees the key: the node a joiner lands under checks it, a tab too."""
     module = write_module(tmp_path, "slow.py", SLOW_SQUARE)
-    root = tree_root(hosts.add("root"), module)
+    # The default heartbeat: a tab slowed by a loaded machine must not be dropped, leaving the
+    # root room to take (and refuse) the intruder itself.
+    root = tree_root(hosts.add("root"), module, heartbeat="30000")
     page, tab_id = open_tab(root, hosts.add("tab"), chromium_in, "tab")
     wait_for_status(root, lambda s: s["tree"]["nodes"] == 1, "the tab as the root's child")
     host = hosts.add("intruder")
@@ -256,8 +247,11 @@ def test_a_tab_refuses_a_child_without_the_join_key(tmp_path: Path, hosts: Hosts
     assert intruder.wait(60) == 2
     said = (tmp_path / "intruder.err").read_text()
     assert "refused this volunteer: wrong or missing join key" in said, said
-    wait_until(lambda: "refused a child: wrong or missing join key" in page.inner_text("#log"), 10,
-               "the tab to log the refusal")
+    try:
+        wait_until(lambda: "refused a child: wrong or missing join key" in page.inner_text("#log"), 10,
+                   "the tab to log the refusal")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; the intruder said:\n{said}\n{diagnosis(root)}") from None
     # Nothing of it reached the tree, and the tab still takes a child with the key.
     assert all(s["tree"]["nodes"] == 1 for s in statuses(root)[-3:])
     add_natives(root, hosts, tmp_path, ("n1",), 1)
@@ -304,19 +298,7 @@ def test_a_tab_under_a_tab_joins_the_root_again_with_its_subtree(tmp_path: Path,
     assert natives["n1"].wait(30) == 0, n1_log
 
 
-FAILING = """
-    import time
-    import pando
-
-    @pando.function
-    def slow_square(x):
-        until = time.monotonic() + 0.02
-        while time.monotonic() < until:
-            pass
-        if x == 250:
-            raise ValueError(f"no square for {x} here")
-        return x * x
-"""
+FAILING = slow_module(0.02, fails_on=250)
 
 
 @pytest.mark.timeout(300)
@@ -325,16 +307,13 @@ def test_an_item_failing_below_the_tab_fails_the_run_as_local_does(tmp_path: Pat
     """The error, with its traceback, goes up through the tab (from its own workers or its child's)."""
     module = write_module(tmp_path, "failing.py", FAILING)
     items = [str(n) for n in range(600)]
-    local = subprocess.run([*pando_command(), str(module), "--stdin", "--local"],
-                           input="".join(f"{item}\n" for item in items).encode(), capture_output=True,
-                           env=clean_env(tmp_path), cwd=tmp_path, timeout=120, check=False)
-    assert local.returncode == 1, local.stderr
+    expected = local_output(module, items, tmp_path, status=1)
     root = tree_root(hosts.add("root"), module)
     page, tab_id = open_tab(root, hosts.add("tab"), chromium_in, "tab")
     wait_for_status(root, lambda s: s["tree"]["nodes"] == 1, "the tab as the root's child")
     add_natives(root, hosts, tmp_path, ("n1",), 1)
     root.feed(items)
     assert root.wait(180) == 1, diagnosis(root)
-    assert root.output == local.stdout.decode()  # every result before the failed item, as --local writes
+    assert root.output == expected  # every result before the failed item, as --local writes
     said = root.stderr.text
     assert "ValueError: no square for 250 here" in said and "Traceback" in said, said[-3000:]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import EXAMPLES, KEY, PANDO, VOLUNTEER, Processes, RootProcess, lines
+from conftest import DELAY, EXAMPLES, KEY, PANDO, VOLUNTEER, Processes, RootProcess, lines
 from netns import Host, Hosts
 
 pytestmark = pytest.mark.timeout(180)
@@ -23,13 +23,14 @@ pytestmark = pytest.mark.timeout(180)
 SECRET = "server-secret-0123456789"
 PORT = 8080
 
-SLOW = """
+SLOW = f"""
+import os
 import time
 import pando
 
 @pando.function
 def square(x):
-    time.sleep(0.02)
+    time.sleep(float(os.environ.get("{DELAY}", "0.02")))
     return x * x
 """
 
@@ -71,12 +72,6 @@ def start_volunteer(procs: Processes, host: Host, url: str, *args: str) -> subpr
 
 def volunteer_err(procs: Processes, host: Host) -> str:
     return (procs.tmp / f"volunteer-{host.name}.err").read_text()
-
-
-def local(procs: Processes, module: str, items: bytes) -> bytes:
-    done = procs.run([PANDO, module, "--stdin", "--local"], input=items)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def write_module(procs: Processes, name: str, text: str) -> str:
@@ -132,7 +127,7 @@ def test_volunteers_join_through_the_server_while_it_is_flooded(procs: Processes
     for name in ("v1", "v2", "v3"):
         start_volunteer(procs, hosts.add(name), server_url(server))
     assert root.wait(120) == 0, root.err
-    assert root.out == local(procs, str(EXAMPLES / "square_fast.py"), items)
+    assert root.out == procs.local(str(EXAMPLES / "square_fast.py"), items)
     for name in ("v1", "v2", "v3"):
         assert "joined as" in volunteer_err(procs, hosts[name])
 
@@ -149,7 +144,7 @@ def test_the_run_goes_on_when_the_server_dies(procs: Processes, hosts: Hosts) ->
     wait_until(lambda: root.out.count(b"\n") >= 20, what="the first results")
     server.popen.send_signal(signal.SIGKILL)
     assert root.wait(120) == 0, root.err
-    assert root.out == local(procs, module, items)
+    assert root.out == procs.local(module, items)
     assert "lost pando-server" in root.err
 
 
@@ -167,7 +162,7 @@ def test_a_killed_webrtc_volunteers_items_are_lent_again(procs: Processes, hosts
     victim.send_signal(signal.SIGKILL)  # its data channel looks open for half a minute: heartbeats tell
     killed = time.monotonic()
     assert root.wait(120) == 0, root.err
-    assert root.out == local(procs, module, items)
+    assert root.out == procs.local(module, items)
     assert "dropping volunteer" in root.err
     assert time.monotonic() - killed < 60
 
@@ -182,7 +177,7 @@ def test_frames_larger_than_a_channel_message(procs: Processes, hosts: Hosts) ->
     root.wait_for_stderr("Serving volunteer code at")
     start_volunteer(procs, hosts.add("v1"), server_url(server))
     assert root.wait(120) == 0, root.err
-    assert root.out == local(procs, module, items)
+    assert root.out == procs.local(module, items)
 
 
 def test_a_lan_root_takes_webrtc_joiners_itself(procs: Processes, hosts: Hosts, tmp_path: Path) -> None:
@@ -194,7 +189,7 @@ def test_a_lan_root_takes_webrtc_joiners_itself(procs: Processes, hosts: Hosts, 
     start_volunteer(procs, hosts.add("v1"), url, "--protocol", "webrtc")
     start_volunteer(procs, hosts.add("v2"), url)  # auto: a root's own page means WebSocket
     assert root.wait(120) == 0, root.err
-    assert root.out == local(procs, str(EXAMPLES / "square_fast.py"), items)
+    assert root.out == procs.local(str(EXAMPLES / "square_fast.py"), items)
 
 
 def test_a_staying_volunteer_joins_run_after_run_through_the_server(procs: Processes, hosts: Hosts) -> None:
@@ -207,7 +202,7 @@ def test_a_staying_volunteer_joins_run_after_run_through_the_server(procs: Proce
         # One root after the other (the server says "no root" in between); only the volunteer computes.
         root = start_root(procs, root_host, module, items, "--host", f"{server.address}:{PORT}")
         assert root.wait(120) == 0, root.err
-        assert root.out == local(procs, module, items), f"run {run + 1}"
+        assert root.out == procs.local(module, items), f"run {run + 1}"
     assert volunteer.poll() is None, volunteer_err(procs, hosts["v1"])
     volunteer.send_signal(signal.SIGTERM)
     assert volunteer.wait(15) == 0

@@ -26,8 +26,8 @@ from urllib.parse import quote
 
 import pytest
 
-from browser_helpers import Lines, Root, clean_env, local_output, skip_without_browser, stop_process, wait_until, \
-    write_module
+from browser_helpers import Lines, Root, clean_env, local_output, skip_without_browser, slow_module, stop_process, \
+    wait_until, write_module
 
 skip_without_browser("WEBRTC BROWSER TESTS")
 
@@ -166,18 +166,8 @@ def sockets(page: Page) -> list[str]:
     return opened
 
 
-# Busy for a while without relying on time.sleep; strings come back reversed.
-SLOW_SQUARE = """
-    import time
-    import pando
-
-    @pando.function
-    def slow_square(x):
-        until = time.monotonic() + 0.01
-        while time.monotonic() < until:
-            pass
-        return x[::-1] if isinstance(x, str) else x * x
-"""
+# Strings come back reversed.
+SLOW_SQUARE = slow_module(0.01, "x[::-1] if isinstance(x, str) else x * x")
 
 # Items of ~100 KB and results of ~200 KB: frames over 60 KiB each way, so in chunks.
 BIG = """
