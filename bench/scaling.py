@@ -31,8 +31,10 @@ def module_for(task: float) -> str:
     return str(EXAMPLES / "square.py") if task == 1.0 else str(MODULES / "square_100ms.py")
 
 
-def run_one(n: int, task: float, rounds: int, batch: int | None = 1, profile: str | None = None) -> dict[str, Any]:
-    """One swarm run; ``batch`` None: the root's default (--batch-size auto)."""
+def run_one(n: int, task: float, rounds: int, batch: int | None = 1, profile: str | None = None,
+            frame_per_result: bool = False) -> dict[str, Any]:
+    """One swarm run; ``batch`` None: the root's default (--batch-size auto); ``frame_per_result``:
+    sessions send each result alone (swarm.py --frame-per-result), as volunteers did before."""
     count = n * rounds
     procs = Procs()
     try:
@@ -50,7 +52,8 @@ def run_one(n: int, task: float, rounds: int, batch: int | None = 1, profile: st
         for first in range(0, n, per):
             k = min(per, n - first)
             swarms.append(procs.popen([PYTHON, str(BENCH / "swarm.py"), f"ws://127.0.0.1:{port}/volunteer#key={KEY};",
-                                       "--sessions", str(k), "--task", str(task), "--first-id", str(first)],
+                                       "--sessions", str(k), "--task", str(task), "--first-id", str(first),
+                                       *(["--frame-per-result"] if frame_per_result else [])],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
         for popen in swarms:  # each says "ready" once its imports are done
             assert popen.stderr is not None and popen.stdin is not None
@@ -110,7 +113,8 @@ def run_one(n: int, task: float, rounds: int, batch: int | None = 1, profile: st
                 computing = sum(1 for t in done if t_a <= t < t_b) / (t_b - t_a) / ideal
         errors = [s.get("error") for s in sessions if s.get("error")]
         return {
-            "n": n, "task_s": task, "rounds": rounds, "batch": batch, "count": count, "exit": code, "exact": exact,
+            "n": n, "task_s": task, "rounds": rounds, "batch": batch, "frame_per_result": frame_per_result,
+            "count": count, "exit": code, "exact": exact,
             "seconds": end - start_at, "items_per_s": count / (end - start_at), "ideal_items_per_s": ideal,
             "efficiency_total": total_eff, "efficiency_steady": steady, "efficiency_computing": computing,
             "sessions_started": len(sessions), "sessions_with_item": len(joins),

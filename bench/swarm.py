@@ -8,7 +8,11 @@ heartbeat → bye. It does not run the module's code: it *emulates* the
 benchmark's function (``x * x`` after ``SECONDS`` of ``asyncio.sleep``, what
 examples/square.py does with ``time.sleep``) so that a thousand sessions fit in
 a couple of processes. Items held are computed one at a time, in order, as a
-one-worker volunteer does. Sessions all start connecting at ``MONOTONIC``
+one-worker volunteer does, and answered as pando-volunteer answers them
+(``pando.pace``): results share a frame for up to ``Pace.window()`` while more
+are owed, the last goes at once, and an adaptive module hears ``want``.
+``--frame-per-result`` sends each result alone instead, without ``want``
+(volunteers before adaptive batching), for comparison. Sessions all start connecting at ``MONOTONIC``
 (CLOCK_MONOTONIC is shared by the processes of a machine); without
 ``--start-at`` the process says ``ready`` on stderr and reads that time from
 stdin, so that start-up costs of the harness never count as join time. On exit it prints
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -26,12 +31,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pando import protocol  # noqa: E402
+from pando import pace, protocol  # noqa: E402
 from pando.volunteer import parse_url  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
 
-async def session(index: int, given: str, task: float, stats: dict[str, Any], done_times: list[float]) -> None:
+async def session(index: int, given: str, task: float, stats: dict[str, Any], done_times: list[float],
+                  grouped: bool = True) -> None:
     url, key = parse_url(given)
     record: dict[str, Any] = {"connect_start": time.monotonic(), "attempts": 0, "items": 0}
     stats["sessions"].append(record)
@@ -48,15 +54,46 @@ async def session(index: int, given: str, task: float, stats: dict[str, Any], do
                     return
                 record["module"] = time.monotonic()
                 queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+                paced = pace.Pace(1)
+                paced.round_trip(record["module"] - record["open"])
+                outbox: list[tuple[int, str]] = []
+                sent_at = -math.inf
+                timer: asyncio.TimerHandle | None = None
+
+                def send_later() -> None:
+                    nonlocal timer
+                    timer = None
+                    if outbox:
+                        helpers.append(asyncio.create_task(send_up()))
+
+                async def send_up() -> None:
+                    nonlocal sent_at, timer
+                    if timer is not None:
+                        timer.cancel()
+                        timer = None
+                    results = outbox[:]
+                    outbox.clear()
+                    sent_at = time.monotonic()
+                    want = paced.want(0) if module.adaptive and grouped else None
+                    await ws.send(protocol.encode(protocol.Result(results, want)))
+                    paced.sent()
 
                 async def compute() -> None:
                     while True:
                         item_id, text = await queue.get()
+                        began = time.monotonic()
                         await asyncio.sleep(task)
-                        value = int(text)
-                        await ws.send(protocol.encode(protocol.Result([(item_id, str(value * value))])))
+                        paced.computed(1, time.monotonic() - began)
+                        outbox.append((item_id, str(int(text) ** 2)))
                         record["items"] += 1
                         done_times.append(time.monotonic())
+                        # As pando.node.Upstream: the last result owed, or one after a quiet spell, goes at
+                        # once; others wait for the window since the last frame to end, sharing its frame.
+                        wait = sent_at + paced.window() - time.monotonic()
+                        if not grouped or queue.empty() or wait <= 0:
+                            await send_up()
+                        elif timer is None:
+                            timer = asyncio.get_running_loop().call_later(wait, send_later)
 
                 async def heartbeat() -> None:
                     while True:
@@ -68,6 +105,7 @@ async def session(index: int, given: str, task: float, stats: dict[str, Any], do
                     async for message in ws:
                         frame = protocol.decode(message, protocol.FROM_ROOT)
                         if isinstance(frame, protocol.Lend):
+                            paced.lent()
                             if "first_lend" not in record:
                                 record["first_lend"] = time.monotonic()
                             for pair in frame.items:
@@ -76,6 +114,8 @@ async def session(index: int, given: str, task: float, stats: dict[str, Any], do
                             record["end"] = frame.reason
                             return
                 finally:
+                    if timer is not None:
+                        timer.cancel()
                     for helper in helpers:
                         helper.cancel()
                 record["end"] = "closed"
@@ -98,7 +138,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     if delay > 0:
         await asyncio.sleep(delay)
     stats["start_at"] = start_at
-    tasks = [asyncio.create_task(session(args.first_id + i, args.url, args.task, stats, done_times))
+    tasks = [asyncio.create_task(session(args.first_id + i, args.url, args.task, stats, done_times,
+                                         not args.frame_per_result))
              for i in range(args.sessions)]
     await asyncio.wait(tasks, timeout=args.timeout)
     for task in tasks:
@@ -115,6 +156,7 @@ def main() -> None:
     parser.add_argument("--start-at", type=float, default=0.0)
     parser.add_argument("--first-id", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--frame-per-result", action="store_true")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(main_async(args))))
 

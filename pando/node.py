@@ -39,7 +39,7 @@ from pando.junction import Junction
 from pando.lender import Failure, Lender
 from pando.link import Duplex
 from pando.overlay import Overlay, Summary
-from pando.pace import FLUSH_SECONDS, START_PER_WORKER, Pace
+from pando.pace import START_PER_WORKER, Pace
 from pando.printable import printable
 from pando.session import Holder, Job, Session, SessionIds, dispatch, settle
 from pando.supervisor import Supervisor
@@ -67,7 +67,7 @@ class Upstream:
     """The link to the parent, for whoever has something to send up; it changes when the node joins again.
 
     Results go up from a thread of their own, at most one frame per
-    :data:`pando.pace.FLUSH_SECONDS` while the node still has items to answer
+    :meth:`pando.pace.Pace.window` while the node still has items to answer
     (:attr:`busy`): those that come meanwhile share it. One that comes after a
     quiet spell, or the last the node owes, goes at once. The frame carries
     :attr:`want` when that has something to say.
@@ -125,7 +125,7 @@ class Upstream:
             with self._cond:
                 while not self._results and not self._stopping:
                     self._cond.wait()
-                while (not self._stopping and (wait := self._sent + FLUSH_SECONDS - time.monotonic()) > 0
+                while (not self._stopping and (wait := self._sent + self._pace.window() - time.monotonic()) > 0
                        and self.busy()):
                     self._cond.wait(wait)
                 if self._stopping:

@@ -11,8 +11,14 @@ a volunteer whose items slow down soon asks for fewer.
 A relay asks for its own workers' share, what its children asked for, and
 what its children use up while its own refill comes.
 
-Results wait at most :data:`FLUSH_SECONDS` at a worker and as long again at the
-volunteer to share a frame: the grouping that makes cheap items cheap.
+Results wait at most :data:`FLUSH_SECONDS` at a worker to share its message.
+At the volunteer they wait for others to share a frame: long enough for about
+:data:`RESULTS_PER_FRAME` of them at the rate it answers (its own workers'
+and its children's), never less than :data:`FLUSH_SECONDS` nor more than
+:data:`MAX_WINDOW` (:meth:`Pace.window`). Cheap items then travel by the
+hundred per frame, and a parent holding a thousand volunteers of 0.1 s items
+reads a frame per few results instead of one per result; what a volunteer
+holds covers that wait too.
 """
 from __future__ import annotations
 
@@ -23,8 +29,13 @@ import time
 from collections import deque
 from typing import Callable
 
-#: Longest an answer waits for others to share its message (a worker's) or its frame (a volunteer's).
+#: Longest an answer waits for others to share its message at a worker; the shortest wait for a
+#: volunteer's frame.
 FLUSH_SECONDS = 0.005
+#: Results a volunteer's frame should carry: a frame costs its parent far more than a result in it.
+RESULTS_PER_FRAME = 4
+#: Longest a result waits at a volunteer for others to share its frame.
+MAX_WINDOW = 0.25
 #: Items a session holds per worker before its volunteer has said what it wants.
 START_PER_WORKER = 2
 #: Most items per worker a volunteer may ask to hold.
@@ -41,9 +52,15 @@ _RATE_WINDOW = 0.25
 _CHANGE = 0.125
 
 
-def per_worker(refill: float, item: float) -> int:
-    """Items a worker should hold: the one it computes, and those it computes while a refill comes."""
-    return min(MAX_PER_WORKER, 1 + math.ceil(GAIN * (refill + 2 * FLUSH_SECONDS) / max(item, 1e-9)))
+def per_worker(refill: float, item: float, window: float = FLUSH_SECONDS) -> int:
+    """Items a worker should hold: the one it computes, and those it computes while a refill comes
+    (the results' wait at the worker and in the volunteer's ``window``, then the round trip)."""
+    return min(MAX_PER_WORKER, 1 + math.ceil(GAIN * (refill + FLUSH_SECONDS + window) / max(item, 1e-9)))
+
+
+def window(rate: float) -> float:
+    """How long a volunteer answering ``rate`` results a second lets a result wait for others."""
+    return min(MAX_WINDOW, max(FLUSH_SECONDS, RESULTS_PER_FRAME / rate)) if rate > 0 else FLUSH_SECONDS
 
 
 class Pace:
@@ -56,8 +73,8 @@ class Pace:
         self._refills: deque[float] = deque(maxlen=_REFILLS)
         self._sent_at: float | None = None  # a result frame whose refill has not come yet
         self._item: float | None = None  # seconds an item takes on one of its workers
-        self._relayed = 0  # the children's results since the window began
-        self._window = clock()
+        self._relayed = 0  # the children's results since the measure began
+        self._since = clock()
         self._rate = 0.0  # the children's results per second
         self._told: int | None = None  # the last want sent up
 
@@ -100,21 +117,30 @@ class Pace:
     def _own(self) -> int | None:
         if self._item is None or not self._refills:
             return None
-        return self._workers * per_worker(statistics.median(self._refills), self._item)
+        return self._workers * per_worker(statistics.median(self._refills), self._item, self._window_now())
+
+    def window(self) -> float:
+        """How long a result may wait here for others to share its frame (:func:`window`)."""
+        with self._lock:
+            return self._window_now()
+
+    def _window_now(self) -> float:
+        own = self._workers / max(self._item, 1e-9) if self._item is not None else 0.0
+        return window(own + self._rate)
 
     def want(self, children: int) -> int | None:
         """What to ask the parent for, with ``children`` items asked for by the children; None while
         there is nothing to say (no item timed, or no change worth a word since the last time)."""
         with self._lock:
             now = self._clock()
-            if now - self._window >= _RATE_WINDOW:
-                self._rate = (self._rate + self._relayed / (now - self._window)) / 2
-                self._relayed, self._window = 0, now
+            if now - self._since >= _RATE_WINDOW:
+                self._rate = (self._rate + self._relayed / (now - self._since)) / 2
+                self._relayed, self._since = 0, now
             own = self._own()
             if own is None and not children:
                 return None
             refill = statistics.median(self._refills) if self._refills else 0.0
-            buffer = math.ceil(GAIN * self._rate * (refill + 2 * FLUSH_SECONDS))
+            buffer = math.ceil(GAIN * self._rate * (refill + FLUSH_SECONDS + self._window_now()))
             want = (own or self._workers * START_PER_WORKER) + children + buffer
             if self._told is not None and abs(want - self._told) <= _CHANGE * self._told:
                 return None

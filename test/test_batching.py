@@ -13,12 +13,15 @@ import math
 import os
 import shutil
 import subprocess
+import threading
+import time
 from collections import Counter
 
 import pytest
+from websockets.sync.server import ServerConnection, serve
 
-from conftest import REPO, Processes, lines
-from pando import pace
+from conftest import KEY, REPO, VOLUNTEER, Processes, join_url, lines
+from pando import pace, protocol
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -54,6 +57,38 @@ def test_slow_items_are_shared_one_per_idle_worker(procs: Processes) -> None:
 
 
 
+def test_results_of_slow_items_share_frames(procs: Processes) -> None:
+    """A volunteer answering ten results a second lets each wait for a few others (Pace.window):
+    its parent reads a frame per few results, not one per result; the last goes at once."""
+    frames: list[protocol.Result] = []
+    done = threading.Event()
+
+    def root(connection: ServerConnection) -> None:  # the test is the root: it counts the frames
+        protocol.decode(connection.recv(timeout=30), protocol.FROM_VOLUNTEER)
+        module = "import time\nimport pando\n\n@pando.function\ndef f(x):\n    time.sleep(0.1)\n    return x\n"
+        connection.send(protocol.encode(protocol.Module("1", "slow.py", module, 30_000, 12)))
+        connection.send(protocol.encode(protocol.Lend([(n, str(n)) for n in range(12)])))
+        answered: set[int] = set()
+        while len(answered) < 12:
+            frame = protocol.decode(connection.recv(timeout=30), protocol.FROM_VOLUNTEER)
+            if isinstance(frame, protocol.Result):
+                frames.append(frame)
+                answered.update(item for item, _ in frame.results)
+        connection.send(protocol.encode(protocol.Bye("done")))
+        done.set()
+
+    with serve(root, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        procs.popen([VOLUNTEER, join_url(server.socket.getsockname()[1], KEY), "--workers", "1",
+                     "--protocol", "websocket"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        assert done.wait(60), f"only {len(frames)} result frames came"
+        server.shutdown()
+    results = [pair for frame in frames for pair in frame.results]
+    assert sorted(results) == [(n, str(n)) for n in range(12)]
+    # Once an item's time is known, results wait up to 0.25 s: two or three share a frame.
+    assert len(frames) <= 7, [len(frame.results) for frame in frames]
+
+
 # -- what a volunteer asks for (pando.pace; protocol.js's Pace follows the same rules) ------------
 
 class FakeClock:
@@ -70,14 +105,23 @@ def test_a_volunteer_asks_for_what_covers_its_refill_wait() -> None:
     assert paced.want(0) is None  # nothing timed yet: the parent's start holds
     paced.round_trip(0.004)
     paced.computed(100, 0.1)  # 1 ms an item
-    own = 2 * (1 + math.ceil(2 * (0.004 + 2 * pace.FLUSH_SECONDS) / 0.001))
+    own = 2 * (1 + math.ceil(2 * (0.004 + 2 * pace.FLUSH_SECONDS) / 0.001))  # cheap: the shortest window
     assert paced.own() == own and paced.want(0) == own
     assert paced.want(0) is None  # said already
     paced.computed(10, 10.0)  # items turned slow: the estimate follows, and a worker holds two
     for _ in range(40):
         paced.computed(1, 1.0)
     assert paced.want(0) == paced.own() == 2 * 2
+    assert paced.window() == pace.MAX_WINDOW  # two results a second: each waits as long as it may
     assert pace.per_worker(0.0, 1e-12) == pace.MAX_PER_WORKER
+
+
+def test_the_window_holds_a_few_results_within_bounds() -> None:
+    assert pace.window(0) == pace.window(1e6) == pace.FLUSH_SECONDS
+    assert pace.window(10) == pace.MAX_WINDOW
+    assert pace.window(40) == pace.RESULTS_PER_FRAME / 40
+    # What a worker holds covers the window too: 0.1 s items, a 20 ms round trip, a 0.25 s window.
+    assert pace.per_worker(0.02, 0.1, 0.25) == 1 + math.ceil(2 * (0.02 + pace.FLUSH_SECONDS + 0.25) / 0.1)
 
 
 def test_a_relay_asks_for_its_children_too() -> None:
@@ -88,7 +132,8 @@ def test_a_relay_asks_for_its_children_too() -> None:
     paced.relayed(500)
     clock.now = 1.0  # the children answered 500 items in a second
     wanted = paced.want(30)
-    assert wanted == 2 + 30 + math.ceil(2 * 250 * (0.01 + 2 * pace.FLUSH_SECONDS))
+    window = pace.window(1 + 250)  # its own result a second and the children's 250
+    assert wanted == 2 + 30 + math.ceil(2 * 250 * (0.01 + pace.FLUSH_SECONDS + window))
     paced.reset()  # a new parent hears it all again
     assert paced.want(30) is not None
 
@@ -98,14 +143,14 @@ def test_protocol_js_pace_follows_pace_py() -> None:
     if node is None:
         pytest.skip("no `node` on PATH: protocol.js's Pace is NOT checked against pando/pace.py")
     script = """
-import { Pace, perWorker } from './pando/web/protocol.js';
+import { Pace, perWorker, resultWindow } from './pando/web/protocol.js';
 let now = 0;
 const p = new Pace(3, () => now);
 const out = [p.want(0)];
 p.roundTrip(0.004); p.computed(50, 0.02); out.push(p.own(), p.want(5), p.want(5));
 p.relayed(300); now = 0.5; out.push(p.want(40));
-p.computed(2, 4); out.push(p.own(), p.want(40));
-out.push(perWorker(0.02, 0.003), perWorker(0, 1e-12));
+p.computed(2, 4); out.push(p.own(), p.want(40), p.window());
+out.push(perWorker(0.02, 0.003), perWorker(0, 1e-12), perWorker(0.02, 0.1, 0.25), resultWindow(40));
 console.log(JSON.stringify(out));
 """
     done = subprocess.run([node, "--input-type=module", "-e", script], cwd=REPO, capture_output=True, text=True,
@@ -121,5 +166,6 @@ console.log(JSON.stringify(out));
     clock.now = 0.5
     expected.append(p.want(40))
     p.computed(2, 4)
-    expected += [p.own(), p.want(40), pace.per_worker(0.02, 0.003), pace.per_worker(0, 1e-12)]
+    expected += [p.own(), p.want(40), p.window(), pace.per_worker(0.02, 0.003), pace.per_worker(0, 1e-12),
+                 pace.per_worker(0.02, 0.1, 0.25), pace.window(40)]
     assert json.loads(done.stdout) == expected

@@ -538,8 +538,12 @@ export function runOutcome(status) {
 
 // -- adaptive batching: what a volunteer asks to hold (the rules of pando/pace.py) ------------------
 
-/** Longest an answer waits for others to share its message (a worker's) or its frame (the page's), in seconds. */
+/** Longest an answer waits for others to share its message at a worker; the shortest wait for the page's frame (s). */
 export const FLUSH_SECONDS = 0.005;
+/** Results a frame should carry: a frame costs the parent far more than a result in it. */
+export const RESULTS_PER_FRAME = 4;
+/** Longest a result waits at the page for others to share its frame (s). */
+export const MAX_WINDOW = 0.25;
 /** Items a session holds per worker before its volunteer has said what it wants. */
 export const START_PER_WORKER = 2;
 /** Most items per worker a volunteer may ask to hold. */
@@ -550,9 +554,17 @@ const SMOOTHING = 0.2; // how much of each new measure of an item's time goes in
 const RATE_WINDOW = 0.25; // shortest window (s) over which the children's rate is measured
 const CHANGE = 0.125; // a want is sent up again only once it changed by more than this fraction
 
-/** Items a worker should hold: the one it computes, and those it computes while a refill comes. */
-export function perWorker(refill, item) {
-  return Math.min(MAX_PER_WORKER, 1 + Math.ceil((GAIN * (refill + 2 * FLUSH_SECONDS)) / Math.max(item, 1e-9)));
+/**
+ * Items a worker should hold: the one it computes, and those it computes while a refill comes (the
+ * results' wait at the worker and in the page's `window`, then the round trip).
+ */
+export function perWorker(refill, item, window = FLUSH_SECONDS) {
+  return Math.min(MAX_PER_WORKER, 1 + Math.ceil((GAIN * (refill + FLUSH_SECONDS + window)) / Math.max(item, 1e-9)));
+}
+
+/** How long a volunteer answering `rate` results a second lets a result wait for others (s). */
+export function resultWindow(rate) {
+  return rate > 0 ? Math.min(MAX_WINDOW, Math.max(FLUSH_SECONDS, RESULTS_PER_FRAME / rate)) : FLUSH_SECONDS;
 }
 
 function median(values) {
@@ -573,8 +585,8 @@ export class Pace {
     this.refills = [];
     this.sentAt = null; // a result frame whose refill has not come yet
     this.item = null; // seconds an item takes on one of the page's workers
-    this.relayedCount = 0; // the children's results since the window began
-    this.window = clock();
+    this.relayedCount = 0; // the children's results since the measure began
+    this.since = clock();
     this.rate = 0; // the children's results per second
     this.told = null; // the last want sent up
   }
@@ -616,7 +628,13 @@ export class Pace {
   /** What the page's own workers should hold; null before any of their items was timed. */
   own() {
     if (this.item === null || !this.refills.length) return null;
-    return this.workers * perWorker(median(this.refills), this.item);
+    return this.workers * perWorker(median(this.refills), this.item, this.window());
+  }
+
+  /** How long a result may wait here for others to share its frame (resultWindow), in seconds. */
+  window() {
+    const own = this.item === null ? 0 : this.workers / Math.max(this.item, 1e-9);
+    return resultWindow(own + this.rate);
   }
 
   /**
@@ -625,15 +643,15 @@ export class Pace {
    */
   want(children) {
     const now = this.clock();
-    if (now - this.window >= RATE_WINDOW) {
-      this.rate = (this.rate + this.relayedCount / (now - this.window)) / 2;
+    if (now - this.since >= RATE_WINDOW) {
+      this.rate = (this.rate + this.relayedCount / (now - this.since)) / 2;
       this.relayedCount = 0;
-      this.window = now;
+      this.since = now;
     }
     const own = this.own();
     if (own === null && !children) return null;
     const refill = this.refills.length ? median(this.refills) : 0;
-    const buffer = Math.ceil(GAIN * this.rate * (refill + 2 * FLUSH_SECONDS));
+    const buffer = Math.ceil(GAIN * this.rate * (refill + FLUSH_SECONDS + this.window()));
     const want = (own === null ? this.workers * START_PER_WORKER : own) + children + buffer;
     if (this.told !== null && Math.abs(want - this.told) <= CHANGE * this.told) return null;
     this.told = want;

@@ -20,7 +20,6 @@ const MAX_WORKERS = 64;
 const FIRST_BACKOFF_MS = 500;
 const MAX_BACKOFF_MS = 10_000;
 const NEXT_JOB_BACKOFF_MS = 5_000; // longest pause between two looks for the next run
-const FLUSH_MS = protocol.FLUSH_SECONDS * 1000; // gather answers this long before sending one frame
 const RATE_WINDOW_MS = 5_000;
 const REPORT_GRACE_MS = 250; // after a report boundary, wait this long for the workers' reports
 const OVERRUN_CHECK_MS = 1000; // with a timeout, workers are checked at least this often, and 4 times per timeout
@@ -682,7 +681,8 @@ class Volunteer {
     if (now) {
       this.flush();
     } else if (this.flushTimer === null) {
-      this.flushTimer = this.clock.after(FLUSH_MS, () => {
+      // Answers gather this long to share a frame: a few results' worth (Pace.window).
+      this.flushTimer = this.clock.after(this.pace.window() * 1000, () => {
         this.flushTimer = null;
         this.flush();
       });
