@@ -79,6 +79,7 @@ async def session(index: int, given: str, task: float, stats: dict[str, Any], do
                     paced.sent()
 
                 async def compute() -> None:
+                    nonlocal timer
                     while True:
                         item_id, text = await queue.get()
                         began = time.monotonic()

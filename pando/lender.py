@@ -599,6 +599,17 @@ class Lender(Generic[H]):
         with self._lock:
             return len(self._values)
 
+    def unlent(self) -> int:
+        """Items waiting for a holder: never lent, or wanting another copy."""
+        with self._lock:
+            return len(self._fresh) + len(self._again)
+
+    def holds(self, holder: H) -> int:
+        """How many items a session holds."""
+        with self._lock:
+            holding = self._holders.get(holder)
+            return len(holding.held) if holding else 0
+
     def counts(self) -> dict[str, int]:
         """Items lent (each time), lent again, done and failed so far, and the copies made for
         stragglers, taken back after the timeout, retried after an error, and outvoted."""

@@ -69,7 +69,8 @@ class Upstream:
     Results go up from a thread of their own, at most one frame per
     :meth:`pando.pace.Pace.window` while the node still has items to answer
     (:attr:`busy`): those that come meanwhile share it. One that comes after a
-    quiet spell, or the last the node owes, goes at once. The frame carries
+    quiet spell, the last the node owes, or any while the node is
+    :attr:`hungry`, goes at once: its refill must not wait. The frame carries
     :attr:`want` when that has something to say.
     """
 
@@ -84,6 +85,8 @@ class Upstream:
         self.want: Callable[[], int | None] = lambda: None
         #: Whether more results are to come.
         self.busy: Callable[[], bool] = lambda: False
+        #: Whether the node is about to run out of work: nothing left to lend, no item queued at a worker.
+        self.hungry: Callable[[], bool] = lambda: False
         self._thread = threading.Thread(target=self._flush, name="pando-upstream", daemon=True)
 
     def start(self) -> None:
@@ -113,8 +116,7 @@ class Upstream:
 
     def deliver(self, results: list[tuple[int, str]]) -> None:
         with self._cond:
-            if not self._results:
-                self._cond.notify()
+            self._cond.notify()  # with the first result, or when the node turns hungry
             self._results.extend(results)
 
     def fail(self, failure: Failure) -> None:
@@ -126,7 +128,7 @@ class Upstream:
                 while not self._results and not self._stopping:
                     self._cond.wait()
                 while (not self._stopping and (wait := self._sent + self._pace.window() - time.monotonic()) > 0
-                       and self.busy()):
+                       and self.busy() and not self.hungry()):
                     self._cond.wait(wait)
                 if self._stopping:
                     return
@@ -480,6 +482,8 @@ class _Running:
         if module.adaptive:
             node._upstream.want = self.want
         node._upstream.busy = lambda: self.lender.pending() > 0
+        workers = node._workers_count
+        node._upstream.hungry = lambda: self.lender.unlent() == 0 and self.lender.holds(self._own) <= workers
         dispatch(self.lender, self._own)
         self._dispatcher = Dispatcher(self.lender, node._upstream, module.heartbeat_ms, None)
         self._dispatcher.start()

@@ -5,8 +5,8 @@ workers, and how long a refill takes to come back (from a result frame it
 sends to the lend frame that answers it). It asks for enough items to keep
 every worker busy across that wait with room to spare, and says so in its
 result frames (``want``); the parent lends it that many at most. Cheap items
-then travel by the hundred per frame, slow ones one or two per worker, and
-a volunteer whose items slow down soon asks for fewer.
+then travel by the hundred per frame, slow ones a few per worker, and a
+volunteer whose items slow down soon asks for fewer.
 
 A relay asks for its own workers' share, what its children asked for, and
 what its children use up while its own refill comes.
@@ -18,7 +18,8 @@ and its children's), never less than :data:`FLUSH_SECONDS` nor more than
 :data:`MAX_WINDOW` (:meth:`Pace.window`). Cheap items then travel by the
 hundred per frame, and a parent holding a thousand volunteers of 0.1 s items
 reads a frame per few results instead of one per result; what a volunteer
-holds covers that wait too.
+holds covers that wait too. A volunteer about to run out of work sends at once
+(``Upstream.hungry`` in pando/node.py): its refill must not wait for the window.
 """
 from __future__ import annotations
 
@@ -53,9 +54,15 @@ _CHANGE = 0.125
 
 
 def per_worker(refill: float, item: float, window: float = FLUSH_SECONDS) -> int:
-    """Items a worker should hold: the one it computes, and those it computes while a refill comes
-    (the results' wait at the worker and in the volunteer's ``window``, then the round trip)."""
-    return min(MAX_PER_WORKER, 1 + math.ceil(GAIN * (refill + FLUSH_SECONDS + window) / max(item, 1e-9)))
+    """Items a worker should hold: the one it computes, and those it computes while a refill comes."""
+    return min(MAX_PER_WORKER, 1 + math.ceil(_wait_to_cover(refill, window) / max(item, 1e-9)))
+
+
+def _wait_to_cover(refill: float, window: float) -> float:
+    """From a result to the refill it brings: it waits at the worker and at the volunteer, then the
+    refill comes back. Covered twice (jitter), except the part of the volunteer's ``window`` beyond
+    the shortest, which is known and covered once: more held is more left over at a run's end."""
+    return GAIN * (refill + 2 * FLUSH_SECONDS) + (window - FLUSH_SECONDS)
 
 
 def window(rate: float) -> float:
@@ -140,7 +147,7 @@ class Pace:
             if own is None and not children:
                 return None
             refill = statistics.median(self._refills) if self._refills else 0.0
-            buffer = math.ceil(GAIN * self._rate * (refill + FLUSH_SECONDS + self._window_now()))
+            buffer = math.ceil(self._rate * _wait_to_cover(refill, self._window_now()))
             want = (own or self._workers * START_PER_WORKER) + children + buffer
             if self._told is not None and abs(want - self._told) <= _CHANGE * self._told:
                 return None

@@ -27,6 +27,8 @@ from conftest import DELAY
 if TYPE_CHECKING:  # Playwright is imported only where Chromium can run
     from playwright.sync_api import Browser, BrowserContext, Page
 
+    from netns import Host
+
 REPO = Path(__file__).resolve().parent.parent
 WEB = REPO / "pando" / "web"
 PYODIDE = WEB / "node_modules" / "pyodide"
@@ -107,6 +109,46 @@ def tabs(browser: Browser) -> Iterator[Tabs]:
         for context in tabs.contexts:
             context.close()
     assert not tabs.page_errors, f"uncaught errors on the page: {tabs.page_errors}"
+
+
+class Chromium:
+    """Headless Chromium in one host (test/netns.py); its tabs' uncaught errors fail the test."""
+
+    def __init__(self, browser: Browser) -> None:
+        self.browser = browser
+        self.page_errors: list[str] = []
+
+    def open(self, url: str | None = None) -> Page:
+        """A tab in a context of its own."""
+        page = self.browser.new_context().new_page()
+        page.on("pageerror", lambda error: self.page_errors.append(str(error)))
+        if url is not None:
+            page.goto(url)
+        return page
+
+
+@pytest.fixture
+def chromium_in(tmp_path: Path) -> Iterator[Callable[[Host], Chromium]]:
+    """``chromium_in(host)``: Chromium running in that host, closed at the end."""
+    from playwright.sync_api import sync_playwright
+
+    browsers: list[Chromium] = []
+    with sync_playwright() as playwright:
+
+        def launch(host: Host) -> Chromium:
+            directory = tmp_path / f"chromium-{host.name}"
+            directory.mkdir(exist_ok=True)
+            browser = Chromium(host.launch_chromium(playwright, directory))
+            browsers.append(browser)
+            return browser
+
+        try:
+            yield launch
+        finally:
+            for browser in browsers:
+                browser.browser.close()
+    for browser in browsers:
+        assert not browser.page_errors, f"uncaught errors on the page: {browser.page_errors}"
 
 
 def missing_requirements() -> str | None:

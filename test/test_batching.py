@@ -120,8 +120,10 @@ def test_the_window_holds_a_few_results_within_bounds() -> None:
     assert pace.window(0) == pace.window(1e6) == pace.FLUSH_SECONDS
     assert pace.window(10) == pace.MAX_WINDOW
     assert pace.window(40) == pace.RESULTS_PER_FRAME / 40
-    # What a worker holds covers the window too: 0.1 s items, a 20 ms round trip, a 0.25 s window.
-    assert pace.per_worker(0.02, 0.1, 0.25) == 1 + math.ceil(2 * (0.02 + pace.FLUSH_SECONDS + 0.25) / 0.1)
+    # What a worker holds covers the window too (once: it is known): 0.1 s items, a 20 ms round
+    # trip, a 0.25 s window.
+    wait = 2 * (0.02 + 2 * pace.FLUSH_SECONDS) + 0.25 - pace.FLUSH_SECONDS
+    assert pace.per_worker(0.02, 0.1, 0.25) == 1 + math.ceil(wait / 0.1) == 5
 
 
 def test_a_relay_asks_for_its_children_too() -> None:
@@ -133,7 +135,7 @@ def test_a_relay_asks_for_its_children_too() -> None:
     clock.now = 1.0  # the children answered 500 items in a second
     wanted = paced.want(30)
     window = pace.window(1 + 250)  # its own result a second and the children's 250
-    assert wanted == 2 + 30 + math.ceil(2 * 250 * (0.01 + pace.FLUSH_SECONDS + window))
+    assert wanted == 2 + 30 + math.ceil(250 * (2 * (0.01 + 2 * pace.FLUSH_SECONDS) + window - pace.FLUSH_SECONDS))
     paced.reset()  # a new parent hears it all again
     assert paced.want(30) is not None
 

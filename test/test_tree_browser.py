@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from browser_helpers import Root, clean_env, local_output, skip_without_browser, slow_module, volunteer_command, \
-    wait_until, write_module
+from browser_helpers import Chromium, Root, clean_env, local_output, skip_without_browser, slow_module, \
+    volunteer_command, wait_until, write_module
 
 skip_without_browser("TREE BROWSER TESTS")
 
@@ -36,7 +36,7 @@ if find_spec("aiortc") is None:
     warnings.warn(_MESSAGE)
     pytest.skip(_MESSAGE, allow_module_level=True)
 
-from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+from playwright.sync_api import Page  # noqa: E402
 
 from netns import Host, Hosts  # noqa: E402
 
@@ -52,49 +52,12 @@ SLOW_SQUARE = slow_module(0.02)
 OPEN_PAGES: list[Page] = []
 
 
-class Chromium:
-    """Headless Chromium in one host; its tabs' uncaught errors fail the test."""
-
-    def __init__(self, browser: Browser) -> None:
-        self.browser = browser
-        self.page_errors: list[str] = []
-
-    def open(self, url: str) -> Page:
-        page = self.browser.new_context().new_page()
-        page.on("pageerror", lambda error: self.page_errors.append(str(error)))
-        OPEN_PAGES.append(page)
-        page.goto(url)
-        return page
-
-
-@pytest.fixture
-def chromium_in(tmp_path: Path) -> Iterator[Callable[[Host], Chromium]]:
-    """``chromium_in(host)``: Chromium running in that host, closed at the end."""
-    browsers: list[Chromium] = []
-    OPEN_PAGES.clear()
-    with sync_playwright() as playwright:
-
-        def launch(host: Host) -> Chromium:
-            directory = tmp_path / f"chromium-{host.name}"
-            directory.mkdir(exist_ok=True)
-            browser = Chromium(host.launch_chromium(playwright, directory))
-            browsers.append(browser)
-            return browser
-
-        try:
-            yield launch
-        finally:
-            for browser in browsers:
-                browser.browser.close()
-    for browser in browsers:
-        assert not browser.page_errors, f"uncaught errors on the page: {browser.page_errors}"
-
-
 @pytest.fixture
 def tree_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Root]]:
     """``tree_root(host, module, *options)``: a root with --degree 1 --global-monitoring in that host,
     its JSON status log on stderr; stopped at the end."""
     started: list[Root] = []
+    OPEN_PAGES.clear()
     monkeypatch.setenv("PANDO_DEBUG", "monitoring")  # the root's, through clean_env
 
     def start(host: Host, module: Path, *options: str, heartbeat: str = "3000") -> Root:
@@ -166,6 +129,7 @@ def wait_ready(page: Page) -> None:
 def open_tab(root: Root, host: Host, chromium_in: Callable[[Host], Chromium], name: str) -> tuple[Page, str]:
     """A tab named ``name`` in ``host`` that joins over WebRTC; its node id once its worker is ready."""
     page = chromium_in(host).open(tab_url(root, name))
+    OPEN_PAGES.append(page)
     wait_ready(page)
     return page, page.evaluate("pando.node")
 

@@ -38,7 +38,7 @@ if find_spec("aiortc") is None:
     warnings.warn(_MESSAGE)
     pytest.skip(_MESSAGE, allow_module_level=True)
 
-from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+from playwright.sync_api import Page  # noqa: E402
 
 from netns import Host, Hosts  # noqa: E402
 
@@ -55,43 +55,6 @@ def pando_server_command() -> list[str]:
     if script.is_file():
         return [str(script)]
     return [sys.executable, "-m", "pando.pandoserver"]
-
-
-class Chromium:
-    """Headless Chromium in one host; its tabs' uncaught errors fail the test."""
-
-    def __init__(self, browser: Browser) -> None:
-        self.browser = browser
-        self.page_errors: list[str] = []
-
-    def open(self, url: str | None = None) -> Page:
-        page = self.browser.new_context().new_page()
-        page.on("pageerror", lambda error: self.page_errors.append(str(error)))
-        if url is not None:
-            page.goto(url)
-        return page
-
-
-@pytest.fixture
-def chromium_in(tmp_path: Path) -> Iterator[Any]:
-    """``chromium_in(host)``: Chromium running in that host."""
-    browsers: list[Chromium] = []
-    with sync_playwright() as playwright:
-
-        def launch(host: Host) -> Chromium:
-            directory = tmp_path / f"chromium-{host.name}"
-            directory.mkdir(exist_ok=True)
-            browser = Chromium(host.launch_chromium(playwright, directory))
-            browsers.append(browser)
-            return browser
-
-        try:
-            yield launch
-        finally:
-            for browser in browsers:
-                browser.browser.close()
-    for browser in browsers:
-        assert not browser.page_errors, f"uncaught errors on the page: {browser.page_errors}"
 
 
 @pytest.fixture

@@ -263,6 +263,11 @@ export class Pool {
     return this.queue.length > 0 || this.slots.some((slot) => slot.held.length > 0);
   }
 
+  /** About to run out of work: nothing queued here, and a worker has no item after the one it computes. */
+  get hungry() {
+    return this.queue.length === 0 && this.slots.some((slot) => slot.state === 'ready' && slot.held.length <= 1);
+  }
+
   give(entries) {
     for (const entry of entries) this.queue.push(entry);
     this.dispatch();

@@ -554,12 +554,18 @@ const SMOOTHING = 0.2; // how much of each new measure of an item's time goes in
 const RATE_WINDOW = 0.25; // shortest window (s) over which the children's rate is measured
 const CHANGE = 0.125; // a want is sent up again only once it changed by more than this fraction
 
-/**
- * Items a worker should hold: the one it computes, and those it computes while a refill comes (the
- * results' wait at the worker and in the page's `window`, then the round trip).
- */
+/** Items a worker should hold: the one it computes, and those it computes while a refill comes. */
 export function perWorker(refill, item, window = FLUSH_SECONDS) {
-  return Math.min(MAX_PER_WORKER, 1 + Math.ceil((GAIN * (refill + FLUSH_SECONDS + window)) / Math.max(item, 1e-9)));
+  return Math.min(MAX_PER_WORKER, 1 + Math.ceil(waitToCover(refill, window) / Math.max(item, 1e-9)));
+}
+
+/**
+ * From a result to the refill it brings: it waits at the worker and at the page, then the refill comes
+ * back. Covered twice (jitter), except the part of the page's `window` beyond the shortest, which is
+ * known and covered once: more held is more left over at a run's end (pace.py's _wait_to_cover).
+ */
+function waitToCover(refill, window) {
+  return GAIN * (refill + 2 * FLUSH_SECONDS) + (window - FLUSH_SECONDS);
 }
 
 /** How long a volunteer answering `rate` results a second lets a result wait for others (s). */
@@ -651,7 +657,7 @@ export class Pace {
     const own = this.own();
     if (own === null && !children) return null;
     const refill = this.refills.length ? median(this.refills) : 0;
-    const buffer = Math.ceil(GAIN * this.rate * (refill + FLUSH_SECONDS + this.window()));
+    const buffer = Math.ceil(this.rate * waitToCover(refill, this.window()));
     const want = (own === null ? this.workers * START_PER_WORKER : own) + children + buffer;
     if (this.told !== null && Math.abs(want - this.told) <= CHANGE * this.told) return null;
     this.told = want;

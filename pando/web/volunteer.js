@@ -641,7 +641,7 @@ class Volunteer {
 
   afterWork() {
     if (!this.pool || ENDED.has(this.state)) return;
-    this.scheduleFlush(!this.pool.busy);
+    this.scheduleFlush(!this.pool.busy || this.pool.hungry); // the last owed, or a refill needed soon: at once
     if (!this.session) return;
     const ready = this.pool.readyCount;
     this.ui.workersReady(ready);
