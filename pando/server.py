@@ -42,6 +42,9 @@ FDS_PER_CONNECTION = 4
 FDS_RESERVED = 64
 #: Pause before the accept loop starts again after it died.
 RESTART_PAUSE = 0.5
+#: Shortest stall that drops a page download, whatever the heartbeat: a phone on a busy link
+#: pauses for seconds while fetching Pyodide.
+MIN_STALL_SECONDS = 5.0
 
 
 def raise_file_limit() -> int:
@@ -74,7 +77,8 @@ class _Connection(DirectConnection):
 
     # Both set per server, by a subclass.
     pages: Pages = {}
-    #: A download that moves no byte for this long is dropped: a heartbeat, as for a silent WebSocket.
+    #: A download that moves no byte for this long is dropped: a heartbeat, as for a silent WebSocket
+    #: (MIN_STALL_SECONDS at least).
     stall_seconds = 30.0
 
     def handshake(
@@ -135,7 +139,7 @@ class Server:
         self._websockets = websockets
         self._heartbeat = heartbeat_ms / 1000
         self._connection_type = type("Connection", (_Connection,),
-                                     {"pages": pages or {}, "stall_seconds": self._heartbeat})
+                                     {"pages": pages or {}, "stall_seconds": max(MIN_STALL_SECONDS, self._heartbeat)})
         self._log = log
         self._cap = connection_cap()
         self._active = 0

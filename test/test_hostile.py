@@ -640,7 +640,7 @@ def test_stalled_downloads_share_one_copy_and_do_not_block_the_page(procs: Proce
 
 def test_a_download_that_stops_moving_is_dropped(procs: Processes) -> None:
     """A download that moves no byte for a heartbeat is dropped, as a silent WebSocket is."""
-    heartbeat = 5.0  # longer than stall_downloads takes to fill the sockets' buffers
+    heartbeat = 5.0  # the shortest stall that counts (server.MIN_STALL_SECONDS); longer than filling the buffers takes
     root = start_root(procs, 10, "--heartbeat", str(int(heartbeat * 1000)))
     port = root.port
     pid = root.popen.pid
