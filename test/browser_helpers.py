@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import DELAY
+from conftest import local_run
 
 if TYPE_CHECKING:  # Playwright is imported only where Chromium can run
     from playwright.sync_api import Browser, BrowserContext, Page
@@ -324,39 +324,10 @@ class Volunteer:
         self.stderr.join(5)
 
 
-def slow_module(seconds: float, result: str = "x * x", fails_on: int | None = None) -> str:
-    """A module's source: ``result`` after ``seconds`` busy (no time.sleep: the same in CPython and
-    Pyodide), or after $PANDO_TEST_DELAY seconds when that is set; item ``fails_on`` raises ValueError."""
-    fails = "" if fails_on is None else f'if x == {fails_on}: raise ValueError(f"no square for {{x}} here")'
-    return f"""
-        import os
-        import time
-        import pando
-
-        @pando.function
-        def slow_square(x):
-            until = time.monotonic() + float(os.environ.get("{DELAY}", "{seconds}"))
-            while time.monotonic() < until:
-                pass
-            {fails}
-            return {result}
-    """
-
-
 def local_output(module: Path, items: list[str], tmp: Path, status: int = 0) -> str:
-    """What ``pando MODULE --local`` prints for these items, with no delay per item (exiting with
-    ``status``): the reference output."""
-    done = subprocess.run(
-        [*pando_command(), str(module), "--stdin", "--local"],
-        input="".join(f"{item}\n" for item in items).encode(),
-        capture_output=True,
-        env={**clean_env(tmp), DELAY: "0"},
-        cwd=tmp,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == status, done.stderr.decode()
-    return done.stdout.decode()
+    """What ``pando MODULE --local`` prints for these items (see conftest.local_run)."""
+    data = "".join(f"{item}\n" for item in items).encode()
+    return local_run(module, data, clean_env(tmp), status, cwd=tmp).decode()
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> object:

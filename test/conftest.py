@@ -37,6 +37,27 @@ KEY = "test-key-0123456789abcdef"
 DELAY = "PANDO_TEST_DELAY"
 
 
+def slow_module(seconds: float, result: str = "x * x", fails_on: int | None = None, sleep: bool = False) -> str:
+    """A module's source: ``result`` after ``seconds`` (or $PANDO_TEST_DELAY seconds when that is set),
+    busy (the same in CPython and Pyodide) or, with ``sleep``, asleep (native volunteers sharing a few
+    cores); item ``fails_on`` raises ValueError."""
+    wait = ["time.sleep(delay)"] if sleep else ["until = time.monotonic() + delay",
+                                                "while time.monotonic() < until:", "    pass"]
+    fails = [] if fails_on is None else [f"if x == {fails_on}:", f'    raise ValueError(f"no square for {{x}} here")']
+    body = [f'delay = float(os.environ.get("{DELAY}", "{seconds}"))', *wait, *fails, f"return {result}"]
+    head = ["import os", "import time", "import pando", "", "@pando.function", "def slow_square(x):"]
+    return "\n".join([*head, *(f"    {line}" for line in body)]) + "\n"
+
+
+def local_run(module: str | Path, data: bytes, env: dict[str, str], status: int = 0, cwd: Path | None = None) -> bytes:
+    """What ``pando MODULE --local`` prints for these input lines, with no delay per item (exiting
+    with ``status``): the reference output."""
+    done = subprocess.run([PANDO, str(module), "--stdin", "--local"], input=data, capture_output=True,
+                          env={**env, DELAY: "0"}, cwd=cwd, timeout=120, check=False)
+    assert done.returncode == status, done.stderr.decode()
+    return done.stdout
+
+
 #: A module with state: each worker (process, or Pyodide Web Worker) counts the items it computed. A
 #: fresh worker per job counts from 1 again; state leaking from the last job would go on counting.
 COUNTER = """
@@ -187,10 +208,8 @@ class Processes:
         return subprocess.run(args, capture_output=True, **kwargs)
 
     def local(self, module: str, items: bytes) -> bytes:
-        """What ``pando MODULE --local`` prints for these items, with no delay per item: the reference."""
-        done = self.run([PANDO, module, "--stdin", "--local"], input=items, env=self.env(**{DELAY: "0"}))
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+        """What ``pando MODULE --local`` prints for these items: the reference (see :func:`local_run`)."""
+        return local_run(module, items, self.env())
 
     def cleanup(self) -> None:
         for popen in self._started:

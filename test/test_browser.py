@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from browser_helpers import (CHROMIUM_ARGS, chromium_path, local_output, skip_without_browser, slow_module, wait_until,
+from browser_helpers import (CHROMIUM_ARGS, chromium_path, local_output, skip_without_browser, wait_until,
                              write_module)
-from conftest import COUNTER
+from conftest import COUNTER, slow_module
 
 skip_without_browser("BROWSER TESTS")
 

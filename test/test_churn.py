@@ -10,24 +10,13 @@ import time
 
 import pytest
 
-from conftest import DELAY, Processes, lines
+from conftest import Processes, lines, slow_module
 
 pytestmark = pytest.mark.timeout(240)
 
 ITEMS = 20_000
 
-SLOW_SQUARE = f"""
-import os
-import time
-import pando
-
-DELAY = float(os.environ.get("{DELAY}", "0.0005"))
-
-@pando.function
-def square(x):
-    time.sleep(DELAY)
-    return x * x
-"""
+SLOW_SQUARE = slow_module(0.0005, sleep=True)
 
 
 def test_kills_freezes_and_joins_lose_and_duplicate_nothing(procs: Processes) -> None:

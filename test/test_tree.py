@@ -14,21 +14,12 @@ from typing import Any
 
 import pytest
 
-from conftest import DELAY, KEY, PANDO, VOLUNTEER, Processes, RootProcess, lines
+from conftest import KEY, PANDO, VOLUNTEER, Processes, RootProcess, lines, slow_module
 from netns import Host, Hosts
 
 pytestmark = pytest.mark.timeout(240)
 
-SLOW = f"""
-import os
-import time
-import pando
-
-@pando.function
-def square(x):
-    time.sleep(float(os.environ.get("{DELAY}", "0.05")))
-    return x * x
-"""
+SLOW = slow_module(0.05, sleep=True)
 
 
 def start_root(procs: Processes, host: Host, module: str, items: bytes, *args: str) -> RootProcess:

@@ -24,8 +24,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from browser_helpers import Chromium, Root, clean_env, local_output, skip_without_browser, slow_module, \
-    volunteer_command, wait_until, write_module
+from browser_helpers import Chromium, Root, clean_env, local_output, skip_without_browser, volunteer_command, \
+    wait_until, write_module
+from conftest import slow_module
 
 skip_without_browser("TREE BROWSER TESTS")
 

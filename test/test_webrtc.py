@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import DELAY, EXAMPLES, KEY, PANDO, VOLUNTEER, Processes, RootProcess, lines
+from conftest import EXAMPLES, KEY, PANDO, VOLUNTEER, Processes, RootProcess, lines, slow_module
 from netns import Host, Hosts
 
 pytestmark = pytest.mark.timeout(180)
@@ -23,16 +23,7 @@ pytestmark = pytest.mark.timeout(180)
 SECRET = "server-secret-0123456789"
 PORT = 8080
 
-SLOW = f"""
-import os
-import time
-import pando
-
-@pando.function
-def square(x):
-    time.sleep(float(os.environ.get("{DELAY}", "0.02")))
-    return x * x
-"""
+SLOW = slow_module(0.02, sleep=True)
 
 BIG = """
 import pando

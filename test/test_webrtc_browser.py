@@ -26,8 +26,9 @@ from urllib.parse import quote
 
 import pytest
 
-from browser_helpers import Lines, Root, clean_env, local_output, skip_without_browser, slow_module, stop_process, \
-    wait_until, write_module
+from browser_helpers import Lines, Root, clean_env, local_output, skip_without_browser, stop_process, wait_until, \
+    write_module
+from conftest import slow_module
 
 skip_without_browser("WEBRTC BROWSER TESTS")
 
