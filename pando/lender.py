@@ -27,6 +27,10 @@ session refills itself from its own thread. Every rule about lending lives here:
 - a straggler, whose lease is well past the typical item time, gets one extra
   copy on another holder with room (:meth:`sweep`); the first accepted answer
   wins;
+- once the input has ended (:meth:`end`) and nothing is left to lend, a worker
+  that idles gets an extra copy of an item queued behind another holder's
+  running ones, as a straggler would: a job's last items never wait in one
+  queue while workers elsewhere have nothing to do;
 - a copy that lost its item (done elsewhere, or taken back) stays counted
   against its holder until that holder answers for it: a holder stuck on an
   item gets no more work behind it;
@@ -145,6 +149,7 @@ class Lender(Generic[H]):
         self._hungry: dict[H, None] = {}
         self._others = 0  # holders that are not local
         self._stop_after: int | None = None  # set by the first failure
+        self._ended = False  # no more items will be added
         self._counts = {"lent": 0, "relent": 0, "done": 0, "failed": 0, "speculative": 0, "timed_out": 0,
                         "retried": 0, "disagreements": 0}
 
@@ -156,6 +161,11 @@ class Lender(Generic[H]):
             for item_id, value in items:
                 self._values[item_id] = value
                 self._fresh.append(item_id)
+
+    def end(self) -> None:
+        """No more items will be added: idle workers may now take copies of queued items."""
+        with self._lock:
+            self._ended = True
 
     # -- holders -----------------------------------------------------------
 
@@ -265,7 +275,7 @@ class Lender(Generic[H]):
 
     def _assign(self) -> list[tuple[H, list[tuple[int, str]]]]:
         out: dict[H, list[tuple[int, str]]] = {}
-        if not self._again and not self._fresh:
+        if not self._again and not self._fresh and not (self._ended and self._share_queued()):
             return []
         now = self._clock()
         hungry = list(self._hungry)
@@ -462,6 +472,38 @@ class Lender(Generic[H]):
             self._queue(item_id, item)
             self._counts["speculative"] += 1
             room -= 1
+
+    def _share_queued(self) -> bool:
+        """At the end of the run, queue an extra copy of items waiting behind a holder's running
+        ones, one per worker that idles elsewhere; True if any.
+
+        Without it, the last items may sit in one volunteer's queue for as long
+        as its running item takes, while other workers have nothing left to do.
+        A holder computes its items in the order it got them, one per worker:
+        those past the first ``workers`` are the queued ones.
+        """
+        queues = [(holder, holding) for holder, holding in self._holders.items()
+                  if len(holding.held) > holding.workers]
+        idle = sum(max(0, holding.workers - len(holding.held))
+                   for holding in map(self._holders.__getitem__, self._hungry))
+        if not queues or idle == 0:
+            return False
+        shared = 0
+        # The longest queues first: their last items would start the latest.
+        for holder, holding in sorted(queues, key=lambda pair: pair[1].workers - len(pair[1].held)):
+            for item_id in itertools.islice(holding.held, holding.workers, None):
+                item = self._items.get(item_id)
+                if item is None or holder not in item.copies or item.wanted > self._verify or item.queued:
+                    continue  # stale, or already given its extra copy
+                if self._stop_after is not None and item_id > self._stop_after:
+                    continue  # nothing past a failure is lent
+                item.wanted += 1
+                self._queue(item_id, item)
+                self._counts["speculative"] += 1
+                shared += 1
+                if shared == idle:
+                    return True
+        return shared > 0
 
     def _straggling(self, item_id: int, item: _Item[H], limit: float) -> bool:
         """Lent before ``limit`` to every holder it has, and not yet given its extra copy."""

@@ -175,6 +175,8 @@ class Reader:
         except OSError as exc:
             error = InputError(f"cannot read the input: {exc}")
             self._stop_early(error, str(error))
+        self._lender.end()
+        dispatch(self._lender)  # idle workers may take copies of queued items now
         self._reorder.end(self.count)
 
     def _stop_early(self, error: status.PandoError, message: str) -> None:

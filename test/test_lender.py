@@ -9,6 +9,7 @@ teardown drives the run to completion and checks that nothing was lost.
 from __future__ import annotations
 
 import itertools
+import math
 import sys
 import time
 
@@ -640,7 +641,8 @@ class Clock:
 
 
 class RulesMachine(RuleBasedStateMachine):
-    """Timeouts, straggler copies, retries and --verify votes, with honest and lying holders.
+    """Timeouts, straggler copies and copies of queued items at the end, retries and --verify votes,
+    with honest and lying holders.
 
     The model does not predict every choice the lender makes; it checks what
     must always hold: a holder never gets a second live copy of an item (nor,
@@ -666,10 +668,12 @@ class RulesMachine(RuleBasedStateMachine):
         self.answers: dict[int, list[tuple[tuple[str, int], str]]] = {}
         self.accepted: dict[int, str] = {}
         self.failed: set[int] = set()
+        self.ended = False
 
     def line(self, holder: tuple[str, int], item_id: int) -> str:
         return f"lie {holder[1]}" if holder in self.liars else f"good {item_id}"
 
+    @precondition(lambda self: not self.ended)
     @rule(count=st.integers(1, 5))
     def add(self, count: int) -> None:
         start = len(self.values)
@@ -677,10 +681,16 @@ class RulesMachine(RuleBasedStateMachine):
         self.lender.add(batch)
         self.values.update(batch)
 
-    @rule(capacity=st.integers(1, 3), liar=st.booleans())
-    def join(self, capacity: int, liar: bool) -> None:
+    @rule()
+    def end(self) -> None:
+        """The input ends: idle workers may take copies of items queued elsewhere."""
+        self.lender.end()
+        self.ended = True
+
+    @rule(capacity=st.integers(1, 3), workers=st.integers(1, 3), liar=st.booleans())
+    def join(self, capacity: int, liar: bool, workers: int = 3) -> None:
         key = ("holder", next(self.keys))
-        self.lender.join(key, capacity)
+        self.lender.join(key, capacity, workers=min(workers, capacity))
         self.capacity[key] = capacity
         if liar:
             self.liars.add(key)
@@ -750,6 +760,7 @@ class RulesMachine(RuleBasedStateMachine):
         """Honest holders join and everyone answers everything (liars lie): every item ends, each exactly once."""
         if sys.exc_info()[0] is not None or not hasattr(self, "lender"):
             return
+        self.end()
         for _ in range(self.verify + 1):
             self.join(2, False)
         for _ in range(20 * (len(self.values) + 2)):
@@ -790,6 +801,93 @@ def test_a_straggler_gets_one_extra_copy_and_the_first_answer_wins() -> None:
     assert lender.complete("fast", [(0, "A")]).accepted == [(0, "A")]
     assert lender.complete("slow", [(0, "late")]).accepted == []  # the straggler's answer is dropped
     assert lender.pending() == 0
+
+
+def test_at_the_end_an_idle_worker_takes_a_copy_of_an_item_queued_elsewhere() -> None:
+    """The input has ended and nothing is left to lend: a queued item is not left behind a running one."""
+    lender: Lender[str] = Lender(straggler_floor=math.inf)
+    lender.join("busy", 3, workers=1)  # one worker: what it holds past its first item waits
+    lender.join("quick", 2, workers=1)
+    lender.add((i, str(i)) for i in range(5))
+    assert [(k, [i for i, _ in items]) for k, items in lender.assign()] == [("busy", [0, 1, 2]), ("quick", [3, 4])]
+    assert lender.complete("quick", [(3, "3"), (4, "4")]).accepted == [(3, "3"), (4, "4")]
+    assert lender.assign() == []  # the input may go on: no copies yet
+    lender.end()
+    assert lender.assign() == [("quick", [(1, "1")])]  # one idle worker: one copy, the first queued item
+    assert lender.assign() == []
+    assert lender.complete("quick", [(1, "Q")]).accepted == [(1, "Q")]
+    assert lender.assign() == [("quick", [(2, "2")])]
+    assert lender.complete("busy", [(0, "0"), (1, "late"), (2, "B")]).accepted == [(0, "0"), (2, "B")]
+    assert lender.complete("quick", [(2, "late")]).accepted == []  # each item is written once
+    assert lender.pending() == 0 and lender.counts()["speculative"] == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(shapes=st.lists(st.tuples(st.integers(1, 3), st.integers(0, 3)), min_size=2, max_size=5),
+       count=st.integers(1, 30), picks=st.lists(st.integers(0, 10**6), min_size=200, max_size=200))
+def test_at_the_end_no_worker_idles_while_an_item_waits_in_a_queue_without_a_copy(
+        shapes: list[tuple[int, int]], count: int, picks: list[int]) -> None:
+    """Holders (workers, room to queue) answer one running item at a time, in random order: every
+    item ends once, and after each answer either nothing waits in a queue or no worker is idle."""
+    lender: Lender[int] = Lender(straggler_floor=math.inf)
+    workers = {}
+    for holder, (n, extra) in enumerate(shapes):
+        lender.join(holder, n + extra, workers=n)
+        workers[holder] = n
+    lender.add((i, str(i)) for i in range(count))
+    lender.end()
+    order: dict[int, list[int]] = {holder: [] for holder in workers}  # what each holder got, in order
+    accepted: list[int] = []
+    for pick in itertools.cycle(picks):
+        for holder, items in lender.assign():
+            order[holder] += [i for i, _ in items]
+        busy = [holder for holder in workers if order[holder]]
+        if not busy:
+            break
+        holder = busy[pick % len(busy)]
+        item_id = order[holder].pop(pick % min(workers[holder], len(order[holder])))  # one of its running items
+        accepted += [i for i, _ in lender.complete(holder, [(item_id, "x")]).accepted]
+        for other, items in lender.assign():
+            order[other] += [i for i, _ in items]
+        live = {i for held in order.values() for i in held} - set(accepted)
+        idle = sum(max(0, workers[h] - len(order[h])) for h in workers)
+        waiting = [i for h in workers for i in order[h][workers[h]:]
+                   if i in live and sum(i in order[o] for o in workers) == 1]
+        assert not (idle and waiting), f"workers idle while {waiting} wait in a queue with no other copy"
+    assert sorted(accepted) == list(range(count)) and lender.pending() == 0
+
+
+def test_under_verify_the_copy_of_a_queued_item_goes_to_a_holder_that_never_had_it() -> None:
+    lender: Lender[str] = Lender(verify=2, straggler_floor=math.inf)
+    lender.join("busy", 3, workers=1)
+    lender.join("a", 1, workers=1)
+    lender.join("b", 1, workers=1)
+    lender.add([(0, "0"), (1, "1")])
+    lender.end()
+    lent = {k: [i for i, _ in items] for k, items in lender.assign()}
+    assert lent["busy"] == [0, 1] and sorted(lent["a"] + lent["b"]) == [0, 1]
+    for holder in "ab":
+        lender.complete(holder, [(lent[holder][0], "x")])
+    newcomer = "a" if lent["a"] == [0] else "b"  # the one that never had item 1
+    assert lender.assign() == [(newcomer, [(1, "1")])]
+    assert lender.complete(newcomer, [(1, "x")]).accepted == [(1, "x")]  # two votes agree
+    assert lender.complete("busy", [(0, "x"), (1, "x")]).accepted == [(0, "x")]
+
+
+def test_no_copies_of_queued_items_past_a_failure() -> None:
+    lender: Lender[str] = Lender(straggler_floor=math.inf)
+    lender.join("busy", 4, workers=1)
+    lender.join("quick", 2, workers=1)
+    lender.add((i, str(i)) for i in range(6))
+    lender.end()
+    assert [(k, [i for i, _ in items]) for k, items in lender.assign()] == [("busy", [0, 1, 2, 3]), ("quick", [4, 5])]
+    assert lender.fail("quick", 4, "Traceback") is not None  # nothing past item 4 is written
+    lender.complete("quick", [(5, "5")])
+    assert lender.assign() == [("quick", [(1, "1")])]  # a copy of what comes before the failure
+    lender.complete("quick", [(1, "1")])
+    assert lender.fail("busy", 0, "Traceback") is not None  # now nothing past item 0
+    assert lender.assign() == []
+    assert lender.counts()["speculative"] == 1  # no copy was even asked for past the failure
 
 
 def test_an_error_is_retried_on_another_holder_then_fails_with_every_attempt() -> None:
