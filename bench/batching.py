@@ -195,6 +195,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     size = sys.argv[1] if len(sys.argv) > 1 else "quick"
+    if size not in PARAMS or len(sys.argv) > 2:
+        sys.exit(f"usage: python bench/batching.py [{'|'.join(PARAMS)}]")
     info = machine_info()
     log(f"batching ({size}); load average {info.get('loadavg_at_start')}")
     result = run(PARAMS[size])

@@ -282,11 +282,11 @@ class Node:
             try:
                 outcome = self._attach(supervisor)
             except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as exc:
-                self._trouble(f"cannot reach the root at {self._url}: {exc or type(exc).__name__}")
+                self._trouble(f"cannot reach the root at {urlsplit(self._url).netloc}: {exc or type(exc).__name__}")
             except protocol.ProtocolError as exc:
                 self._trouble(f"the root sent a bad frame ({exc})")
             except JoinFailed as exc:
-                self._trouble(f"could not join through {self._url}: {printable(str(exc))}")
+                self._trouble(f"could not join through {urlsplit(self._url).netloc}: {printable(str(exc))}")
             else:
                 if outcome == status.OK and self._stay:
                     if not self._waiting:  # else the last run is still closing: look again later
