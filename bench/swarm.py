@@ -106,7 +106,7 @@ async def session(index: int, given: str, task: float, stats: dict[str, Any], do
                     async for message in ws:
                         frame = protocol.decode(message, protocol.FROM_ROOT)
                         if isinstance(frame, protocol.Lend):
-                            paced.lent()
+                            paced.lent(frame.spacing)
                             if "first_lend" not in record:
                                 record["first_lend"] = time.monotonic()
                             for pair in frame.items:

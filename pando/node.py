@@ -411,7 +411,7 @@ class Node:
                 return None
             frame = protocol.decode(message, protocol.FROM_ROOT)
             if isinstance(frame, protocol.Lend):
-                self._pace.lent()
+                self._pace.lent(frame.spacing)
                 running.lender.add(frame.items)
                 dispatch(running.lender)
             elif isinstance(frame, protocol.Join):

@@ -20,6 +20,11 @@ hundred per frame, and a parent holding a thousand volunteers of 0.1 s items
 reads a frame per few results instead of one per result; what a volunteer
 holds covers that wait too. A volunteer about to run out of work sends at once
 (``Upstream.hungry`` in pando/node.py): its refill must not wait for the window.
+
+A parent with many children asks each to let its results gather longer
+(``spacing`` in lend frames, :func:`spacing`): a frame costs the parent about the
+same whatever it carries, so a thousand volunteers of 0.1 s items that each
+answered four times a second would spend the root's CPU on frames alone.
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ import time
 from collections import deque
 from typing import Callable
 
+from pando.protocol import MAX_SPACING
+
 #: Longest an answer waits for others to share its message at a worker; the shortest wait for a
 #: volunteer's frame.
 FLUSH_SECONDS = 0.005
@@ -37,6 +44,9 @@ FLUSH_SECONDS = 0.005
 RESULTS_PER_FRAME = 4
 #: Longest a result waits at a volunteer for others to share its frame.
 MAX_WINDOW = 0.25
+#: Result frames a parent means to read per second from all its children together: each frame costs
+#: the root 100–250 µs of CPU (bench/README.md, workload 12), so this is a tenth to a quarter of a core.
+FRAMES_PER_SECOND = 1000
 #: Items a session holds per worker before its volunteer has said what it wants.
 START_PER_WORKER = 2
 #: Most items per worker a volunteer may ask to hold.
@@ -70,6 +80,16 @@ def window(rate: float) -> float:
     return min(MAX_WINDOW, max(FLUSH_SECONDS, RESULTS_PER_FRAME / rate)) if rate > 0 else FLUSH_SECONDS
 
 
+def spacing(children: int) -> float:
+    """How long a parent of ``children`` volunteers asks each to let results gather between frames."""
+    return min(MAX_SPACING, children / FRAMES_PER_SECOND)
+
+
+def spacing_changed(told: float | None, now: float) -> bool:
+    """Whether a parent should tell a child its new spacing: the first time, or a change worth a word."""
+    return told is None or abs(now - told) > _CHANGE * told
+
+
 class Pace:
     """One volunteer's measures and what it asks for; thread-safe."""
 
@@ -84,6 +104,7 @@ class Pace:
         self._since = clock()
         self._rate = 0.0  # the children's results per second
         self._told: int | None = None  # the last want sent up
+        self._spacing = 0.0  # what the parent asked for
 
     def round_trip(self, seconds: float) -> None:
         """A measure of the link: the hello → module round trip, before any refill was seen."""
@@ -96,9 +117,11 @@ class Pace:
             if self._sent_at is None:
                 self._sent_at = self._clock()
 
-    def lent(self) -> None:
-        """A lend frame came."""
+    def lent(self, spacing: float | None = None) -> None:
+        """A lend frame came, with the parent's new ``spacing`` if it said one."""
         with self._lock:
+            if spacing is not None:
+                self._spacing = spacing
             if self._sent_at is not None:
                 self._refills.append(self._clock() - self._sent_at)
                 self._sent_at = None
@@ -127,13 +150,14 @@ class Pace:
         return self._workers * per_worker(statistics.median(self._refills), self._item, self._window_now())
 
     def window(self) -> float:
-        """How long a result may wait here for others to share its frame (:func:`window`)."""
+        """How long a result may wait here for others to share its frame: :func:`window` of the rate,
+        or the parent's spacing if longer."""
         with self._lock:
             return self._window_now()
 
     def _window_now(self) -> float:
         own = self._workers / max(self._item, 1e-9) if self._item is not None else 0.0
-        return window(own + self._rate)
+        return max(window(own + self._rate), self._spacing)
 
     def want(self, children: int) -> int | None:
         """What to ask the parent for, with ``children`` items asked for by the children; None while
@@ -155,7 +179,8 @@ class Pace:
             return want
 
     def reset(self) -> None:
-        """A new parent: what it was told, and a refill under way, no longer count."""
+        """A new parent: what it was told, what it asked (spacing) and a refill under way no longer count."""
         with self._lock:
             self._told = None
             self._sent_at = None
+            self._spacing = 0.0

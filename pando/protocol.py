@@ -53,6 +53,8 @@ MAX_INT = 2**53
 
 #: Shortest interval a report may cover, in seconds: rates stay finite.
 MIN_INTERVAL = 0.001
+#: Longest time a parent may ask between a volunteer's result frames (``spacing``), in seconds.
+MAX_SPACING = 1.0
 
 #: Largest single item or result (UTF-8 bytes). Frames are packed so that one
 #: such item always fits, even if JSON escaping makes it six times longer.
@@ -205,13 +207,17 @@ class Tree:
 
 @dataclass(frozen=True)
 class Lend:
-    """Root → volunteer: items to compute, as ``(id, text)`` pairs."""
+    """Root → volunteer: items to compute, as ``(id, text)`` pairs; and, when it changed, how long the
+    parent asks the volunteer to let its results gather between result frames (``spacing``, seconds)."""
 
     items: list[tuple[int, str]]
+    spacing: float | None = None
     type = "lend"
 
     def payload(self) -> dict[str, Any]:
-        return {"items": self.items}
+        if self.spacing is None:
+            return {"items": self.items}
+        return {"items": self.items, "spacing": self.spacing}
 
 
 @dataclass(frozen=True)
@@ -672,6 +678,15 @@ def _optional_positive(body: dict[str, Any], key: str) -> float | None:
     return value
 
 
+def _spacing(body: dict[str, Any]) -> float | None:
+    if body.get("spacing") is None:
+        return None
+    value = _number(body, "spacing")
+    if value > MAX_SPACING:
+        raise ValueError(f"'spacing' must be a number of seconds from 0 to {MAX_SPACING:g}")
+    return value
+
+
 def _parse_report(body: dict[str, Any]) -> Report:
     return Report(
         interval=_number(body, "interval", minimum=MIN_INTERVAL),
@@ -686,7 +701,7 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], Frame]] = {
     "hello": _parse_hello,
     "watch": lambda body: Watch(_str(body, "key")),
     "module": _parse_module,
-    "lend": lambda body: Lend(_pairs(body["items"], "items")),
+    "lend": lambda body: Lend(_pairs(body["items"], "items"), _spacing(body)),
     "result": lambda body: Result(_pairs(body["results"], "results", one_line=True),
                                   _int(body, "want", 1) if "want" in body else None),
     "error": _parse_error,
@@ -727,7 +742,7 @@ def frame_limit(capacity: int) -> int:
 
 __all__ = [
     "VERSION", "VOLUNTEER_PATH", "MONITOR_PATH", "MAX_FRAME_BYTES", "MAX_GREETING_BYTES", "GREETING_SECONDS", "MAX_ITEM_BYTES",
-    "MAX_WORKERS", "MAX_NAME", "MAX_NATIVE_ONLY", "MAX_INT", "MIN_INTERVAL", "ROLES", "ProtocolError",
+    "MAX_WORKERS", "MAX_NAME", "MAX_NATIVE_ONLY", "MAX_INT", "MIN_INTERVAL", "MAX_SPACING", "ROLES", "ProtocolError",
     "Hello", "Watch", "Module", "Lend", "Result", "Error", "Report", "Heartbeat", "Bye", "Frame",
     "Tree", "Status", "Join", "Answer", "Reset", "Outcome", "NODE_ID", "RUN_ID", "MAX_FAILURE", "MAX_DEVICES", "MAX_AVOID",
     "FROM_VOLUNTEER", "FROM_ROOT", "FROM_VIEWER", "encode", "decode", "pack", "frame_limit",

@@ -25,7 +25,7 @@ from pando.access import Access, refuse
 from pando.lender import Failure, Lender
 from pando.link import Link
 from pando.overlay import Subtree, Summary
-from pando.pace import MAX_PER_WORKER, START_PER_WORKER
+from pando.pace import MAX_PER_WORKER, START_PER_WORKER, spacing, spacing_changed
 from pando.printable import printable
 from pando.reorder import MAX_DETAILS
 
@@ -200,6 +200,7 @@ class Session:
         self._workers = 1  # its workers (its subtree's, for a relay)
         #: Items it may hold at once.
         self.capacity = 1
+        self._spacing: float | None = None  # the last spacing told to the volunteer
         #: time.monotonic() of the last frame received; read by the dispatcher's sweep.
         self.last_seen = time.monotonic()
 
@@ -210,9 +211,15 @@ class Session:
 
     def lend(self, items: list[tuple[int, str]], direct: bool) -> None:
         """Send ``lend`` frames for items the lender assigned to this session: at once from its own
-        thread (a refill), else through its sender."""
+        thread (a refill), else through its sender; the first frame, and any after the number of
+        volunteers changed enough, says how long results should gather between frames."""
+        told = spacing(self._job.lender.volunteers())
+        say = spacing_changed(self._spacing, told)
+        if say:
+            self._spacing = told  # a racing lend may say it again: harmless
         for group in protocol.pack(items):
-            text = protocol.encode(protocol.Lend(group))
+            text = protocol.encode(protocol.Lend(group, told if say else None))
+            say = False
             if direct:
                 self._send(text)
             else:

@@ -57,9 +57,11 @@ def test_slow_items_are_shared_one_per_idle_worker(procs: Processes) -> None:
 
 
 
-def test_results_of_slow_items_share_frames(procs: Processes) -> None:
-    """A volunteer answering ten results a second lets each wait for a few others (Pace.window):
-    its parent reads a frame per few results, not one per result; the last goes at once."""
+@pytest.mark.parametrize("spacing, most", [(None, 7), (1.0, 4)])
+def test_results_of_slow_items_share_frames(procs: Processes, spacing: float | None, most: int) -> None:
+    """A volunteer answering ten results a second lets each wait for a few others (Pace.window), or
+    as long as its parent asks (spacing): its parent reads a frame per few results, not one per
+    result; the last goes at once."""
     frames: list[protocol.Result] = []
     done = threading.Event()
 
@@ -67,7 +69,7 @@ def test_results_of_slow_items_share_frames(procs: Processes) -> None:
         protocol.decode(connection.recv(timeout=30), protocol.FROM_VOLUNTEER)
         module = "import time\nimport pando\n\n@pando.function\ndef f(x):\n    time.sleep(0.1)\n    return x\n"
         connection.send(protocol.encode(protocol.Module("1", "slow.py", module, 30_000, 12)))
-        connection.send(protocol.encode(protocol.Lend([(n, str(n)) for n in range(12)])))
+        connection.send(protocol.encode(protocol.Lend([(n, str(n)) for n in range(12)], spacing)))
         answered: set[int] = set()
         while len(answered) < 12:
             frame = protocol.decode(connection.recv(timeout=30), protocol.FROM_VOLUNTEER)
@@ -85,8 +87,9 @@ def test_results_of_slow_items_share_frames(procs: Processes) -> None:
         server.shutdown()
     results = [pair for frame in frames for pair in frame.results]
     assert sorted(results) == [(n, str(n)) for n in range(12)]
-    # Once an item's time is known, results wait up to 0.25 s: two or three share a frame.
-    assert len(frames) <= 7, [len(frame.results) for frame in frames]
+    # Once an item's time is known, results wait up to 0.25 s: two or three share a frame. Asked
+    # to wait 1 s: the first result, the ten before the last item starts, the last.
+    assert len(frames) <= most, [len(frame.results) for frame in frames]
 
 
 # -- what a volunteer asks for (pando.pace; protocol.js's Pace follows the same rules) ------------
@@ -126,6 +129,20 @@ def test_the_window_holds_a_few_results_within_bounds() -> None:
     assert pace.per_worker(0.02, 0.1, 0.25) == 1 + math.ceil(wait / 0.1) == 5
 
 
+def test_a_parent_of_many_asks_each_for_fewer_frames() -> None:
+    """The spacing grows with the children, up to MAX_SPACING; it is said again only when it changed enough."""
+    assert pace.spacing(0) == 0 and pace.spacing(4) < pace.FLUSH_SECONDS  # a few volunteers: the window rules
+    assert pace.spacing(pace.FRAMES_PER_SECOND) == protocol.MAX_SPACING == pace.spacing(10**6)
+    assert pace.spacing_changed(None, 0.0) and not pace.spacing_changed(0.1, 0.11) and pace.spacing_changed(0.1, 0.2)
+    paced = pace.Pace(1)
+    paced.round_trip(0.01)
+    paced.computed(1, 0.1)
+    before = paced.own()
+    paced.lent(1.0)
+    assert paced.window() == 1.0 and paced.own() == 1 + math.ceil((2 * (0.01 + 2 * pace.FLUSH_SECONDS) + 1.0 - pace.FLUSH_SECONDS) / 0.1)
+    assert before is not None and paced.own() > before  # it holds enough to cover the longer wait
+
+
 def test_a_relay_asks_for_its_children_too() -> None:
     clock = FakeClock()
     paced = pace.Pace(1, clock=clock)
@@ -152,6 +169,7 @@ const out = [p.want(0)];
 p.roundTrip(0.004); p.computed(50, 0.02); out.push(p.own(), p.want(5), p.want(5));
 p.relayed(300); now = 0.5; out.push(p.want(40));
 p.computed(2, 4); out.push(p.own(), p.want(40), p.window());
+p.lent(0.75); out.push(p.window(), p.own()); p.lent(); out.push(p.window()); p.reset(); out.push(p.window());
 out.push(perWorker(0.02, 0.003), perWorker(0, 1e-12), perWorker(0.02, 0.1, 0.25), resultWindow(40));
 console.log(JSON.stringify(out));
 """
@@ -168,6 +186,14 @@ console.log(JSON.stringify(out));
     clock.now = 0.5
     expected.append(p.want(40))
     p.computed(2, 4)
-    expected += [p.own(), p.want(40), p.window(), pace.per_worker(0.02, 0.003), pace.per_worker(0, 1e-12),
+    expected += [p.own(), p.want(40), p.window()]
+    p.lent(0.75)  # the parent asks for longer spacing than the window: it is the window now
+    expected += [p.window(), p.own()]
+    p.lent()  # a lend frame that does not say keeps it
+    expected.append(p.window())
+    p.reset()  # a new parent has asked nothing yet
+    expected.append(p.window())
+    assert expected[-4] == expected[-2] == 0.75 and expected[-1] < 0.75
+    expected += [pace.per_worker(0.02, 0.003), pace.per_worker(0, 1e-12),
                  pace.per_worker(0.02, 0.1, 0.25), pace.window(40)]
     assert json.loads(done.stdout) == expected

@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from conftest import EXAMPLES, KEY, Processes, lines, squares
-from pando import protocol
+from pando import pace, protocol
 from pando.pace import MAX_PER_WORKER, START_PER_WORKER
 
 pytestmark = pytest.mark.timeout(120)
@@ -34,6 +34,7 @@ FRAMES = [
     protocol.Module("ab12", "square.py", "", 30000, 8, run="0123456789abcdef"),
     protocol.Module("ab12", "square.py", "", 30000, 2, adaptive=True),
     protocol.Lend([(0, "1"), (7, "ünïcode"), (12, "")]),
+    protocol.Lend([(0, "1")], spacing=0.25),
     protocol.Result([(3, "9"), (1, "{\"a\":1}")]),
     protocol.Result([(3, "9")], want=120),
     protocol.Error("boom", id=4, traceback="Traceback ...\nValueError: boom"),
@@ -96,6 +97,12 @@ def test_malformed_module_frames_are_refused(fields: str) -> None:
             + fields + "}")
     with pytest.raises(protocol.ProtocolError):
         protocol.decode(text, protocol.FROM_ROOT)
+
+
+@pytest.mark.parametrize("spacing", ["-0.5", "1.5", '"1"', "true", "1e400"])
+def test_a_lend_frame_with_a_bad_spacing_is_refused(spacing: str) -> None:
+    with pytest.raises(protocol.ProtocolError, match="spacing"):
+        protocol.decode(f'{{"type": "lend", "items": [], "spacing": {spacing}}}', protocol.FROM_ROOT)
 
 
 @pytest.mark.parametrize("run", ['"ABCDEF0123456789"', '"0123"', "7", "null"])
@@ -244,6 +251,28 @@ def test_the_page_speaks_raw_as_the_root_does() -> None:
     assert protocol.decode(seen["relayed"], protocol.FROM_ROOT) == protocol.Module("c1", "f.py", "", 30000, 1, raw=True)
 
 
+SPACING_JS = """
+const protocol = await import(process.argv[1]);
+const out = [];
+for (const text of process.argv.slice(2)) {
+  try { out.push(protocol.decode(text, protocol.FROM_ROOT).spacing); } catch (error) { out.push(error.message); }
+}
+console.log(JSON.stringify(out));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_the_page_reads_the_spacing_of_lend_frames_as_the_volunteer_does() -> None:
+    good = [protocol.encode(protocol.Lend([(0, "1")], spacing)) for spacing in (None, 0.0, 0.5, protocol.MAX_SPACING)]
+    bad = [f'{{"type": "lend", "items": [], "spacing": {value}}}' for value in ("-0.5", "1.5", '"1"', "true")]
+    done = subprocess.run(["node", "--input-type=module", "-e", SPACING_JS, PROTOCOL_JS.as_uri(), *good, *bad],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen[:4] == [protocol.decode(text, protocol.FROM_ROOT).spacing for text in good]  # type: ignore[union-attr]
+    assert all("'spacing' must be" in message for message in seen[4:]), seen
+
+
 def test_a_raw_run_refuses_volunteers_that_would_type_the_items(procs: Processes) -> None:
     # A hello without raw is what every volunteer sent before --raw existed.
     typed = procs.pando(FAST, "--stdin", "--start-idle", "--batch-size", "2", stdin=lines(*range(10)))
@@ -294,6 +323,21 @@ def test_a_volunteer_holds_what_it_asks_for(procs: Processes) -> None:
         assert len(second) == 40
         ws.send(json.dumps({"type": "result", "results": second[:1], "want": 10**6}))
         assert len(frames_until(ws, "lend")["items"]) == MAX_PER_WORKER - 39
+
+
+def test_the_root_asks_for_longer_spacing_as_volunteers_join(procs: Processes) -> None:
+    """Each session's first lend frame says the spacing for the volunteers there are then; a later
+    one says it again only once the number of volunteers changed it enough (pace.spacing_changed)."""
+    root = procs.pando(FAST, "--stdin", "--start-idle", stdin=lines(*range(20_000)))
+    with join(root.port) as first:
+        lent = frames_until(first, "lend")
+        assert lent["spacing"] == pace.spacing(1)
+        first.send(json.dumps({"type": "result", "results": lent["items"], "want": 2}))
+        assert "spacing" not in frames_until(first, "lend")  # nothing changed
+        with join(root.port) as second:
+            assert frames_until(second, "lend")["spacing"] == pace.spacing(2)
+            first.send(json.dumps({"type": "result", "results": lent["items"][:0], "want": 4}))
+            assert frames_until(first, "lend")["spacing"] == pace.spacing(2)
 
 
 def test_silent_volunteer_is_dropped_and_its_items_lent_again(procs: Processes) -> None:

@@ -295,6 +295,16 @@ function optionalPositive(body, key) {
   return positive(body, key);
 }
 
+/** How long the parent asks results to gather between frames (s), or null when it did not say. */
+function spacing(body) {
+  if (body.spacing === undefined || body.spacing === null) return null;
+  const value = number(body, 'spacing');
+  if (value > MAX_SPACING) {
+    throw new ProtocolError(`malformed ${body.type} frame: 'spacing' must be a number of seconds from 0 to ${MAX_SPACING}`);
+  }
+  return value;
+}
+
 function pairs(body, key, lines = false) {
   const value = body[key];
   if (!Array.isArray(value)) throw new ProtocolError(`malformed ${body.type} frame: '${key}' must be a list`);
@@ -455,7 +465,7 @@ const PARSERS = {
     run: body.run === undefined || body.run === '' ? '' : matching(body, 'run', RUN_ID, 'a run id (16 hex digits)'),
     adaptive: bool(body, 'adaptive'), // hold what we ask for (`want`), and lend children the same way
   }),
-  lend: (body) => ({ type: 'lend', items: pairs(body, 'items') }),
+  lend: (body) => ({ type: 'lend', items: pairs(body, 'items'), spacing: spacing(body) }),
   heartbeat: () => ({ type: 'heartbeat' }),
   bye: (body) => ({ type: 'bye', reason: str(body, 'reason'), message: str(body, 'message', '') }),
   join: (body) => ({
@@ -544,6 +554,8 @@ export const FLUSH_SECONDS = 0.005;
 export const RESULTS_PER_FRAME = 4;
 /** Longest a result waits at the page for others to share its frame (s). */
 export const MAX_WINDOW = 0.25;
+/** Longest time a parent may ask between result frames (`spacing` in lend frames), in seconds. */
+export const MAX_SPACING = 1.0;
 /** Items a session holds per worker before its volunteer has said what it wants. */
 export const START_PER_WORKER = 2;
 /** Most items per worker a volunteer may ask to hold. */
@@ -595,6 +607,7 @@ export class Pace {
     this.since = clock();
     this.rate = 0; // the children's results per second
     this.told = null; // the last want sent up
+    this.spacing = 0; // what the parent asked for
   }
 
   /** A measure of the link: the hello → module round trip, before any refill was seen. */
@@ -612,8 +625,9 @@ export class Pace {
     if (this.sentAt === null) this.sentAt = this.clock();
   }
 
-  /** A lend frame came. */
-  lent() {
+  /** A lend frame came, with the parent's new `spacing` if it said one (null if not). */
+  lent(spacing = null) {
+    if (spacing !== null) this.spacing = spacing;
     if (this.sentAt === null) return;
     this.addRefill(this.clock() - this.sentAt);
     this.sentAt = null;
@@ -637,10 +651,13 @@ export class Pace {
     return this.workers * perWorker(median(this.refills), this.item, this.window());
   }
 
-  /** How long a result may wait here for others to share its frame (resultWindow), in seconds. */
+  /**
+   * How long a result may wait here for others to share its frame, in seconds: resultWindow of the
+   * rate, or the parent's spacing if longer.
+   */
   window() {
     const own = this.item === null ? 0 : this.workers / Math.max(this.item, 1e-9);
-    return resultWindow(own + this.rate);
+    return Math.max(resultWindow(own + this.rate), this.spacing);
   }
 
   /**
@@ -664,9 +681,10 @@ export class Pace {
     return want;
   }
 
-  /** A new parent: what it was told, and a refill under way, no longer count. */
+  /** A new parent: what it was told, what it asked (spacing) and a refill under way no longer count. */
   reset() {
     this.told = null;
     this.sentAt = null;
+    this.spacing = 0;
   }
 }

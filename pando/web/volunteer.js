@@ -411,7 +411,7 @@ class Volunteer {
         this.joined(frame);
         break;
       case 'lend':
-        this.pace.lent();
+        this.pace.lent(frame.spacing);
         if (!this.session) {
           this.log('the root lent items before sending the module; reconnecting', true);
           this.drop(1008, 'lend before module');
