@@ -30,8 +30,10 @@ CHUNK = 60 * 1024
 HIGH_WATER = 4 * 1024 * 1024
 LOW_WATER = 1024 * 1024
 #: A closing channel waits for what it queued (a bye, a big result) while that keeps moving:
-#: it hangs up after STALL_SECONDS without progress, or DRAIN_SECONDS in all.
-STALL_SECONDS = 2.0
+#: it hangs up after STALL_SECONDS without progress, or DRAIN_SECONDS in all. SCTP retransmits a
+#: lost chunk after at least 1 s, doubling each time: two losses in a row on a busy host stall a
+#: healthy channel for 3 s.
+STALL_SECONDS = 5.0
 DRAIN_SECONDS = 60.0
 
 _MORE, _LAST = b"\x01", b"\x00"

@@ -79,7 +79,8 @@ SLOW_SQUARE = slow_module(0.02)
 
 
 @pytest.mark.timeout(240)
-def test_two_tabs_with_two_workers_each_compute_2000_items(tmp_path, tabs, start_root):
+def test_two_tabs_with_two_workers_each_compute_2000_items(tmp_path, tabs, start_root, monkeypatch):
+    monkeypatch.setenv("PANDO_DEBUG", "monitoring")  # the run's last status says how many extra copies were lent
     module = write_module(tmp_path, "work.py", WORK)
     items = [str(n) for n in range(1, 2001 - len(SPECIAL_ITEMS))] + SPECIAL_ITEMS
     assert len(items) == 2000
@@ -99,7 +100,12 @@ def test_two_tabs_with_two_workers_each_compute_2000_items(tmp_path, tabs, start
     wait_done(first)
     wait_done(second)
     counts = [status(first)["computed"], status(second)["computed"]]
-    assert sum(counts) == 2000, counts
+    last = json.loads([line for line in root.stderr.text.splitlines() if line.startswith('{"')][-1])
+    assert last["outcome"]["status"] == 0, last
+    # Every item once, and again only where the root lent an extra copy (the last items, queued on one
+    # tab while the other's workers idled); a tab may get its bye before it computes a copy it lost.
+    extra = last["items"]["speculative"]
+    assert 2000 <= sum(counts) <= 2000 + extra, (counts, extra)
     assert min(counts) > 0, f"one tab computed nothing: {counts}"
     print(f"2000 items on two tabs x two workers: {elapsed:.1f} s, split {counts}")
 

@@ -35,8 +35,9 @@ export const HIGH_WATER_BYTES = 4 * 1024 * 1024;
 export const LOW_WATER_BYTES = 1024 * 1024;
 
 /** A data channel closing by choice may send what it holds as long as that moves; it is hung up
- * once nothing went out for LINGER_MS, and after MAX_LINGER_MS in all. */
-const LINGER_MS = 2000;
+ * once nothing went out for LINGER_MS (SCTP's retransmissions back off from 1 s: two losses in a
+ * row stall a healthy channel for 3 s), and after MAX_LINGER_MS in all (rtc.py's STALL_SECONDS). */
+const LINGER_MS = 5000;
 const MAX_LINGER_MS = 60_000;
 
 /** The longest peer-supplied text (a close reason) a link repeats. */
