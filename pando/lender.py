@@ -150,6 +150,7 @@ class Lender(Generic[H]):
         self._others = 0  # holders that are not local
         self._stop_after: int | None = None  # set by the first failure
         self._ended = False  # no more items will be added
+        self._idled = False  # a worker may have run out of work since _share_queued last looked
         self._counts = {"lent": 0, "relent": 0, "done": 0, "failed": 0, "speculative": 0, "timed_out": 0,
                         "retried": 0, "disagreements": 0}
 
@@ -165,7 +166,7 @@ class Lender(Generic[H]):
     def end(self) -> None:
         """No more items will be added: idle workers may now take copies of queued items."""
         with self._lock:
-            self._ended = True
+            self._ended = self._idled = True
 
     # -- holders -----------------------------------------------------------
 
@@ -337,7 +338,10 @@ class Lender(Generic[H]):
 
     def _recheck(self, holder: H) -> None:
         """Keep ``_hungry`` true to a holder's room after its load or the local rule changed."""
-        if self._free(self._holders[holder]) > 0:
+        holding = self._holders[holder]
+        if len(holding.held) < holding.workers:
+            self._idled = True
+        if self._free(holding) > 0:
             self._hungry.setdefault(holder, None)
         else:
             self._hungry.pop(holder, None)
@@ -480,8 +484,13 @@ class Lender(Generic[H]):
         Without it, the last items may sit in one volunteer's queue for as long
         as its running item takes, while other workers have nothing left to do.
         A holder computes its items in the order it got them, one per worker:
-        those past the first ``workers`` are the queued ones.
+        those past the first ``workers`` are the queued ones. It looks only after
+        a worker may have run out of work: at the end of a run with many holders,
+        not at every result.
         """
+        if not self._idled:
+            return False
+        self._idled = False
         queues = [(holder, holding) for holder, holding in self._holders.items()
                   if len(holding.held) > holding.workers]
         idle = sum(max(0, holding.workers - len(holding.held))
