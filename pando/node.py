@@ -41,7 +41,7 @@ from pando.link import Duplex
 from pando.overlay import Overlay, Summary
 from pando.pace import START_PER_WORKER, Pace
 from pando.printable import printable
-from pando.session import Holder, Job, Session, SessionIds, dispatch, settle
+from pando.session import Holder, Job, Session, SessionIds, dispatch, finish_all, settle
 from pando.supervisor import Supervisor
 from pando.workers import Answer, ModuleBroken, Workers
 
@@ -527,11 +527,7 @@ class _Running:
         self._stopping.set()
         self._changed.set()
         self._dispatcher.stop()
-        children = list(self._overlay.children())
-        for child in children:
-            child.finish()
-        for child in children:
-            child.wait_finished(2)
+        finish_all(list(self._overlay.children()), 2)
         self._gateway.stop()
         self._workers.close()
         self._discard_files()

@@ -32,7 +32,7 @@ from pando.reader import Reader
 from pando.reorder import Reorder
 from pando.overlay import Overlay
 from pando.server import Server
-from pando.session import Holder, Job, Session, SessionIds
+from pando.session import Holder, Job, Session, SessionIds, finish_all
 from pando.supervisor import Supervisor
 from pando.uplink import Uplink
 from pando.window import Window
@@ -232,11 +232,7 @@ class Root:
             status_thread.stop(outcome)
             self._console.clear()
             dispatcher.stop()
-            sessions = lender.holders()
-            for session in sessions:
-                session.finish()
-            for session in sessions:
-                session.wait_finished(2)
+            finish_all(lender.holders(), 2)
             if uplink is not None:
                 uplink.stop()
             gateway.stop()

@@ -136,6 +136,16 @@ class Holder(Protocol):
     def wait_finished(self, timeout: float) -> None: ...
 
 
+def finish_all(holders: list[Holder], timeout: float) -> None:
+    """Say bye to every holder, then wait for the byes to go out: ``timeout`` seconds in all, not each
+    (a thousand volunteers slow to close must not hold the end of a run for a thousand timeouts)."""
+    for holder in holders:
+        holder.finish()
+    deadline = time.monotonic() + timeout
+    for holder in holders:
+        holder.wait_finished(max(0.0, deadline - time.monotonic()))
+
+
 def dispatch(lender: Lender[Holder], caller: Holder | None = None) -> None:
     """Lend every assignment the lender can make now; called by whoever changed it, from its own
     thread (``caller``'s, if that is a holder's)."""
