@@ -9,10 +9,11 @@ import contextlib
 import os
 import secrets
 import signal
+import sys
 import threading
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO, Iterable, Iterator
 
 from pando import assets, protocol, rendezvous, status
 from pando.access import Access, fragment
@@ -42,6 +43,8 @@ from pando.window import Window
 #: waits: memory stays flat on an endless input.
 WINDOW_ITEMS = 50_000
 WINDOW_BYTES = 256 * 1024 * 1024
+#: The GIL's switch interval while the run's threads end (seconds; CPython's default is 0.005).
+SHUTDOWN_SWITCH_SECONDS = 0.05
 
 #: ``GET /rendezvous/config`` on a root: its own page uses WebSocket (WebRTC if the URL asks).
 _CONFIG = assets.Answer(HTTPStatus.OK, (("Content-Type", "application/json"), ("Cache-Control", "no-store")),
@@ -231,17 +234,32 @@ class Root:
             _second_interrupt_exits_at_once()
             status_thread.stop(outcome)
             self._console.clear()
-            dispatcher.stop()
-            finish_all(lender.holders(), 2)
-            if uplink is not None:
-                uplink.stop()
-            gateway.stop()
-            monitor.wait_viewers(2)  # the monitoring pages are sent how the run ended before the server closes
-            server.close()
-            if helper is not None:
-                helper.stop()
+            with _long_gil_turns():
+                dispatcher.stop()
+                finish_all(lender.holders(), 2)
+                if uplink is not None:
+                    uplink.stop()
+                gateway.stop()
+                monitor.wait_viewers(2)  # the monitoring pages are sent how the run ended before the server closes
+                server.close()
+                if helper is not None:
+                    helper.stop()
         assert outcome is not None  # set on every path that gets here
         return outcome.status
+
+
+@contextlib.contextmanager
+def _long_gil_turns() -> Iterator[None]:
+    """While the run's threads end: CPython wakes every thread that waits for the GIL once per switch
+    interval, and a thousand volunteers' sessions ending at once (four threads each) spent seconds
+    to tens of seconds of kernel CPU in those wake-ups at the default 5 ms (bench/README.md).
+    Nothing that ends needs quick turns; the run's own work does (mixed item times lose 4% at 50 ms)."""
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(max(switch, SHUTDOWN_SWITCH_SECONDS))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(switch)
 
 
 def _outcome(supervisor: Supervisor, reorder: Reorder, reader: Reader) -> protocol.Outcome:
