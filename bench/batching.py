@@ -39,10 +39,11 @@ from common import (MODULES, LineClock, Procs, fmt, free_port, log, machine_info
 PARAMS: dict[str, dict[str, Any]] = {
     "quick": {"volunteers": 4, "batches": [64, 256, 1024], "count": 200_000, "reps": 3, "e2e_count": 500_000,
               "slow": {"count": 40, "seconds": 0.25}, "mixed": {"count": 120, "low": 0.001, "high": 1.0},
-              "swarm": {"n": 1000, "rounds": {"1.0": 6, "0.1": 15}}, "pool_chunksize": 1024},
+              "swarm": {"n": 1000, "rounds": {"1.0": 6, "0.1": 60}}, "pool_chunksize": 1024},
     "full": {"volunteers": 4, "batches": [64, 256, 1024, 4096], "count": 500_000, "reps": 5, "e2e_count": 1_000_000,
              "slow": {"count": 80, "seconds": 0.25}, "mixed": {"count": 240, "low": 0.001, "high": 1.0},
-             "swarm": {"n": 1000, "rounds": {"1.0": 10, "0.1": 20}}, "pool_chunksize": 1024},
+             # Long enough at 0.1 s (20 s of work) for the join ramp and the tail not to decide the figure.
+             "swarm": {"n": 1000, "rounds": {"1.0": 20, "0.1": 200}}, "pool_chunksize": 1024},
 }
 TIMED = MODULES / "timed_square.py"
 

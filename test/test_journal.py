@@ -234,7 +234,8 @@ def test_sigkill_at_random_moments_then_resume(procs: Processes) -> None:
     kills: list[int] = []  # entries in the journal after each kill
     while True:
         before = run.entries()
-        root = run.start(values, "--resume", "--batch-size", str(KILL_BATCH), SLEEP="0.002")
+        # One worker, as the bound below assumes (the helper would run one per core).
+        root = run.start(values, "--resume", "--batch-size", str(KILL_BATCH), "--workers", "1", SLEEP="0.002")
         if len(kills) < KILLS:
             # Once this run has journaled something of its own, kill it at a random moment.
             deadline = time.monotonic() + 20
