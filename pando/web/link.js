@@ -36,7 +36,8 @@ export const LOW_WATER_BYTES = 1024 * 1024;
 
 /** A data channel closing by choice may send what it holds as long as that moves; it is hung up
  * once nothing went out for LINGER_MS (SCTP's retransmissions back off from 1 s: two losses in a
- * row stall a healthy channel for 3 s), and after MAX_LINGER_MS in all (rtc.py's STALL_SECONDS). */
+ * row stall a healthy channel for 3 s), and after MAX_LINGER_MS in all, as rtc.py's STALL_SECONDS
+ * and DRAIN_SECONDS do for a native end. */
 const LINGER_MS = 5000;
 const MAX_LINGER_MS = 60_000;
 
