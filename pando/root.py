@@ -179,6 +179,7 @@ class Root:
             settings.heartbeat_ms,
             log,
             pages={rendezvous.CONFIG_PATH: lambda: _CONFIG},
+            heartbeating={protocol.VOLUNTEER_PATH},  # the dispatcher drops a silent volunteer
         )
         uplink: Uplink | None = None
         public = ""

@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 from http import HTTPStatus
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from websockets.http11 import SERVER, Request, Response
 from websockets.sync.server import Server as WebSocketServer
@@ -80,6 +80,10 @@ class _Connection(DirectConnection):
     #: A download that moves no byte for this long is dropped: a heartbeat, as for a silent WebSocket
     #: (MIN_STALL_SECONDS at least).
     stall_seconds = 30.0
+    #: WebSocket paths whose peers send heartbeats the run checks itself (a volunteer's session):
+    #: websockets' pings there would only cost a thread per connection, a thousand threads for a
+    #: thousand volunteers.
+    heartbeating: frozenset[str] = frozenset()
 
     def handshake(
         self,
@@ -100,6 +104,10 @@ class _Connection(DirectConnection):
                 pass  # the client left or stalled, or the run ended; the socket is closed either way
             return  # still CONNECTING: the server closes the connection now
         super().handshake(process_request, process_response, server_header, timeout)
+
+    def start_keepalive(self) -> None:
+        if self.request is None or _path(self.request) not in self.heartbeating:
+            super().start_keepalive()
 
 
 def _send(sock: socket.socket, data: memoryview, closed: threading.Event, stall_seconds: float) -> None:
@@ -129,17 +137,19 @@ class Server:
 
     ``websockets`` maps WebSocket paths (the volunteer endpoint, the monitoring
     feed) to the function that runs each such connection in its own thread;
-    ``pages`` maps GET paths to answers made on each request.
+    ``pages`` maps GET paths to answers made on each request. WebSockets are
+    pinged every heartbeat, except on the ``heartbeating`` paths.
     """
 
     def __init__(
         self, bind: str, port: int, websockets: dict[str, Handler], heartbeat_ms: int, log: Callable[[str], None],
-        pages: Pages | None = None,
+        pages: Pages | None = None, heartbeating: Iterable[str] = (),
     ) -> None:
         self._websockets = websockets
         self._heartbeat = heartbeat_ms / 1000
         self._connection_type = type("Connection", (_Connection,),
-                                     {"pages": pages or {}, "stall_seconds": max(MIN_STALL_SECONDS, self._heartbeat)})
+                                     {"pages": pages or {}, "stall_seconds": max(MIN_STALL_SECONDS, self._heartbeat),
+                                      "heartbeating": frozenset(heartbeating)})
         self._log = log
         self._cap = connection_cap()
         self._active = 0

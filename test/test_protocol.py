@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -338,6 +338,21 @@ def test_the_root_asks_for_longer_spacing_as_volunteers_join(procs: Processes) -
             assert frames_until(second, "lend")["spacing"] == pace.spacing(2)
             first.send(json.dumps({"type": "result", "results": lent["items"][:0], "want": 4}))
             assert frames_until(first, "lend")["spacing"] == pace.spacing(2)
+
+
+def test_a_volunteer_costs_the_root_three_threads(procs: Processes) -> None:
+    """Its socket's reader, its session and the session's sender: no WebSocket keepalive thread, since
+    the root checks volunteers' own heartbeats (the next test); a thousand volunteers are 3,000 threads."""
+    root = procs.pando(FAST, "--stdin", "--start-idle", stdin=lines(*range(1000)))
+    tasks = Path(f"/proc/{root.popen.pid}/task")
+    with ExitStack() as stack:
+        first = stack.enter_context(join(root.port))
+        frames_until(first, "lend")  # the root has done with its own start-up threads
+        before = len(list(tasks.iterdir()))
+        for _ in range(20):
+            frames_until(stack.enter_context(join(root.port)), "lend")
+        added = len(list(tasks.iterdir())) - before
+    assert added <= 3 * 20 + 2, f"{added} threads for 20 volunteers"
 
 
 def test_silent_volunteer_is_dropped_and_its_items_lent_again(procs: Processes) -> None:
