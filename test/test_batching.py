@@ -57,21 +57,19 @@ def test_slow_items_are_shared_one_per_idle_worker(procs: Processes) -> None:
 
 
 
-@pytest.mark.parametrize("spacing, most", [(None, 7), (1.0, 4)])
-def test_results_of_slow_items_share_frames(procs: Processes, spacing: float | None, most: int) -> None:
-    """A volunteer answering ten results a second lets each wait for a few others (Pace.window), or
-    as long as its parent asks (spacing): its parent reads a frame per few results, not one per
-    result; the last goes at once."""
+def result_frames(procs: Processes, seconds: float, count: int, spacing: float | None) -> list[protocol.Result]:
+    """The result frames a real one-worker ``pando-volunteer`` sends a root (this test) that lends it
+    ``count`` items of ``seconds`` each at once, saying ``spacing``."""
     frames: list[protocol.Result] = []
     done = threading.Event()
 
-    def root(connection: ServerConnection) -> None:  # the test is the root: it counts the frames
+    def root(connection: ServerConnection) -> None:
         protocol.decode(connection.recv(timeout=30), protocol.FROM_VOLUNTEER)
-        module = "import time\nimport pando\n\n@pando.function\ndef f(x):\n    time.sleep(0.1)\n    return x\n"
-        connection.send(protocol.encode(protocol.Module("1", "slow.py", module, 30_000, 12)))
-        connection.send(protocol.encode(protocol.Lend([(n, str(n)) for n in range(12)], spacing)))
+        module = f"import time\nimport pando\n\n@pando.function\ndef f(x):\n    time.sleep({seconds})\n    return x\n"
+        connection.send(protocol.encode(protocol.Module("1", "slow.py", module, 30_000, count)))
+        connection.send(protocol.encode(protocol.Lend([(n, str(n)) for n in range(count)], spacing)))
         answered: set[int] = set()
-        while len(answered) < 12:
+        while len(answered) < count:
             frame = protocol.decode(connection.recv(timeout=30), protocol.FROM_VOLUNTEER)
             if isinstance(frame, protocol.Result):
                 frames.append(frame)
@@ -85,11 +83,26 @@ def test_results_of_slow_items_share_frames(procs: Processes, spacing: float | N
                      "--protocol", "websocket"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         assert done.wait(60), f"only {len(frames)} result frames came"
         server.shutdown()
-    results = [pair for frame in frames for pair in frame.results]
-    assert sorted(results) == [(n, str(n)) for n in range(12)]
+    assert sorted(pair for frame in frames for pair in frame.results) == [(n, str(n)) for n in range(count)]
+    return frames
+
+
+@pytest.mark.parametrize("spacing, most", [(None, 7), (1.0, 4)])
+def test_results_of_slow_items_share_frames(procs: Processes, spacing: float | None, most: int) -> None:
+    """A volunteer answering ten results a second lets each wait for a few others (Pace.window), or
+    as long as its parent asks (spacing): its parent reads a frame per few results, not one per
+    result; the last goes at once."""
+    frames = result_frames(procs, 0.1, 12, spacing)
     # Once an item's time is known, results wait up to 0.25 s: two or three share a frame. Asked
     # to wait 1 s: the first result, the ten before the last item starts, the last.
     assert len(frames) <= most, [len(frame.results) for frame in frames]
+
+
+def test_a_volunteer_about_to_run_out_of_work_sends_at_once(procs: Processes) -> None:
+    """Three items of 0.5 s, a 1 s window: the second result goes as soon as the last item starts
+    (nothing else is left to lend, the worker has no item waiting), not with the third."""
+    frames = result_frames(procs, 0.5, 3, 1.0)
+    assert [[item for item, _ in frame.results] for frame in frames] == [[0], [1], [2]]
 
 
 # -- what a volunteer asks for (pando.pace; protocol.js's Pace follows the same rules) ------------
