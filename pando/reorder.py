@@ -2,8 +2,9 @@
 
 One thread owns stdout. Results and failures arrive through a queue; the
 thread writes every result whose predecessors are all written, gives the room
-back to the window, and stops at the end of the input, at the first failed
-item (after writing everything before it), or when stdout is closed.
+back to the window, and stops (closing the results' stream) at the end of the
+input, at the first failed item (after writing everything before it), or when
+stdout is closed.
 
 Results that come within :data:`WRITE_SECONDS` of the last write wait to share
 the next. With a journal, the thread appends each group's new results to it
@@ -127,6 +128,10 @@ class Reorder:
         try:
             while self._step():
                 pass
+            # Whoever reads the results sees their end now, not after the run's teardown: saying
+            # bye to volunteers (one that stopped reading holds its socket for seconds) and to
+            # monitoring pages.
+            self._out.close()
         except BrokenPipeError:
             self.status, self.failure = status.BROKEN_PIPE, "the results' reader closed the pipe"
         except status.PandoError as exc:  # the journal cannot be written: nothing more may reach stdout

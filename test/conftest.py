@@ -1,6 +1,7 @@
 """Shared fixtures: real pando and pando-volunteer processes on 127.0.0.1, always cleaned up."""
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -82,6 +83,16 @@ def check(x):
         raise ValueError("no <b>3</b> & no <img src=x onerror=window.pwned=1>")
     return x
 """
+
+
+class KeptOutput(io.BytesIO):
+    """The results' stream in memory: the reorder thread closes it when it is done, and what was
+    written stays readable (``getvalue``) after that."""
+
+    ended = False
+
+    def close(self) -> None:
+        self.ended = True
 
 
 class RootProcess:

@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import struct
+import subprocess
 import threading
 import time
 from contextlib import ExitStack, closing, contextmanager
@@ -22,7 +23,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import EXAMPLES, KEY, Processes, RootProcess, lines, squares
+from conftest import EXAMPLES, KEY, PANDO, Processes, RootProcess, lines, squares
 from pando import protocol
 
 pytestmark = pytest.mark.timeout(120)
@@ -216,18 +217,23 @@ def recv_exactly(sock: socket.socket, count: int) -> bytes:
     return data
 
 
+def raw_frame(sock: socket.socket) -> tuple[int, bytes]:
+    """The root's next frame: its opcode and payload."""
+    first, second = recv_exactly(sock, 2)
+    length = second & 0x7F
+    if length == 126:
+        length = struct.unpack("!H", recv_exactly(sock, 2))[0]
+    elif length == 127:
+        length = struct.unpack("!Q", recv_exactly(sock, 8))[0]
+    return first & 0x0F, recv_exactly(sock, length)
+
+
 def raw_close_code(sock: socket.socket, timeout: float) -> int:
     """Read the root's frames until its close frame; return the close code."""
     sock.settimeout(timeout)
     while True:
-        first, second = recv_exactly(sock, 2)
-        length = second & 0x7F
-        if length == 126:
-            length = struct.unpack("!H", recv_exactly(sock, 2))[0]
-        elif length == 127:
-            length = struct.unpack("!Q", recv_exactly(sock, 8))[0]
-        payload = recv_exactly(sock, length)
-        if first & 0x0F == 0x8:
+        opcode, payload = raw_frame(sock)
+        if opcode == 0x8:
             return int(struct.unpack("!H", payload[:2])[0])
 
 
@@ -238,6 +244,15 @@ def read_to_end(sock: socket.socket, timeout: float) -> bytes:
     while chunk := sock.recv(1 << 20):
         data += chunk
     return bytes(data)
+
+
+def raw_text_frame(sock: socket.socket, timeout: float = 10) -> Any:
+    """The root's next text frame, parsed."""
+    sock.settimeout(timeout)
+    while True:
+        opcode, payload = raw_frame(sock)
+        if opcode == 0x1:
+            return json.loads(payload)
 
 
 def open_fds(pid: int) -> int:
@@ -675,3 +690,29 @@ def test_a_websocket_that_never_says_hello_is_dropped(procs: Processes) -> None:
         assert frames == []
     assert time.monotonic() - started < 3  # the hello timeout is min(10 s, heartbeat)
     finish_honestly(procs, root, 10)
+
+
+def test_the_results_end_before_a_stuck_volunteer_is_let_go(procs: Processes) -> None:
+    """A volunteer that stops reading holds its socket through the root's close timeout; whoever
+    reads the results sees them end when the last is written, not when the root lets go of it."""
+    popen = procs.popen([PANDO, FAST, "--stdin", "--start-idle", "--port", "0"], stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    root = RootProcess(popen, Path(os.devnull))
+    assert popen.stdin is not None and popen.stdout is not None
+    popen.stdin.write(lines(3, 4))
+    popen.stdin.close()
+    with ExitStack() as stack:
+        sock = raw_upgrade(stack, root.port)
+        sock.sendall(frame_header(len(hello())) + hello().encode())
+        answered = 0
+        while answered < 2:
+            frame = raw_text_frame(sock)
+            if frame["type"] == "lend":
+                answer = json.dumps({"type": "result", "results": [[i, str(int(x) ** 2)] for i, x in frame["items"]]})
+                sock.sendall(frame_header(len(answer)) + answer.encode())
+                answered += len(frame["items"])
+        # From now on this volunteer reads nothing and answers no close.
+        assert popen.stdout.read() == b"9\n16\n"
+        time.sleep(0.5)
+        assert popen.poll() is None, "the results ended only when the root exited"
+    assert root.wait(30) == 0, root.err

@@ -7,7 +7,6 @@ can tell what was computed again. The journal module alone is property-tested.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import random
 import signal
@@ -21,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import EXAMPLES, Processes, RootProcess, lines
+from conftest import EXAMPLES, KeptOutput, Processes, RootProcess, lines
 from pando import journal, status
 from pando.journal import HEADER, Entry, Journal, JournalError
 from pando.reorder import Reorder
@@ -354,7 +353,7 @@ def test_damaged_lines_and_other_formats_are_named() -> None:
 
 
 def test_the_reorder_thread_journals_each_group_before_writing_it(tmp_path: Path) -> None:
-    out = io.BytesIO()
+    out = KeptOutput()
     window = Window(100, 1 << 20)
     window.take(4, 4)
     groups: list[tuple[int, list[int]]] = []  # (lines on stdout, ids journaled) at each journal write
@@ -387,7 +386,7 @@ def test_the_reorder_thread_journals_each_group_before_writing_it(tmp_path: Path
 
 
 def test_a_journal_that_cannot_be_written_stops_the_output(tmp_path: Path) -> None:
-    out = io.BytesIO()
+    out = KeptOutput()
     window = Window(100, 1 << 20)
     with Journal.open(str(tmp_path / "j"), resume=False) as opened:
         def refuse(entries: Iterable[Entry]) -> None:

@@ -7,16 +7,15 @@ first failed item, and the window must get its room back as lines are written.
 """
 from __future__ import annotations
 
-import threading
-
-import io
 import re
+import threading
 import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import KeptOutput
 from pando import status
 from pando.lender import Failure
 from pando.reorder import Reorder, describe_failure
@@ -45,7 +44,7 @@ line_text = st.lists(
 ).map("".join)
 
 
-class Output(io.BytesIO):
+class Output(KeptOutput):
     """stdout as the buffer sees it; at every flush it notes how many lines are out and the window's count."""
 
     def __init__(self, window: Window) -> None:
@@ -209,6 +208,7 @@ def test_empty_input_ends_at_once() -> None:
     assert reorder.done.wait(WAIT)
     assert out.getvalue() == b""
     assert reorder.status == status.OK
+    assert out.ended  # the results' reader sees their end at once, not when the root exits
 
 
 def test_waits_for_the_missing_line() -> None:
