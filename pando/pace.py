@@ -85,8 +85,9 @@ def spacing(children: int) -> float:
     return min(MAX_SPACING, children / FRAMES_PER_SECOND)
 
 
-def spacing_changed(told: float | None, now: float) -> bool:
-    """Whether a parent should tell a child its new spacing: the first time, or a change worth a word."""
+def changed(told: float | None, now: float) -> bool:
+    """Whether a figure is worth telling again (a want up, a spacing down): the first time, or once it
+    moved by more than :data:`_CHANGE` of what was told."""
     return told is None or abs(now - told) > _CHANGE * told
 
 
@@ -173,7 +174,7 @@ class Pace:
             refill = statistics.median(self._refills) if self._refills else 0.0
             buffer = math.ceil(self._rate * _wait_to_cover(refill, self._window_now()))
             want = (own or self._workers * START_PER_WORKER) + children + buffer
-            if self._told is not None and abs(want - self._told) <= _CHANGE * self._told:
+            if not changed(self._told, want):
                 return None
             self._told = want
             return want

@@ -25,7 +25,7 @@ from pando.access import Access, refuse
 from pando.lender import Failure, Lender
 from pando.link import Link
 from pando.overlay import Subtree, Summary
-from pando.pace import MAX_PER_WORKER, START_PER_WORKER, spacing, spacing_changed
+from pando.pace import MAX_PER_WORKER, START_PER_WORKER, changed, spacing
 from pando.printable import printable
 from pando.reorder import MAX_DETAILS
 
@@ -224,7 +224,7 @@ class Session:
         thread (a refill), else through its sender; the first frame, and any after the number of
         volunteers changed enough, says how long results should gather between frames."""
         told = spacing(self._job.lender.volunteers())
-        say = spacing_changed(self._spacing, told)
+        say = changed(self._spacing, told)
         if say:
             self._spacing = told  # a racing lend may say it again: harmless
         for group in protocol.pack(items):

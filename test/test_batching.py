@@ -146,7 +146,7 @@ def test_a_parent_of_many_asks_each_for_fewer_frames() -> None:
     """The spacing grows with the children, up to MAX_SPACING; it is said again only when it changed enough."""
     assert pace.spacing(0) == 0 and pace.spacing(4) < pace.FLUSH_SECONDS  # a few volunteers: the window rules
     assert pace.spacing(pace.FRAMES_PER_SECOND) == protocol.MAX_SPACING == pace.spacing(10**6)
-    assert pace.spacing_changed(None, 0.0) and not pace.spacing_changed(0.1, 0.11) and pace.spacing_changed(0.1, 0.2)
+    assert pace.changed(None, 0.0) and not pace.changed(0.1, 0.11) and pace.changed(0.1, 0.2)
     paced = pace.Pace(1)
     paced.round_trip(0.01)
     paced.computed(1, 0.1)

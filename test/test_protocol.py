@@ -327,7 +327,7 @@ def test_a_volunteer_holds_what_it_asks_for(procs: Processes) -> None:
 
 def test_the_root_asks_for_longer_spacing_as_volunteers_join(procs: Processes) -> None:
     """Each session's first lend frame says the spacing for the volunteers there are then; a later
-    one says it again only once the number of volunteers changed it enough (pace.spacing_changed)."""
+    one says it again only once the number of volunteers changed it enough (pace.changed)."""
     root = procs.pando(FAST, "--stdin", "--start-idle", stdin=lines(*range(20_000)))
     with join(root.port) as first:
         lent = frames_until(first, "lend")
