@@ -147,10 +147,15 @@ class Lender(Generic[H]):
         # Holders with room for more, in the order they got room: assigning
         # walks only these, not every holder, once per result.
         self._hungry: dict[H, None] = {}
+        # Holders with a worker that has nothing to do: those the last items are shared with.
+        self._idle: dict[H, None] = {}
         self._others = 0  # holders that are not local
         self._stop_after: int | None = None  # set by the first failure
         self._ended = False  # no more items will be added
-        self._idled = False  # a worker may have run out of work since _share_queued last looked
+        # Queued items that may get an extra copy at the end of the input, the one that would start
+        # the latest last; built when needed, again only after more was lent (see _share_queued).
+        self._tail: list[tuple[int, int, H]] = []
+        self._tail_built: int | None = None  # the lent count when _tail was built
         self._counts = {"lent": 0, "relent": 0, "done": 0, "failed": 0, "speculative": 0, "timed_out": 0,
                         "retried": 0, "disagreements": 0}
 
@@ -166,7 +171,7 @@ class Lender(Generic[H]):
     def end(self) -> None:
         """No more items will be added: idle workers may now take copies of queued items."""
         with self._lock:
-            self._ended = self._idled = True
+            self._ended = True
 
     # -- holders -----------------------------------------------------------
 
@@ -197,6 +202,7 @@ class Lender(Generic[H]):
             if holding is None:
                 return []
             self._hungry.pop(holder, None)
+            self._idle.pop(holder, None)
             if not holding.local:
                 self._others -= 1
                 if self._others == 0:
@@ -243,9 +249,10 @@ class Lender(Generic[H]):
                 self._recheck(holder)
 
     def volunteers(self) -> int:
-        """How many holders are not the root's own helper."""
-        with self._lock:
-            return self._others
+        """How many holders are not the root's own helper: a hint read without the lock (every lend
+        frame asks, and a thousand sessions' threads queueing on the lock for it cost more than the
+        count being a frame late)."""
+        return self._others
 
     def holders(self) -> list[H]:
         """The sessions holding (or able to hold) items now."""
@@ -279,17 +286,16 @@ class Lender(Generic[H]):
         if not self._again and not self._fresh and not (self._ended and self._share_queued()):
             return []
         now = self._clock()
-        hungry = list(self._hungry)
-        if len(self._again) + len(self._fresh) < sum(self._free(self._holders[h]) for h in hungry):
+        if self._room_exceeds(len(self._again) + len(self._fresh)):
             # Fewer items than room: one per idle worker first, everywhere, then the rest.
-            for holder in hungry:
+            for holder in list(self._idle):
                 holding = self._holders[holder]
                 idle = min(self._free(holding), holding.workers - len(holding.held))
                 if idle > 0:
                     self._fill(holder, holding, idle, now, out)
                     if not self._again and not self._fresh:
-                        break
-        for holder in hungry:
+                        return list(out.items())
+        for holder in list(self._hungry):
             if not self._again and not self._fresh:
                 break
             holding = self._holders[holder]
@@ -328,19 +334,34 @@ class Lender(Generic[H]):
                 if self._wants(item) > 0:
                     self._queue(item_id, item)
             free -= 1
+        if len(holding.held) >= holding.workers:
+            self._idle.pop(holder, None)
         self._counts["lent"] += len(items) - lent_before
         if not items:
             del out[holder]
         return free
 
+    def _room_exceeds(self, count: int) -> bool:
+        """Whether the holders have room for more than ``count`` items; it stops counting once they
+        do (at the end of a run a thousand holders may be hungry for a few items)."""
+        room = 0
+        for holder in self._hungry:
+            room += self._free(self._holders[holder])
+            if room > count:
+                return True
+        return False
+
     def _free(self, holding: _Holding) -> int:
         return 0 if holding.local and self._others else holding.capacity - len(holding.held)
 
     def _recheck(self, holder: H) -> None:
-        """Keep ``_hungry`` true to a holder's room after its load or the local rule changed."""
+        """Keep ``_hungry`` and ``_idle`` true to a holder's room and load after either or the local
+        rule changed."""
         holding = self._holders[holder]
         if len(holding.held) < holding.workers:
-            self._idled = True
+            self._idle.setdefault(holder, None)
+        else:
+            self._idle.pop(holder, None)
         if self._free(holding) > 0:
             self._hungry.setdefault(holder, None)
         else:
@@ -478,47 +499,61 @@ class Lender(Generic[H]):
             room -= 1
 
     def _share_queued(self) -> bool:
-        """At the end of the run, queue an extra copy of items waiting behind a holder's running
+        """At the end of the input, queue an extra copy of items waiting behind a holder's running
         ones, one per worker that idles elsewhere; True if any.
 
         Without it, the last items may sit in one volunteer's queue for as long
-        as its running item takes, while other workers have nothing left to do.
+        as its running items take, while other workers have nothing left to do.
         A holder computes its items in the order it got them, one per worker:
-        those past the first ``workers`` are the queued ones. It looks only after
-        a worker may have run out of work: at the end of a run with many holders,
-        not at every result.
+        those past the first ``workers`` are queued, and the later one is lent,
+        the later it starts (the earliest may even be done already, their answers
+        waiting at the volunteer to share a frame). So the copies go to the
+        items that would start the latest, from a list made once for the end of
+        the run: a thousand holders going idle one after another must not each
+        cost a look at every holder.
         """
-        if not self._idled:
+        if not self._idle:
             return False
-        self._idled = False
-        queues = [(holder, holding) for holder, holding in self._holders.items()
-                  if len(holding.held) > holding.workers]
-        idle = sum(max(0, holding.workers - len(holding.held))
-                   for holding in map(self._holders.__getitem__, self._hungry))
-        if not queues or idle == 0:
+        if not self._tail and self._tail_built != self._counts["lent"]:
+            self._tail = self._tail_candidates()
+            self._tail_built = self._counts["lent"]
+        if not self._tail:
             return False
+        idle = sum(min(self._free(holding), holding.workers - len(holding.held))
+                   for holding in map(self._holders.__getitem__, self._idle))
         shared = 0
-        # The longest queues first: their last items would start the latest.
-        for holder, holding in sorted(queues, key=lambda pair: pair[1].workers - len(pair[1].held)):
-            for item_id in itertools.islice(holding.held, holding.workers, None):
-                item = self._items.get(item_id)
-                if item is None or holder not in item.copies or item.wanted > self._verify or item.queued:
-                    continue  # stale, or already given its extra copy
-                if self._stop_after is not None and item_id > self._stop_after:
-                    continue  # nothing past a failure is lent
-                item.wanted += 1
-                self._queue(item_id, item)
-                self._counts["speculative"] += 1
-                shared += 1
-                if shared == idle:
-                    return True
+        while self._tail and shared < idle:
+            _, item_id, holder = self._tail.pop()
+            item = self._items.get(item_id)
+            if item is None or holder not in item.copies or not self._shareable(item_id, item):
+                continue  # done, taken back, or given its extra copy meanwhile
+            item.wanted += 1
+            self._queue(item_id, item)
+            self._counts["speculative"] += 1
+            shared += 1
         return shared > 0
+
+    def _tail_candidates(self) -> list[tuple[int, int, H]]:
+        """Every queued item that may get an extra copy, by the turn it would start at on its holder:
+        the latest last."""
+        found = []
+        for holder, holding in self._holders.items():
+            for position, item_id in enumerate(holding.held):
+                item = self._items.get(item_id)
+                if position >= holding.workers and item is not None and self._shareable(item_id, item):
+                    found.append((position // holding.workers, item_id, holder))
+        found.sort(key=lambda candidate: candidate[0])
+        return found
+
+    def _shareable(self, item_id: int, item: _Item[H]) -> bool:
+        """Not given its extra copy yet, and not past a failure (nothing past one is lent)."""
+        if item.wanted > self._verify or item.queued:
+            return False
+        return self._stop_after is None or item_id <= self._stop_after
 
     def _straggling(self, item_id: int, item: _Item[H], limit: float) -> bool:
         """Lent before ``limit`` to every holder it has, and not yet given its extra copy."""
-        if not item.copies or item.wanted > self._verify or item.queued:
-            return False
-        if self._stop_after is not None and item_id > self._stop_after:
+        if not item.copies or not self._shareable(item_id, item):
             return False
         return all(self._holders[holder].held[item_id] < limit for holder in item.copies)
 
@@ -528,14 +563,17 @@ class Lender(Generic[H]):
 
     # -- sessions reporting ------------------------------------------------
 
-    def complete(self, holder: H, results: Iterable[tuple[int, str]]) -> Outcome[H]:
+    def complete(self, holder: H, results: Iterable[tuple[int, str]], capacity: int | None = None) -> Outcome[H]:
         """Results from a session: the lines accepted (held by it, not done before), the items
-        that failed for want of agreement, and the holders outvoted."""
+        that failed for want of agreement, and the holders outvoted; ``capacity``: what it may hold
+        from now on, as :meth:`resize` would say (one frame, one turn of the lock)."""
         outcome: Outcome[H] = Outcome()
         with self._lock:
             holding = self._holders.get(holder)
             if holding is None:
                 return outcome
+            if capacity is not None:
+                holding.capacity = max(1, capacity)
             now = self._clock()
             for item_id, line in results:
                 started = holding.held.pop(item_id, None)

@@ -155,16 +155,16 @@ def dispatch(lender: Lender[Holder], caller: Holder | None = None) -> None:
         holder.lend(items, holder is caller)
 
 
-def settle(job: Job, holder: Holder, frame: protocol.Result | protocol.Error) -> None:
+def settle(job: Job, holder: Holder, frame: protocol.Result | protocol.Error, capacity: int | None = None) -> None:
     """Results and item errors from ``holder`` (in its own thread), through the lender to the sink;
-    then what they made room for."""
-    _settle(job, holder, frame)
+    then what they made room for. ``capacity``: what the holder may hold from now on."""
+    _settle(job, holder, frame, capacity)
     dispatch(job.lender, holder)
 
 
-def _settle(job: Job, holder: Holder, frame: protocol.Result | protocol.Error) -> None:
+def _settle(job: Job, holder: Holder, frame: protocol.Result | protocol.Error, capacity: int | None) -> None:
     if isinstance(frame, protocol.Result):
-        outcome = job.lender.complete(holder, frame.results)
+        outcome = job.lender.complete(holder, frame.results, capacity)
         if outcome.accepted:
             job.sink.deliver(outcome.accepted)
             job.monitor.accepted(holder, len(outcome.accepted))
@@ -373,9 +373,10 @@ class Session:
     def _handle(self, frame: protocol.Frame) -> _Close | None:
         job = self._job
         if isinstance(frame, protocol.Result) or (isinstance(frame, protocol.Error) and frame.id is not None):
+            capacity = None
             if isinstance(frame, protocol.Result) and frame.want is not None and job.batch_size is None:
-                self._resize(min(frame.want, self._workers * MAX_PER_WORKER))
-            settle(job, self, frame)
+                capacity = self.capacity = min(frame.want, self._workers * MAX_PER_WORKER)
+            settle(job, self, frame, capacity)
         elif isinstance(frame, protocol.Status) and self._child and job.junction is not None:
             self._relay = frame.nodes > 1
             self._workers = max(1, frame.workers)

@@ -813,13 +813,33 @@ def test_at_the_end_an_idle_worker_takes_a_copy_of_an_item_queued_elsewhere() ->
     assert lender.complete("quick", [(3, "3"), (4, "4")]).accepted == [(3, "3"), (4, "4")]
     assert lender.assign() == []  # the input may go on: no copies yet
     lender.end()
-    assert lender.assign() == [("quick", [(1, "1")])]  # one idle worker: one copy, the first queued item
-    assert lender.assign() == []
-    assert lender.complete("quick", [(1, "Q")]).accepted == [(1, "Q")]
+    # One idle worker: one copy, of the item that would start the latest.
     assert lender.assign() == [("quick", [(2, "2")])]
-    assert lender.complete("busy", [(0, "0"), (1, "late"), (2, "B")]).accepted == [(0, "0"), (2, "B")]
-    assert lender.complete("quick", [(2, "late")]).accepted == []  # each item is written once
+    assert lender.assign() == []
+    assert lender.complete("quick", [(2, "Q")]).accepted == [(2, "Q")]
+    assert lender.assign() == [("quick", [(1, "1")])]
+    assert lender.complete("busy", [(0, "0"), (1, "B"), (2, "late")]).accepted == [(0, "0"), (1, "B")]
+    assert lender.complete("quick", [(1, "late")]).accepted == []  # each item is written once
     assert lender.pending() == 0 and lender.counts()["speculative"] == 2
+
+
+def test_at_the_end_copies_go_to_the_items_that_would_start_the_latest() -> None:
+    """Across holders, by the turn an item would start at on its own: the last of the longest queue
+    first, then the next latest wherever it waits; never a running item."""
+    lender: Lender[str] = Lender(straggler_floor=math.inf)
+    lender.join("long", 5, workers=1)  # items 0 (running), 1, 2, 3, 4 (starts fifth)
+    lender.join("short", 3, workers=1)  # items 5 (running), 6, 7 (starts third)
+    lender.add((i, str(i)) for i in range(8))
+    lender.end()
+    assert [(k, [i for i, _ in items]) for k, items in lender.assign()] == [("long", [0, 1, 2, 3, 4]),
+                                                                           ("short", [5, 6, 7])]
+    lender.join("idle", 3, workers=3)
+    assert [(k, sorted(i for i, _ in items)) for k, items in lender.assign()] == [("idle", [3, 4, 7])]
+    assert lender.complete("idle", [(3, "3"), (4, "4"), (7, "7")]).accepted == [(3, "3"), (4, "4"), (7, "7")]
+    assert [(k, sorted(i for i, _ in items)) for k, items in lender.assign()] == [("idle", [1, 2, 6])]
+    assert lender.complete("idle", [(1, "1"), (2, "2"), (6, "6")]).accepted == [(1, "1"), (2, "2"), (6, "6")]
+    assert lender.assign() == []  # items 0 and 5 run: no copies of them
+    assert lender.counts()["speculative"] == 6
 
 
 @settings(max_examples=200, deadline=None)
@@ -883,10 +903,10 @@ def test_no_copies_of_queued_items_past_a_failure() -> None:
     assert [(k, [i for i, _ in items]) for k, items in lender.assign()] == [("busy", [0, 1, 2, 3]), ("quick", [4, 5])]
     assert lender.fail("quick", 4, "Traceback") is not None  # nothing past item 4 is written
     lender.complete("quick", [(5, "5")])
-    assert lender.assign() == [("quick", [(1, "1")])]  # a copy of what comes before the failure
-    lender.complete("quick", [(1, "1")])
+    assert lender.assign() == [("quick", [(3, "3")])]  # a copy of what comes before the failure
+    lender.complete("quick", [(3, "3")])
     assert lender.fail("busy", 0, "Traceback") is not None  # now nothing past item 0
-    assert lender.assign() == []
+    assert lender.assign() == []  # items 1 and 2 wait at busy, and quick idles: no copy
     assert lender.counts()["speculative"] == 1  # no copy was even asked for past the failure
 
 

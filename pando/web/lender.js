@@ -48,6 +48,8 @@ export class Lender {
     // Holders with room, in the order they got room (Map keeps insertion order,
     // and setting a key already there leaves it in place, as Python's dict does).
     this._hungry = new Map();
+    // Holders with a worker that has nothing to do, in the order they came to that.
+    this._idle = new Map();
     this._counts = { lent: 0, relent: 0, done: 0, failed: 0 };
   }
 
@@ -80,6 +82,7 @@ export class Lender {
     if (holding === undefined) return [];
     this._holders.delete(holder);
     this._hungry.delete(holder);
+    this._idle.delete(holder);
     const failures = [];
     // Items computed in the order they came: only the first, one per worker, can have been running.
     const running = new Set(blameItems ? [...holding.held].slice(0, holding.workers) : []);
@@ -131,7 +134,7 @@ export class Lender {
     let room = 0;
     for (const holder of hungry) room += this._free(this._holders.get(holder));
     if (supply < room) {
-      for (const holder of hungry) {
+      for (const holder of [...this._idle.keys()]) {
         const holding = this._holders.get(holder);
         const idle = Math.min(this._free(holding), holding.workers - holding.held.size);
         if (idle > 0) {
@@ -177,6 +180,7 @@ export class Lender {
       items.push([id, this._values.get(id)]);
       left -= 1;
     }
+    if (holding.held.size >= holding.workers) this._idle.delete(holder);
     this._counts.lent += items.length - before;
     if (items.length === 0) out.delete(holder);
     return left;
@@ -239,9 +243,14 @@ export class Lender {
     return holding.capacity - holding.held.size;
   }
 
-  /** Keep _hungry true to a holder's room after its load or capacity changed. */
+  /** Keep _hungry and _idle true to a holder's room and load after either changed. */
   _recheck(holder) {
     const holding = this._holders.get(holder);
+    if (holding.held.size < holding.workers) {
+      if (!this._idle.has(holder)) this._idle.set(holder, true);
+    } else {
+      this._idle.delete(holder);
+    }
     if (this._free(holding) > 0) {
       if (!this._hungry.has(holder)) this._hungry.set(holder, true);
     } else {
