@@ -527,6 +527,8 @@ class Lender(Generic[H]):
             item = self._items.get(item_id)
             if item is None or holder not in item.copies or not self._shareable(item_id, item):
                 continue  # done, taken back, or given its extra copy meanwhile
+            if item_id in itertools.islice(self._holders[holder].held, self._holders[holder].workers):
+                continue  # its holder runs it now: the items before it are done
             item.wanted += 1
             self._queue(item_id, item)
             self._counts["speculative"] += 1
