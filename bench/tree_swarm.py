@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import heapq
+import inspect
 import itertools
 import json
 import queue
@@ -121,7 +122,9 @@ class EmulatedWorkers:
     """Stands for ``pando.workers.Workers``: ``count`` workers that answer ``x * x`` TASK seconds after starting it."""
 
     def __init__(self, count: int, source: str, filename: str, on_answers: Callable[[list[Any], float], None],
-                 on_report: Callable[[dict[str, Any]], None], report_seconds: float, timeout: float | None = None):
+                 on_report: Callable[[dict[str, Any]], None], report_seconds: float, timeout: float | None = None,
+                 raw: bool = False, files: str | None = None):
+        # ``raw`` and ``files`` as Workers takes them: the emulation squares the item whatever they say.
         assert TIMERS is not None
         self._on_answers = on_answers
         self._on_report = on_report
@@ -365,6 +368,11 @@ def main() -> None:
     TIMERS = Timers()
     _sources.extend(f"{args.sources}.{i}" for i in range(1, 255))
     pando.joiner.connect = connect_from_next_source
+    # A stand-in that drifted from what node.py passes Workers would crash every node at its module
+    # frame, which the run would only show as joins that never end: refuse to start instead.
+    missing = set(inspect.signature(pando.node.Workers).parameters) - set(inspect.signature(EmulatedWorkers).parameters)
+    if missing:
+        sys.exit(f"tree_swarm: EmulatedWorkers lacks Workers' parameters {sorted(missing)}")
     pando.node.Workers = EmulatedWorkers
     pando.node._Running.attached = attached
     if not args.loop_per_node:
