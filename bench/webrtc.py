@@ -11,7 +11,7 @@ private network namespace of its own (``unshare -n``: a loopback with
 STUN, no TURN): host candidates only, as on one LAN. Ports 19600-19699.
 
 1. **Join** — a ``pando-server`` and one root (``pando examples/square_fast.py
-   --stdin --start-idle --host 127.0.0.2:PORT --secret S``, batch size 1,
+   --stdin --start-idle --host 127.0.0.2:PORT --secret S --degree 1000``, batch size 1,
    thousands of items waiting on its stdin). bench/rtc_swarm.py (one process,
    one :class:`pando.rtc.RtcLoop`, a thread per joiner calling
    ``pando.joiner.join``, then hello → module → lend over the channel through
@@ -175,12 +175,19 @@ def start_server(procs: Procs) -> tuple[int, subprocess.Popen[bytes]]:
     return port, server
 
 
+#: --degree for a root that takes every joiner as its own child (the largest the option allows).
+FLAT_DEGREE = 1000
+
+
 def start_root(procs: Procs, batch: int, server_port: int | None) -> tuple[int, subprocess.Popen[bytes], list[str]]:
     """A root on 127.0.0.2, joined to the pando-server at ``server_port`` if given; listening when this returns."""
     port = free_port()
     host = ["--host", f"{ADDR}:{server_port}", "--secret", SECRET] if server_port else []
+    # A flat root: this workload measures joins into one root. Under the default --degree (10) the
+    # joiners past the tenth, which cannot take children, would wait for room until their joins
+    # expire; the tree is workload 11's.
     root = procs.pando(MODULE, "--stdin", "--start-idle", "--bind", ADDR, "--batch-size", str(batch), *host,
-                       port=port)
+                       "--degree", str(FLAT_DEGREE), port=port)
     err = stderr_collector(root)
     wait_port(port, popen=root, err=err)  # with --host, the root joined the server before it listens
     return port, root, err
