@@ -46,7 +46,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Hashable, Iterable, TypeVar
+from typing import Callable, Generic, Hashable, Iterable, Iterator, TypeVar
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,12 @@ class _Holding:
     workers: int
     local: bool
     held: dict[int, float] = field(default_factory=dict)  # item id -> lease start (copies, live or stale)
+
+
+def _running(holding: _Holding) -> Iterator[int]:
+    """The items a holder may be computing now: it computes them in the order it got them, one per
+    worker, so only its first ``workers``; the others wait in its queue."""
+    return itertools.islice(holding.held, holding.workers)
 
 
 class _Item(Generic[H]):
@@ -208,8 +214,7 @@ class Lender(Generic[H]):
                 if self._others == 0:
                     self._recheck_locals()
             failures = []
-            # Items computed in the order they came: only the first, one per worker, can have been running.
-            running = set(itertools.islice(holding.held, holding.workers)) if blame_items else set()
+            running = set(_running(holding)) if blame_items else set()
             for item_id in sorted(holding.held):
                 item = self._items.get(item_id)
                 if item is None or holder not in item.copies:
@@ -290,7 +295,7 @@ class Lender(Generic[H]):
             # Fewer items than room: one per idle worker first, everywhere, then the rest.
             for holder in list(self._idle):
                 holding = self._holders[holder]
-                idle = min(self._free(holding), holding.workers - len(holding.held))
+                idle = self._idle_workers(holding)
                 if idle > 0:
                     self._fill(holder, holding, idle, now, out)
                     if not self._again and not self._fresh:
@@ -350,6 +355,10 @@ class Lender(Generic[H]):
             if room > count:
                 return True
         return False
+
+    def _idle_workers(self, holding: _Holding) -> int:
+        """Workers of a holder with nothing to do that it may be lent an item for now."""
+        return min(self._free(holding), holding.workers - len(holding.held))
 
     def _free(self, holding: _Holding) -> int:
         return 0 if holding.local and self._others else holding.capacity - len(holding.held)
@@ -504,10 +513,9 @@ class Lender(Generic[H]):
 
         Without it, the last items may sit in one volunteer's queue for as long
         as its running items take, while other workers have nothing left to do.
-        A holder computes its items in the order it got them, one per worker:
-        those past the first ``workers`` are queued, and the later one is lent,
-        the later it starts (the earliest may even be done already, their answers
-        waiting at the volunteer to share a frame). So the copies go to the
+        Past a holder's running items (:func:`_running`), the later an item was
+        lent, the later it starts (the earliest may even be done already, their
+        answers waiting at the volunteer to share a frame). So the copies go to the
         items that would start the latest, from a list made once for the end of
         the run: a thousand holders going idle one after another must not each
         cost a look at every holder.
@@ -519,15 +527,14 @@ class Lender(Generic[H]):
             self._tail_built = self._counts["lent"]
         if not self._tail:
             return False
-        idle = sum(min(self._free(holding), holding.workers - len(holding.held))
-                   for holding in map(self._holders.__getitem__, self._idle))
+        idle = sum(map(self._idle_workers, map(self._holders.__getitem__, self._idle)))
         shared = 0
         while self._tail and shared < idle:
             _, item_id, holder = self._tail.pop()
             item = self._items.get(item_id)
             if item is None or holder not in item.copies or not self._shareable(item_id, item):
                 continue  # done, taken back, or given its extra copy meanwhile
-            if item_id in itertools.islice(self._holders[holder].held, self._holders[holder].workers):
+            if item_id in _running(self._holders[holder]):
                 continue  # its holder runs it now: the items before it are done
             item.wanted += 1
             self._queue(item_id, item)

@@ -252,7 +252,7 @@ class Root:
 @contextlib.contextmanager
 def _long_gil_turns() -> Iterator[None]:
     """While the run's threads end: CPython wakes every thread that waits for the GIL once per switch
-    interval, and a thousand volunteers' sessions ending at once (four threads each) spent seconds
+    interval, and a thousand volunteers' sessions ending at once (several threads each) spent seconds
     to tens of seconds of kernel CPU in those wake-ups at the default 5 ms (bench/README.md).
     Nothing that ends needs quick turns; the run's own work does (mixed item times lose 4% at 50 ms)."""
     switch = sys.getswitchinterval()
