@@ -15,8 +15,6 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator, TextIO
 
-import segno
-
 _CLEAR = "\r\x1b[K"
 
 
@@ -72,6 +70,8 @@ class Console:
         """Draw ``url`` as a QR code, so a phone can join by pointing its camera; terminals only."""
         if not self.live:
             return
+        import segno  # here: only a live terminal draws one, and a run's start waits for its import (~30 ms)
+
         drawing = io.StringIO()
         segno.make(url, micro=False).terminal(out=drawing, compact=True)
         self.log(drawing.getvalue().rstrip("\n"))

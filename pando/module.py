@@ -7,7 +7,6 @@ function. This file uses the standard library only: it also runs in Pyodide.
 """
 from __future__ import annotations
 
-import asyncio
 import inspect
 import os
 import queue
@@ -16,9 +15,12 @@ import threading
 import time
 import traceback
 import types
-from typing import Any, Callable, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 from pando import items
+
+if TYPE_CHECKING:
+    import asyncio
 
 PROTOCOL_KEY = "/pando/1.0.0"
 
@@ -92,6 +94,8 @@ def _from_async(fn: Callable[[Any], Any]) -> PandoFunction:
                 callback(exc, None)
             else:
                 callback(None, result)
+
+        import asyncio  # here: a start-up cost (~30 ms) that only async functions need, in every worker
 
         try:
             loop = asyncio.get_running_loop()

@@ -27,7 +27,7 @@ from pando.junction import Junction
 from pando.journal import Journal
 from pando.lender import Lender
 from pando.link import WebSocketLink
-from pando.local import Helper
+from pando.helper import Helper
 from pando.monitor import Monitor, StatusThread
 from pando.reader import Reader
 from pando.reorder import Reorder
@@ -81,8 +81,6 @@ class Settings:
     #: Children a node of the tree holds at most; whether every device's status comes up to the root.
     degree: int = 10
     global_monitoring: bool = False
-    #: Worker processes of the root's own helper.
-    workers: int = 1
     #: Items reach the function as their text, not typed (``--raw``).
     raw: bool = False
 
@@ -100,8 +98,10 @@ class Root:
         out: BinaryIO,
         console: Console,
         shipment: Shipment = Shipment(),
+        helper: Helper | None = None,
     ) -> None:
-        """``shipment``: the files that go with the module, and what browsers lack (:mod:`pando.dependencies`)."""
+        """``shipment``: the files that go with the module, and what browsers lack (:mod:`pando.dependencies`);
+        ``helper``: the root's own helper, started by the caller (who stops it), which joins once this serves."""
         self._settings = settings
         self._shipment = shipment
         self._filename = filename
@@ -110,6 +110,7 @@ class Root:
         self._total = total
         self._out = out
         self._console = console
+        self._helper = helper
 
     def run(self) -> int:
         """Run to the end; return the exit status. Raises PandoError if it cannot start."""
@@ -196,7 +197,7 @@ class Root:
                     "put the server behind TLS and use --host https://...")
         dispatcher = Dispatcher(lender, reorder, settings.heartbeat_ms, settings.timeout)
         status_thread = StatusThread(monitor, self._console.progress)
-        helper: Helper | None = None
+        helper = self._helper
         outcome: protocol.Outcome | None = None  # stays None if the run itself crashes
         try:
             server.start()
@@ -213,10 +214,8 @@ class Root:
             self._console.qr_code(urls[0])  # the server's, else the first LAN address if there is one
             if settings.verify > 1:  # the root's helper is one voice: it would only ever vote alone
                 log(f"pando: --verify {settings.verify} waits for {settings.verify} volunteers to agree on each item")
-            elif not settings.start_idle:
-                # On a live terminal the module's prints come through the console, not onto the progress line.
-                helper = Helper(helper_url(settings.bind, server.port), access, log, settings.workers,
-                                log if self._console.live else None)
+            if helper is not None:
+                helper.join(helper_url(settings.bind, server.port), access.helper_secret)
             while not reorder.done.wait(0.5) and not supervisor.failed.is_set():
                 if helper is not None:
                     helper.check()
@@ -243,8 +242,6 @@ class Root:
                 gateway.stop()
                 monitor.wait_viewers(2)  # the monitoring pages are sent how the run ended before the server closes
                 server.close()
-                if helper is not None:
-                    helper.stop()
         assert outcome is not None  # set on every path that gets here
         return outcome.status
 

@@ -505,7 +505,7 @@ def test_the_roots_own_helper_is_started_again_if_it_dies(procs: Processes) -> N
     root = procs.pando(str(EXAMPLES / "square.py"), "--stdin", stdin=lines(*range(1, 6)))
     root.port
     deadline = time.monotonic() + 20
-    while not (helpers := subprocess.run(["pgrep", "-f", "-P", str(root.popen.pid), "pando.local"],
+    while not (helpers := subprocess.run(["pgrep", "-f", "-P", str(root.popen.pid), "pando.helper"],
                                          capture_output=True, text=True).stdout.split()):
         assert time.monotonic() < deadline, "the helper never started"
         time.sleep(0.1)

@@ -4,6 +4,7 @@ processes that never outlive their volunteer."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -318,6 +319,25 @@ def test_a_volunteer_killed_mid_item_leaves_no_process_behind(procs: Processes) 
         time.sleep(0.1)
     root.popen.send_signal(signal.SIGINT)
     assert root.wait() == 130
+
+
+def test_a_run_that_stops_before_serving_leaves_no_helper_behind(procs: Processes, tmp_path: Path) -> None:
+    # The root's helper starts before the rest of the command line is checked; a bad join key ends the run.
+    here = tmp_path / "run"
+    here.mkdir()
+    done = procs.run([PANDO, FAST, "--join-key", "short", "1"], cwd=here)
+    assert done.returncode == 2 and b"join-key" in done.stderr, done.stderr
+    deadline = time.monotonic() + 5
+    while left := [entry.name for entry in Path("/proc").iterdir() if entry.name.isdigit() and _cwd(entry) == here]:
+        assert time.monotonic() < deadline, f"processes {left} outlived the run"
+        time.sleep(0.1)
+
+
+def _cwd(entry: Path) -> Path | None:
+    try:
+        return Path(os.readlink(entry / "cwd"))
+    except OSError:
+        return None
 
 
 FD_HOG = """
