@@ -44,6 +44,9 @@ PARAMS: dict[str, dict[str, Any]] = {
              "slow": {"count": 80, "seconds": 0.25}, "mixed": {"count": 240, "low": 0.001, "high": 1.0},
              # Long enough at 0.1 s (20 s of work) for the join ramp and the tail not to decide the figure.
              "swarm": {"n": 1000, "rounds": {"1.0": 20, "0.1": 200}}, "pool_chunksize": 1024},
+    "smoke": {"volunteers": 2, "batches": [64], "count": 5_000, "reps": 1, "e2e_count": 5_000,
+              "slow": {"count": 4, "seconds": 0.1}, "mixed": {"count": 6, "low": 0.001, "high": 0.1},
+              "swarm": {"n": 20, "rounds": {"1.0": 2, "0.1": 5}}, "pool_chunksize": 256},
 }
 TIMED = MODULES / "timed_square.py"
 

@@ -102,6 +102,35 @@ SIZES: dict[str, dict[str, Any]] = {
         "profile": {"volunteers": 4, "batches": [64, 8, 1], "count": 200_000},
         "batching": batching.PARAMS["full"],
     },
+    # Every workload that needs no benchmark peer (Dask, GNU parallel, py-spy), as small as it runs:
+    # test/test_bench.py checks that each still runs and that its outputs are exact, not its figures.
+    "smoke": {
+        "overhead": None,
+        "frames": {"seconds": 0.2},
+        "scaling": {"tasks": [0.1], "sizes": [1, 20], "rounds": {"0.1": 5}, "reps": 1, "batch": 1},
+        "churn": {"reps": 1, "volunteers": 2, "count": 60, "delay_s": 0.02, "heartbeat_ms": 1000, "events": 1,
+                  "interval_s": 0.5, "resume_after_s": 1.0},
+        "memory": {"count": 20_000, "volunteers": 2, "batch": 256, "interval_ms": 200, "sample_s": 0.1},
+        "collatz": {"count": 4, "range": 500, "reps": 1},
+        "browser": {"first_result": {"reps": 1, "range": 20}, "throughput": {"reps": 1, "count": 4, "range": 200}},
+        "stragglers": {"volunteers": 2, "count": 60, "delay_s": 0.01, "batches": [1], "heartbeat_ms": 1000,
+                       "reporting_interval_s": 0.25, "slow_factor": 5, "freeze_at": 10, "reps": 1,
+                       "run_timeout_s": 60},
+        "journal": {"volunteers": 2, "batches": [64], "count": 5_000, "count_batch1": 500, "reps": 1},
+        "webrtc": {"join": {"rounds": 1, "sequential": 2, "crowds": 1, "crowd": 12, "task_s": 0.2, "items": 500,
+                            "timeout_s": 60},
+                   "throughput": {"volunteers": 2, "batches": [16], "reps": 1, "run_timeout_s": 60,
+                                  "counts": {"16": 2_000}},
+                   "profile": None},
+        "tree": {"real": {"runs": [[12, 0.2, 3]], "reps": 1, "heartbeat_ms": 1000, "batch": 1,
+                          "steady_s": 1, "join_timeout_s": 30, "heal_limit_hb": 8, "nodes_per_process": 150,
+                          "head_start_s": 0.1, "calibration_rounds": 1, "timeout_s": 120},
+                 "sim": {"sizes": [100], "tasks": [1.0], "batches": [1], "degree": 10,
+                         "heartbeat_ms": 2000, "nets": {"LAN": 0.0005}, "flow_seconds": {"1.0": 1.0},
+                         "flow_skip": [], "balanced_sizes": [100], "defaults": TREE_SIM_DEFAULTS}},
+        "profile": None,
+        "batching": batching.PARAMS["smoke"],
+    },
 }
 
 
@@ -188,7 +217,9 @@ def main() -> None:
     parser.add_argument("size", choices=sorted(SIZES))
     parser.add_argument("--only", default="")
     parser.add_argument("--readme", action="store_true")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON and Markdown go")
     args = parser.parse_args()
+    results = args.results
     params = SIZES[args.size]
     only = set(filter(None, args.only.split(",")))
     wanted = lambda name: (not only or name in only) and params.get(name) is not None  # noqa: E731
@@ -235,14 +266,14 @@ def main() -> None:
         w["profile"] = profile_root.run(p["volunteers"], p["batches"], counts, RESULTS / "profiles")
     result["seconds"] = time.monotonic() - t0
     stamp = started.replace(":", "")
-    write_json(RESULTS / f"{stamp}-{args.size}.json", result)
+    write_json(results / f"{stamp}-{args.size}.json", result)
     text = summary_markdown(result)
-    (RESULTS / f"{stamp}-{args.size}.md").write_text(text)
-    (RESULTS / f"latest-{args.size}.md").write_text(text)
+    (results / f"{stamp}-{args.size}.md").write_text(text)
+    (results / f"latest-{args.size}.md").write_text(text)
     if args.readme:
         update_readme(text)
     print(text)
-    log(f"wrote {RESULTS / f'{stamp}-{args.size}.json'} and .md ({result['seconds'] / 60:.1f} min)")
+    log(f"wrote {results / f'{stamp}-{args.size}.json'} and .md ({result['seconds'] / 60:.1f} min)")
 
 
 if __name__ == "__main__":
