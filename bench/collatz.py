@@ -8,6 +8,10 @@ helper, one worker per core, its start counted; the volunteer runs use
 ``--start-idle`` and one-worker volunteers that joined before the first item.
 Time: first item written → last line read. Every configuration must print
 the same lines as ``--local``. Runs alternate.
+
+The root alone's start, on its own: ``START_REPS`` trivial runs (one item of
+examples/square_fast.py) alone and with ``--local``, alternated; time from
+the command's start to its first result, and to its exit.
 """
 from __future__ import annotations
 
@@ -57,6 +61,32 @@ def run_one(config: str, data: bytes) -> dict[str, Any]:
         procs.cleanup()
 
 
+def start_one(config: str) -> dict[str, Any]:
+    """One trivial run, ``alone`` or ``local``: seconds to its first result and to its exit."""
+    procs = Procs()
+    try:
+        began = time.monotonic()
+        root = procs.pando(EXAMPLES / "square_fast.py", "5", *(["--local"] if config == "local" else []), port=0,
+                           stdin=subprocess.DEVNULL)
+        assert root.stdout is not None
+        line = root.stdout.readline()
+        first = time.monotonic() - began
+        code = root.wait(60)
+        return {"config": config, "first_s": first, "exit_s": time.monotonic() - began, "exit": code,
+                "exact": line == b"25\n"}
+    finally:
+        procs.cleanup()
+
+
+def start(reps: int) -> dict[str, Any]:
+    """The start of a trivial run, the root alone against ``--local``, alternated."""
+    runs = [start_one(config) for _ in range(reps) for config in ("alone", "local")]
+    return {"runs": runs, "all_exact": all(r["exact"] and r["exit"] == 0 for r in runs),
+            **{config: {"first_s": summary(r["first_s"] for r in runs if r["config"] == config),
+                        "exit_s": summary(r["exit_s"] for r in runs if r["config"] == config)}
+               for config in ("alone", "local")}}
+
+
 def run(params: dict[str, Any]) -> dict[str, Any]:
     data = items(params["count"], params["range"])
     runs = []
@@ -81,7 +111,8 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     return {"params": params, "runs": runs,
             "summary": {str(int(c) if c.isdigit() else 0): figures(c, int(c) if c.isdigit() else 1)
                         for c in CONFIGS if c != "alone"},
-            "alone": {**figures("alone", os.cpu_count() or 1), "workers": os.cpu_count() or 1}}
+            "alone": {**figures("alone", os.cpu_count() or 1), "workers": os.cpu_count() or 1},
+            "start": start(params["start_reps"]) if params.get("start_reps") else None}
 
 
 def label(config: str) -> str:
@@ -90,7 +121,7 @@ def label(config: str) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     p = result["params"]
-    alone = result["alone"]
+    alone, start_ = result["alone"], result["start"]
     rows = []
     for name, st in [*((label("local") if key == "0" else label(key), st) for key, st in result["summary"].items()),
                      (f"root alone ({alone['workers']} workers)", alone)]:
@@ -98,7 +129,14 @@ def markdown(result: dict[str, Any]) -> str:
                      fmt(st["efficiency"] and 100 * st["efficiency"], 0) + ("%" if st["efficiency"] else ""),
                      "yes" if st["same_as_local"] else "NO"])
     met = "met" if alone["speedup"] >= ALONE_GOAL else "NOT met"
-    return (f"{p['count']} ranges of {p['range']} integers from 3179389980591125407167, median of {p['reps']} "
+    text = (f"{p['count']} ranges of {p['range']} integers from 3179389980591125407167, median of {p['reps']} "
             "alternated run(s), 2-core machine.\n\n"
             + table(["configuration", "seconds", "speedup vs --local", "efficiency", "same output as --local"], rows)
             + f"\n\nThe root alone ÷ --local: {alone['speedup']:.2f} (goal ≥ {ALONE_GOAL} on 2 cores): {met}.")
+    if start_ is not None:
+        seconds = {config: (fmt(start_[config]["first_s"]["median"], 3), fmt(start_[config]["exit_s"]["median"], 3))
+                   for config in ("alone", "local")}
+        text += (f"\n\nStart of a trivial run (one item, median of {p['start_reps']}): the root alone's first result "
+                 f"after {seconds['alone'][0]} s, its exit after {seconds['alone'][1]} s; --local "
+                 f"{seconds['local'][0]} s and {seconds['local'][1]} s.")
+    return text
