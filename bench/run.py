@@ -134,6 +134,15 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 
 
+#: Workloads run and summarised the same way (``run(params)``, ``markdown(result)``), in report order
+#: after the first three, with their section titles.
+PLAIN = [("churn", churn, "4. Churn"), ("memory", memory, "5. Memory"), ("collatz", collatz, "6. Collatz speedup"),
+         ("browser", browser, "7. Browser volunteers (Chromium + Pyodide)"),
+         ("stragglers", stragglers, "8. Stragglers and `--verify 2`"),
+         ("journal", journal_cost, "9. Cost of `--journal FILE`"), ("webrtc", webrtc, "10. WebRTC data channels"),
+         ("tree", tree, "11. The tree (`--degree`)"), ("batching", batching, "12. Fast by default (`--batch-size auto`)")]
+
+
 def summary_markdown(result: dict[str, Any]) -> str:
     machine = result["machine"]
     parts = [
@@ -177,24 +186,9 @@ def summary_markdown(result: dict[str, Any]) -> str:
                           fmt(r.get("listen_overflows")), fmt(r.get("root_exit_after_last_line_s"), 1)]
                          for r in j["runs"]]),
                   "", "Original Pando: 19–23 s to 95% on a LAN."]
-    if "churn" in w:
-        parts += ["", "#### 4. Churn", "", churn.markdown(w["churn"])]
-    if "memory" in w:
-        parts += ["", "#### 5. Memory", "", memory.markdown(w["memory"])]
-    if "collatz" in w:
-        parts += ["", "#### 6. Collatz speedup", "", collatz.markdown(w["collatz"])]
-    if "browser" in w:
-        parts += ["", "#### 7. Browser volunteers (Chromium + Pyodide)", "", browser.markdown(w["browser"])]
-    if "stragglers" in w:
-        parts += ["", "#### 8. Stragglers and `--verify 2`", "", stragglers.markdown(w["stragglers"])]
-    if "journal" in w:
-        parts += ["", "#### 9. Cost of `--journal FILE`", "", journal_cost.markdown(w["journal"])]
-    if "webrtc" in w:
-        parts += ["", "#### 10. WebRTC data channels", "", webrtc.markdown(w["webrtc"])]
-    if "tree" in w:
-        parts += ["", "#### 11. The tree (`--degree`)", "", tree.markdown(w["tree"])]
-    if "batching" in w:
-        parts += ["", "#### 12. Fast by default (`--batch-size auto`)", "", batching.markdown(w["batching"])]
+    for name, workload, title in PLAIN:
+        if name in w:
+            parts += ["", f"#### {title}", "", workload.markdown(w[name])]
     if "profile" in w:
         parts += ["", "#### Root profile (py-spy, GIL-holding samples)", ""]
         for key, r in w["profile"].items():
@@ -242,24 +236,9 @@ def main() -> None:
         joins = [r for r in w["scaling"]["runs"] if r["n"] >= 1000]
         if joins:
             w["join"] = {"runs": joins}
-    if wanted("churn"):
-        w["churn"] = churn.run(params["churn"])
-    if wanted("memory"):
-        w["memory"] = memory.run(params["memory"])
-    if wanted("collatz"):
-        w["collatz"] = collatz.run(params["collatz"])
-    if wanted("browser"):
-        w["browser"] = browser.run(params["browser"])
-    if wanted("stragglers"):
-        w["stragglers"] = stragglers.run(params["stragglers"])
-    if wanted("journal"):
-        w["journal"] = journal_cost.run(params["journal"])
-    if wanted("webrtc"):
-        w["webrtc"] = webrtc.run(params["webrtc"])
-    if wanted("tree"):
-        w["tree"] = tree.run(params["tree"])
-    if wanted("batching"):
-        w["batching"] = batching.run(params["batching"])
+    for name, workload, _ in PLAIN:
+        if wanted(name):
+            w[name] = workload.run(params[name])
     if wanted("profile"):
         p = params["profile"]
         counts = {0: p["count"], 1: min(p["count"], 10_000), 8: min(p["count"], 100_000)}

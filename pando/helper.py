@@ -122,7 +122,7 @@ def _pass_lines(stream: BinaryIO, output: Callable[[str], None]) -> None:
 
 def main() -> int:
     """The helper process: its worker count is its argument; where to join and its secret come on stdin."""
-    from pando.node import Node  # imported here, while the root starts too (see above)
+    from pando.node import Node  # not at the top: the root imports this module before its own heavy imports
 
     line = sys.stdin.readline()
     if not line:

@@ -24,8 +24,8 @@ from pando.server import raise_file_limit
 
 def run(args: dict[str, Any], options: dict[str, Any], module_path: str, console: Console,
         helper: Helper | None) -> int:
-    """Run with the parsed ``args`` and resolved ``options``; the exit status. PandoError (UsageError
-    among them) if it cannot start."""
+    """Run with the parsed ``args`` and resolved ``options``, and the root's own ``helper`` (already
+    starting) if it computes; the exit status. PandoError (UsageError among them) if it cannot start."""
     secret = options["secret"] or os.environ.get("PANDO_SECRET") or ""
     if options["host"] is not None:
         rendezvous.server_urls(options["host"])  # a bad --host stops the run before anything starts
