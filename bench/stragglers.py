@@ -20,10 +20,10 @@ same batch size (measured, same run of the benchmark) and with the ideal
 and the frozen one's few items are left out of it, so the ideal is what the
 run would take if the bad volunteer were not there at all).
 
-Copies come from the root's JSON status (``PANDO_DEBUG=monitoring``): the
-root writes one per ``--reporting-interval`` but none when it exits, so stdin
-is kept open after the last item until a status with every result written
-arrives; only then is it closed. That status holds the run's final counts.
+The items come as from a pipe: written, then stdin closed, so the root knows
+where the input ends (and shares the last items out, as in a real pipeline).
+Copies come from the root's JSON status (``PANDO_DEBUG=monitoring``), the last
+one, which the root writes as it exits.
 """
 from __future__ import annotations
 
@@ -55,10 +55,10 @@ def _volunteer_envs(procs: Procs, scenario: str, params: dict[str, Any]) -> list
 
 
 def _write(stdin: IO[bytes], data: bytes) -> None:
-    """Write the items and flush, leaving stdin open; a root that died early is reported by its exit status."""
+    """Write the items and close stdin; a root that died early is reported by its exit status."""
     try:
         stdin.write(data)
-        stdin.flush()
+        stdin.close()
     except (BrokenPipeError, ValueError, OSError):
         pass
 
@@ -70,7 +70,7 @@ def _longest_pause(samples: list[tuple[float, int]], start: float) -> float:
 
 
 def _final_status(err: Lines, count: int, timeout: float) -> dict[str, Any] | None:
-    """The first status that counts every result written (waits for it); None if none came in time."""
+    """The last status, once one counts every result written (the root's at its exit); None if none came in time."""
     found: list[dict[str, Any]] = []
 
     def arrived() -> bool:
@@ -81,7 +81,7 @@ def _final_status(err: Lines, count: int, timeout: float) -> dict[str, Any] | No
         wait_for(arrived, timeout, "a status with every result written", step=0.05)
     except RuntimeError:
         return None
-    return found[0]
+    return found[-1]
 
 
 def _exit_time(popen: subprocess.Popen[bytes], since: float, timeout: float) -> float | None:
@@ -93,8 +93,8 @@ def _exit_time(popen: subprocess.Popen[bytes], since: float, timeout: float) -> 
     return max(0.0, time.monotonic() - since)  # an upper bound: when this wait saw it
 
 
-def run_one(scenario: str, batch: int, params: dict[str, Any]) -> dict[str, Any]:
-    """One run of a scenario at one batch size; the time, the copy counts, exactness."""
+def run_one(scenario: str, batch: int | str, params: dict[str, Any]) -> dict[str, Any]:
+    """One run of a scenario at one batch size (or ``auto``); the time, the copy counts, exactness."""
     count = params["count"]
     procs = Procs()
     try:
@@ -112,7 +112,6 @@ def run_one(scenario: str, batch: int, params: dict[str, Any]) -> dict[str, Any]
         assert stdin is not None and stdout is not None
         clock = LineClock(stdout, keep=True)
         start = time.monotonic()
-        # stdin stays open after the items: the root would exit before its next status otherwise.
         threading.Thread(target=_write, args=(stdin, items_bytes(count)), daemon=True).start()
         limit = params["run_timeout_s"]
         try:
@@ -120,18 +119,14 @@ def run_one(scenario: str, batch: int, params: dict[str, Any]) -> dict[str, Any]
         except RuntimeError:
             pass  # reported below as missing lines
         seconds = (clock.last or time.monotonic()) - start
-        status = _final_status(err, count, 5 * params["reporting_interval_s"] + 5) if clock.count >= count else None
-        closed = time.monotonic()
-        try:
-            stdin.close()
-        except OSError:
-            pass  # the root is gone already: its exit status says how
         try:
             code: int | None = root.wait(60)
         except subprocess.TimeoutExpired:
             code = None  # reported as such; cleanup kills it
-        exit_s = time.monotonic() - closed
+        exited = time.monotonic()
+        exit_s = exited - (clock.last or exited)
         clock.join(10)
+        status = _final_status(err, count, 10) if clock.count >= count else None
         counters = {key: (status or {}).get("items", {}).get(key) for key in COUNTERS}
         devices = {d["name"]: d for d in (status or {}).get("devices", [])}
         bad = None
@@ -141,13 +136,13 @@ def run_one(scenario: str, batch: int, params: dict[str, Any]) -> dict[str, Any]
             device = devices.get(scenario)
             bad = {"connected": device is not None, "items": device["items"] if device else None,
                    "held": device["held"] if device else None,
-                   "left_after_root_s": _exit_time(vols[-1].popen, closed + exit_s, 10)}
+                   "left_after_root_s": _exit_time(vols[-1].popen, exited, 10)}
             if scenario == "frozen" and device is not None:
                 # It computed freeze_at - 1 items before hanging; any not credited were never sent.
                 bad["results_withheld"] = params["freeze_at"] - 1 - device["items"]
         return {
             "scenario": scenario, "batch": batch, "count": count, "volunteers": len(vols),
-            "seconds": seconds, "exit": code, "root_exit_after_stdin_closed_s": exit_s,
+            "seconds": seconds, "exit": code, "root_exit_after_last_line_s": exit_s,
             "exact": hashlib.sha1(clock.text()).hexdigest() == squares_digest(count), "lines": clock.count,
             "status_found": status is not None, **counters,
             "extra_copies_lent": (counters["lent"] - counters["done"]) if status else None,
