@@ -9,7 +9,7 @@ helper, one worker per core, its start counted; the volunteer runs use
 Time: first item written → last line read. Every configuration must print
 the same lines as ``--local``. Runs alternate.
 
-The root alone's start, on its own: ``START_REPS`` trivial runs (one item of
+The root alone's start, on its own: ``start_reps`` trivial runs (one item of
 examples/square_fast.py) alone and with ``--local``, alternated; time from
 the command's start to its first result, and to its exit.
 """
