@@ -225,10 +225,10 @@ def _run(args: dict[str, Any]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``pando``; returns the exit status."""
-    args = usage.parse(__doc__, argv)
-    if isinstance(args, int):
-        return args
     try:
+        args = usage.parse(__doc__, argv)
+        if isinstance(args, int):
+            return args
         code = _run(args)
     except status.PandoError as exc:  # InputError too
         code = usage.fail(__doc__, exc)
