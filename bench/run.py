@@ -1,13 +1,14 @@
 """Run the benchmarks at one size; write one JSON file and a Markdown summary per run.
 
-    python bench/run.py quick|full [--only overhead,frames,scaling,join,churn,memory,collatz,browser,stragglers,journal,webrtc,
-                                          tree,batching,profile]
-                                   [--readme]
+    python bench/run.py quick|full|smoke [--only overhead,frames,scaling,join,churn,memory,collatz,browser,stragglers,
+                                                journal,webrtc,tree,batching,profile]
+                                         [--readme] [--results DIR]
 
-Results go to bench/results/ (git-ignored): ``<UTC time>-<size>.json`` holds the
-machine facts, versions, parameters, every run and the medians and spreads;
-``<same>.md`` and ``latest-<size>.md`` the summary. With ``--readme`` the
-summary also replaces the results section of bench/README.md.
+Results go to bench/results/ (git-ignored; or DIR): ``<UTC time>-<size>.json``
+holds the machine facts, versions, parameters, every run and the medians and
+spreads; ``<same>.md`` and ``latest-<size>.md`` the summary. With ``--readme``
+the summary also replaces the results section of bench/README.md. ``smoke`` is
+the smallest size of every workload without a peer, for test/test_bench.py.
 """
 from __future__ import annotations
 
