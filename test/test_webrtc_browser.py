@@ -276,7 +276,8 @@ def test_a_tab_asking_for_webrtc_computes_over_a_data_channel_to_a_lan_root(tmp_
     opened = sockets(page)
     page.goto(page_url(root.url, "rtc tab", 2, webrtc=True))
     wait_ready(page, 2)
-    figures = status(page)
+    # The workers start while the page joins: ready workers do not mean an open channel yet.
+    figures = wait_until(lambda: (now := status(page))["state"] == "waiting" and now, 30, "the page to connect")
     assert figures["transport"] == "WebRTC", figures
     assert figures["text"] == "Connected over WebRTC — waiting for items", figures
     root.feed(items)
@@ -444,11 +445,13 @@ def test_what_the_rendezvous_says_is_shown_as_text(tmp_path, hosts: Hosts, roots
 
         page.route_web_socket("**/rendezvous/signal", answer)
         page.goto(page_url(root.url, f"{case} tab", 1, webrtc=True))
-        wait_until(lambda: status(page)["state"] == "offline", 20, f"the page to give up the join ({case})")
+        # Read when it gives up: its next attempt may begin soon after.
+        given_up = wait_until(lambda: (now := status(page))["state"] == "offline" and now, 20,
+                              f"the page to give up the join ({case})")
         log = page.inner_text("#log")
         if case == "bye":
             assert f"no job yet: no job {EVIL}; waiting for one" in log, log
-            assert status(page)["text"].startswith("No job here yet — retrying in")
+            assert given_up["text"].startswith("No job here yet — retrying in"), given_up
             assert offers == []
         elif case == "reject":
             assert f"the root turned this page away: go away {EVIL}" in log, log
